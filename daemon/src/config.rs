@@ -1,0 +1,398 @@
+//! Configuration: a TOML file, then `COSIGNER_*` environment variables over it.
+//!
+//! Environment keys use `__` between sections: `COSIGNER_SERVER__LISTEN=0.0.0.0:7443`
+//! overrides `[server] listen`. Unknown keys are errors (a typo must not silently fall back
+//! to a default on a signing server), and every error names the key or file at fault, on one
+//! line, so `cosignerd --check-config` and a failed start say exactly what to fix.
+//!
+//! Relative paths in the file are resolved against the file's directory, so a config and its
+//! certificates can move together.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: not found")]
+    NotFound(PathBuf),
+    #[error("config file {path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("config key `{key}`: {why}")]
+    Invalid { key: &'static str, why: String },
+    #[error("config key `{key}`: cannot read {path}: {source}")]
+    Unreadable {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The whole configuration, as loaded and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub shutdown_grace: Duration,
+    pub tls: TlsSettings,
+    pub data_dir: PathBuf,
+    /// The daemon's own identity, read from its certificate.
+    pub identity: cosigner_pki::Identity,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub trust_domain: String,
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a client certificate is needed to open a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Every connection presents a certificate chaining to the CA (the default).
+    #[default]
+    Required,
+    /// Connections without a certificate are accepted but may call only the standard
+    /// health service (for load balancers and orchestrators that probe without a
+    /// certificate). Every other RPC still needs a certificate.
+    Optional,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter directive ("info", "cosignerd=debug,info").
+    pub level: String,
+}
+
+// The raw, serde-facing shape of the file. Kept apart from `Config` so validation turns
+// strings into typed values in one place, with the key name in every error.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    tls: RawTls,
+    data: RawData,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    #[serde(default = "default_grace")]
+    shutdown_grace_secs: u64,
+}
+
+fn default_grace() -> u64 {
+    3
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default = "default_trust_domain")]
+    trust_domain: String,
+    #[serde(default)]
+    client_auth: ClientAuth,
+}
+
+fn default_trust_domain() -> String {
+    "cosigner".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawData {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default)]
+    format: LogFormat,
+    #[serde(default)]
+    level: Option<String>,
+}
+
+impl Config {
+    /// Loads `path`, applies the environment, and validates everything that can be checked
+    /// without side effects (addresses, readable and parseable certificate files).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::NotFound(path.to_path_buf()));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("COSIGNER_"))
+            .collect();
+        let load_err = |e: config::ConfigError| ConfigError::Load {
+            path: path.to_path_buf(),
+            message: one_line(&e.to_string()),
+        };
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("COSIGNER")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(load_err)?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(parent).map_err(|e| ConfigError::Load {
+            path: path.to_path_buf(),
+            message: format!("cannot resolve its directory: {e}"),
+        })?;
+        Self::validate(raw, &base)
+    }
+
+    fn validate(raw: RawConfig, base: &Path) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = raw
+            .server
+            .listen
+            .parse()
+            .map_err(|e| ConfigError::Invalid {
+                key: "server.listen",
+                why: format!(
+                    "{:?} is not an address:port ({e}); example: \"127.0.0.1:7443\"",
+                    raw.server.listen
+                ),
+            })?;
+        if !(1..=60).contains(&raw.server.shutdown_grace_secs) {
+            return Err(ConfigError::Invalid {
+                key: "server.shutdown_grace_secs",
+                why: format!(
+                    "{} is outside 1..=60 seconds",
+                    raw.server.shutdown_grace_secs
+                ),
+            });
+        }
+        cosigner_pki::validate_name("trust domain", &raw.tls.trust_domain).map_err(|e| {
+            ConfigError::Invalid {
+                key: "tls.trust_domain",
+                why: e.to_string(),
+            }
+        })?;
+        let tls = TlsSettings {
+            ca: base.join(&raw.tls.ca),
+            cert: base.join(&raw.tls.cert),
+            key: base.join(&raw.tls.key),
+            trust_domain: raw.tls.trust_domain,
+            client_auth: raw.tls.client_auth,
+        };
+        let cas = read_certs("tls.ca", &tls.ca)?;
+        let chain = read_certs("tls.cert", &tls.cert)?;
+        read_key("tls.key", &tls.key)?;
+        let identity = cosigner_pki::identity_from_der(&chain[0], &tls.trust_domain).map_err(
+            |e| ConfigError::Invalid {
+                key: "tls.cert",
+                why: format!("{}: {e}", tls.cert.display()),
+            },
+        )?;
+        drop(cas);
+        if raw.data.dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data.dir",
+                why: "must not be empty".into(),
+            });
+        }
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                why: format!("{level:?} is not a tracing filter (try \"info\" or \"debug\")"),
+            });
+        }
+        Ok(Config {
+            listen,
+            shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs),
+            tls,
+            data_dir: base.join(raw.data.dir),
+            identity,
+            log: LogSettings {
+                format: raw.log.format,
+                level,
+            },
+        })
+    }
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Unreadable {
+        key,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads a PEM file of one or more certificates.
+fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let pem = read_file(key, path)?;
+    let invalid = |why: String| ConfigError::Invalid {
+        key,
+        why: format!("{}: {why}", path.display()),
+    };
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("not a PEM certificate file ({e})")))?;
+    if certs.is_empty() {
+        return Err(invalid("contains no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+/// Checks that a PEM private key parses. Its bytes are dropped at once and never echoed:
+/// a key must not end up in an error message.
+fn read_key(key: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let pem = read_file(key, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| ConfigError::Invalid {
+        key,
+        why: format!("{}: not a PEM private key ({e})", path.display()),
+    })?;
+    Ok(())
+}
+
+/// The `config` crate sometimes spreads an error over lines; operators and tests read one.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(body: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = cosigner_pki::devca::DevPkiSpec {
+            daemons: vec!["d".into()],
+            ..Default::default()
+        };
+        cosigner_pki::devca::init(dir.path(), &spec, false).unwrap();
+        let path = dir.path().join("cosignerd.toml");
+        std::fs::write(&path, body).unwrap();
+        (dir, path)
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:7443"
+[tls]
+ca = "ca.pem"
+cert = "d.pem"
+key = "d.key"
+[data]
+dir = "data"
+"#;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn good_config_resolves_paths_and_defaults() {
+        let (dir, path) = setup(GOOD);
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        assert_eq!(c.listen.port(), 7443);
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.tls.trust_domain, "cosigner");
+        assert_eq!(c.tls.client_auth, ClientAuth::Required);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(c.log.format, LogFormat::Human);
+        assert_eq!(c.identity.name, "d");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let (_dir, path) = setup(GOOD);
+        let env = vec![
+            ("COSIGNER_SERVER__LISTEN".into(), "127.0.0.1:9999".into()),
+            ("COSIGNER_LOG__FORMAT".into(), "json".into()),
+            ("UNRELATED".into(), "x".into()),
+        ];
+        let c = Config::load_with_env(&path, env).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("listen = \"127.0.0.1:7443\"", "listen = \"nope\""),
+            ("[data]", "bogus = 1\n[data]"),
+            ("key = \"d.key\"", "key = \"missing.key\""),
+            ("ca = \"ca.pem\"", "ca = \"d.key\""),
+            ("[data]", "trust_domain = \"a/b\"\n[data]"),
+            ("[data]", "trust_domain = \"elsewhere\"\n[data]"),
+            ("key = \"d.key\"", "key = \"d.pem\""),
+        ];
+        let expect = [
+            "server.listen",
+            "bogus",
+            "tls.key",
+            "tls.ca",
+            "tls.trust_domain",
+            "tls.cert",
+            "tls.key",
+        ];
+        for ((from, to), want) in cases.iter().zip(expect) {
+            let (_dir, path) = setup(&GOOD.replace(from, to));
+            let err = Config::load_with_env(&path, no_env()).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} does not name {want}");
+            assert!(!err.contains('\n'), "{err:?} is not one line");
+        }
+    }
+
+    #[test]
+    fn unknown_environment_key_is_an_error() {
+        let (_dir, path) = setup(GOOD);
+        let env = vec![("COSIGNER_SERVER__LISTN".into(), "x".into())];
+        let err = Config::load_with_env(&path, env).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load_with_env(Path::new("/nonexistent/c.toml"), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/c.toml"), "{err}");
+    }
+}

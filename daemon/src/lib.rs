@@ -1,0 +1,9 @@
+//! cosignerd's internals. The binary (`main.rs`) parses arguments and hands over to
+//! [`server::run`]; everything here is wiring around the library crates.
+
+pub mod auth;
+pub mod config;
+pub mod cosigner_service;
+pub mod datadir;
+pub mod relay_service;
+pub mod server;

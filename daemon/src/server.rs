@@ -1,0 +1,168 @@
+//! Wiring: the data-directory lock, TLS, the gRPC services, readiness and shutdown.
+//!
+//! Shutdown order on SIGTERM/SIGINT: tell systemd we are stopping, mark health NOT_SERVING so
+//! balancers stop sending work, stop accepting, give in-flight calls `shutdown_grace` to
+//! finish, then drop whatever is left (its clients see the connection close) and release the
+//! data-directory lock by exiting.
+
+use std::time::Duration;
+
+use cosigner_api::v1::cosigner_server::CosignerServer;
+use cosigner_api::v1::relay_server::RelayServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::auth::{AuthLayer, Authorizer};
+use crate::config::{ClientAuth, Config};
+use crate::cosigner_service::CosignerService;
+use crate::datadir::{DataDir, DataDirError};
+use crate::relay_service::RelayService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("config key `{key}`: cannot read {path}: {source}")]
+    Read {
+        key: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("config key `server.listen`: cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server stopped: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|source| ServeError::Read {
+        key,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Returns after the lock is released.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let data_dir = DataDir::open_locked(&config.data_dir)?;
+
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read("tls.cert", &config.tls.cert)?,
+            read("tls.key", &config.tls.key)?,
+        ))
+        .client_ca_root(Certificate::from_pem(read("tls.ca", &config.tls.ca)?))
+        .timeout(Duration::from_secs(10));
+    if config.tls.client_auth == ClientAuth::Optional {
+        tracing::warn!(
+            "tls.client_auth = \"optional\": clients without a certificate may call the health service (and nothing else)"
+        );
+        tls = tls.client_auth_optional(true);
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<CosignerServer<CosignerService>>().await;
+    health.set_serving::<RelayServer<RelayService>>().await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cosigner_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cosigner_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let identity_uri = config.identity.uri(&config.tls.trust_domain);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .tls_config(tls)
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .concurrency_limit_per_connection(256)
+        .layer(AuthLayer::new(Authorizer::new(config.tls.trust_domain.clone())))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(CosignerServer::new(CosignerService::new(identity_uri.clone())))
+        .add_service(RelayServer::new(RelayService))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ServeError::Signal)?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(ServeError::Signal)?;
+
+    tracing::info!(
+        listen = %local,
+        identity = %identity_uri,
+        data_dir = %data_dir.path().display(),
+        client_auth = ?config.tls.client_auth,
+        "cosignerd ready"
+    );
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    let signal = tokio::select! {
+        res = &mut server => {
+            // The server ended without being asked to: an accept-loop failure.
+            res?;
+            return Ok(());
+        }
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+    };
+    tracing::info!(signal, grace = ?config.shutdown_grace, "shutting down");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    health.set_not_serving::<CosignerServer<CosignerService>>().await;
+    health.set_not_serving::<RelayServer<RelayService>>().await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+        Ok(res) => res?,
+        Err(_) => tracing::warn!(
+            grace = ?config.shutdown_grace,
+            "in-flight calls did not finish within the grace period; closing their connections"
+        ),
+    }
+    drop(data_dir);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells systemd about a state change; a no-op when not run under systemd (no
+/// NOTIFY_SOCKET), and never fatal: a daemon that cannot notify still serves.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "systemd notification failed");
+    }
+}
