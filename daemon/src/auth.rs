@@ -64,7 +64,11 @@ impl Authorizer {
     }
 
     /// `peer_leaf` is the DER of the client's leaf certificate, if it presented one.
-    pub fn authorize(&self, path: &str, peer_leaf: Option<&[u8]>) -> Result<Option<Caller>, Status> {
+    pub fn authorize(
+        &self,
+        path: &str,
+        peer_leaf: Option<&[u8]>,
+    ) -> Result<Option<Caller>, Status> {
         let Some(access) = access(path) else {
             return Err(Status::permission_denied(format!(
                 "{path} is not open to any caller"
@@ -196,7 +200,10 @@ mod tests {
         assert!(rpcs.len() >= 16, "found only {rpcs:?}");
         for rpc in rpcs {
             let path = format!("/cosigner.v1.Cosigner/{rpc}");
-            assert!(access(&path).is_some(), "{path} missing from the access table");
+            assert!(
+                access(&path).is_some(),
+                "{path} missing from the access table"
+            );
         }
         assert!(access("/cosigner.v1.Cosigner/Nope").is_none());
         assert!(access("/other.Service/X").is_none());
@@ -207,7 +214,9 @@ mod tests {
     fn anonymous_only_for_health() {
         let a = Authorizer::new("cosigner".into());
         assert!(a.authorize("/grpc.health.v1.Health/Check", None).is_ok());
-        let err = a.authorize("/cosigner.v1.Cosigner/GetStatus", None).unwrap_err();
+        let err = a
+            .authorize("/cosigner.v1.Cosigner/GetStatus", None)
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let err = a.authorize("/cosigner.v1.Cosigner/Nope", None).unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied);

@@ -221,12 +221,13 @@ impl Config {
         let cas = read_certs("tls.ca", &tls.ca)?;
         let chain = read_certs("tls.cert", &tls.cert)?;
         read_key("tls.key", &tls.key)?;
-        let identity = cosigner_pki::identity_from_der(&chain[0], &tls.trust_domain).map_err(
-            |e| ConfigError::Invalid {
-                key: "tls.cert",
-                why: format!("{}: {e}", tls.cert.display()),
-            },
-        )?;
+        let identity =
+            cosigner_pki::identity_from_der(&chain[0], &tls.trust_domain).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "tls.cert",
+                    why: format!("{}: {e}", tls.cert.display()),
+                }
+            })?;
         drop(cas);
         if raw.data.dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
@@ -374,7 +375,9 @@ dir = "data"
         ];
         for ((from, to), want) in cases.iter().zip(expect) {
             let (_dir, path) = setup(&GOOD.replace(from, to));
-            let err = Config::load_with_env(&path, no_env()).unwrap_err().to_string();
+            let err = Config::load_with_env(&path, no_env())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err:?} does not name {want}");
             assert!(!err.contains('\n'), "{err:?} is not one line");
         }

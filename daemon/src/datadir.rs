@@ -62,7 +62,11 @@ impl DataDir {
                 let holder = holder.trim();
                 return Err(DataDirError::Locked {
                     path: path.to_path_buf(),
-                    holder: if holder.is_empty() { "unknown".into() } else { holder.to_string() },
+                    holder: if holder.is_empty() {
+                        "unknown".into()
+                    } else {
+                        holder.to_string()
+                    },
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),

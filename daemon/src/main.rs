@@ -12,10 +12,19 @@ use clap::Parser;
 use cosignerd::config::{Config, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "cosignerd", version, about = "Threshold-signature co-signer daemon")]
+#[command(
+    name = "cosignerd",
+    version,
+    about = "Threshold-signature co-signer daemon"
+)]
 struct Args {
     /// Configuration file (TOML). `COSIGNER_*` environment variables override its keys.
-    #[arg(short, long, value_name = "FILE", default_value = "/etc/cosigner/cosignerd.toml")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        default_value = "/etc/cosigner/cosignerd.toml"
+    )]
     config: PathBuf,
 
     /// Validate FILE (and the files it names) and exit without starting.
@@ -53,7 +62,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cosignerd: cannot start the async runtime: {e}");

@@ -73,7 +73,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<CosignerServer<CosignerService>>().await;
+    health
+        .set_serving::<CosignerServer<CosignerService>>()
+        .await;
     health.set_serving::<RelayServer<RelayService>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -105,11 +107,15 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .tls_config(tls)
         .map_err(|e| ServeError::Tls(e.to_string()))?
         .concurrency_limit_per_connection(256)
-        .layer(AuthLayer::new(Authorizer::new(config.tls.trust_domain.clone())))
+        .layer(AuthLayer::new(Authorizer::new(
+            config.tls.trust_domain.clone(),
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(CosignerServer::new(CosignerService::new(identity_uri.clone())))
+        .add_service(CosignerServer::new(CosignerService::new(
+            identity_uri.clone(),
+        )))
         .add_service(RelayServer::new(RelayService))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
@@ -141,7 +147,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     };
     tracing::info!(signal, grace = ?config.shutdown_grace, "shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
-    health.set_not_serving::<CosignerServer<CosignerService>>().await;
+    health
+        .set_not_serving::<CosignerServer<CosignerService>>()
+        .await;
     health.set_not_serving::<RelayServer<RelayService>>().await;
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)

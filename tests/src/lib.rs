@@ -157,7 +157,12 @@ impl Daemon {
     }
 
     /// Spawns `cosignerd -c config` without waiting for it.
-    pub fn spawn(config: &Path, addr: SocketAddr, data_dir: PathBuf, log: PathBuf) -> Result<Daemon> {
+    pub fn spawn(
+        config: &Path,
+        addr: SocketAddr,
+        data_dir: PathBuf,
+        log: PathBuf,
+    ) -> Result<Daemon> {
         let child = Command::new(bin("cosignerd"))
             .arg("--config")
             .arg(config)
@@ -191,7 +196,10 @@ impl Daemon {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
-                bail!("cosignerd exited with {status} before serving:\n{}", self.log_text());
+                bail!(
+                    "cosignerd exited with {status} before serving:\n{}",
+                    self.log_text()
+                );
             }
             if let Ok(ch) = pki.channel(self.addr, Some("admin")).await {
                 let mut health = tonic_health::pb::health_client::HealthClient::new(ch);

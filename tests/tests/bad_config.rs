@@ -48,7 +48,11 @@ fn check_config_accepts_a_good_file() {
         .arg(tmp.path().join("cosignerd.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
     // Checking starts nothing: no data directory appears.
     assert!(!tmp.path().join("data").exists());
@@ -58,7 +62,10 @@ fn check_config_accepts_a_good_file() {
 fn missing_file() {
     let tmp = test_dir();
     let err = refused(&tmp.path().join("nope.toml"));
-    assert!(err.contains("nope.toml") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("nope.toml") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -80,7 +87,10 @@ fn malformed_address() {
     let path = tmp.path().join("cosignerd.toml");
     std::fs::write(&path, text).unwrap();
     let err = refused(&path);
-    assert!(err.contains("server.listen") && err.contains("localhost-7443"), "{err}");
+    assert!(
+        err.contains("server.listen") && err.contains("localhost-7443"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,18 +101,45 @@ fn unreadable_and_unparseable_certificates() {
     let path = tmp.path().join("cosignerd.toml");
 
     let missing = pki.file("nobody.pem");
-    std::fs::write(&path, good.replace(pki.file("cosignerd.pem").to_str().unwrap(), missing.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &path,
+        good.replace(
+            pki.file("cosignerd.pem").to_str().unwrap(),
+            missing.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
     let err = refused(&path);
-    assert!(err.contains("tls.cert") && err.contains("nobody.pem"), "{err}");
+    assert!(
+        err.contains("tls.cert") && err.contains("nobody.pem"),
+        "{err}"
+    );
 
     let garbage = tmp.path().join("garbage.pem");
     std::fs::write(&garbage, "this is not a certificate\n").unwrap();
-    std::fs::write(&path, good.replace(pki.file("ca.pem").to_str().unwrap(), garbage.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &path,
+        good.replace(
+            pki.file("ca.pem").to_str().unwrap(),
+            garbage.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
     let err = refused(&path);
-    assert!(err.contains("tls.ca") && err.contains("garbage.pem"), "{err}");
+    assert!(
+        err.contains("tls.ca") && err.contains("garbage.pem"),
+        "{err}"
+    );
 
     // A certificate in place of the key: named, and the file's content is not echoed.
-    std::fs::write(&path, good.replace(pki.file("cosignerd.key").to_str().unwrap(), pki.file("admin.pem").to_str().unwrap())).unwrap();
+    std::fs::write(
+        &path,
+        good.replace(
+            pki.file("cosignerd.key").to_str().unwrap(),
+            pki.file("admin.pem").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
     let err = refused(&path);
     assert!(err.contains("tls.key"), "{err}");
     assert!(!err.contains("BEGIN"), "{err}");
@@ -121,5 +158,42 @@ fn bad_environment_override_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.listen") && err.contains("not-an-address"), "{err}");
+    assert!(
+        err.contains("server.listen") && err.contains("not-an-address"),
+        "{err}"
+    );
+}
+
+/// The commented example in deploy/ stays a valid config: every key it shows exists.
+/// Its paths point at /etc, so the test points them at dev certificates through the
+/// environment, which also exercises the override path operators use.
+#[test]
+fn deploy_example_config_is_valid() {
+    let tmp = test_dir();
+    let pki = Pki::init(tmp.path(), "certs").unwrap();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/cosignerd.example.toml"
+    );
+    let out = Command::new(bin("cosignerd"))
+        .arg("--check-config")
+        .arg(example)
+        .env("COSIGNER_TLS__CA", pki.file("ca.pem"))
+        .env("COSIGNER_TLS__CERT", pki.file("cosignerd.pem"))
+        .env("COSIGNER_TLS__KEY", pki.file("cosignerd.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the overrides it fails on the first missing file, by name.
+    let out = Command::new(bin("cosignerd"))
+        .arg("--check-config")
+        .arg(example)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/etc/cosigner/tls/ca.pem"));
 }

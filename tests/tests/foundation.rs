@@ -8,10 +8,10 @@ use cosigner_api::v1::{GetStatusRequest, ListHistoryRequest, SignRequest};
 use cosigner_tests::{Daemon, Pki, ctl, test_dir};
 use nix::sys::signal::Signal;
 use tonic::Code;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -64,7 +64,11 @@ async fn healthy_daemon_answers_ctl_and_reflection() {
         panic!("unexpected reflection answer {resp:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in ["cosigner.v1.Cosigner", "cosigner.v1.Relay", "grpc.health.v1.Health"] {
+    for want in [
+        "cosigner.v1.Cosigner",
+        "cosigner.v1.Relay",
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
 }
@@ -81,7 +85,11 @@ async fn clients_without_a_valid_certificate_are_refused() {
 
     // No client certificate at all.
     let out = ctl(&["--addr", &addr, "--ca", ca, "health"]);
-    assert!(!out.status.success(), "no-cert client was served: {}", stdout(&out));
+    assert!(
+        !out.status.success(),
+        "no-cert client was served: {}",
+        stdout(&out)
+    );
     assert!(!stdout(&out).contains("SERVING"));
 
     // A certificate from another CA, even with the admin role in it.
@@ -96,7 +104,11 @@ async fn clients_without_a_valid_certificate_are_refused() {
         other.file("admin.key").to_str().unwrap(),
         "health",
     ]);
-    assert!(!out.status.success(), "foreign-CA client was served: {}", stdout(&out));
+    assert!(
+        !out.status.success(),
+        "foreign-CA client was served: {}",
+        stdout(&out)
+    );
 
     // The same refusals through a gRPC client, on an operator RPC.
     let no_cert = pki.channel(d.addr, None).await;
@@ -109,7 +121,13 @@ async fn clients_without_a_valid_certificate_are_refused() {
     }
 
     // The daemon survived all of it.
-    let out = ctl(&["--addr", &addr, "--certs", pki.dir.to_str().unwrap(), "health"]);
+    let out = ctl(&[
+        "--addr",
+        &addr,
+        "--certs",
+        pki.dir.to_str().unwrap(),
+        "health",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -123,7 +141,11 @@ async fn roles_gate_the_rpcs() {
     let admin = CosignerClient::new(pki.channel(d.addr, Some("admin")).await.unwrap());
 
     // Operator-only RPCs refuse a party certificate.
-    let err = party.clone().get_status(GetStatusRequest {}).await.unwrap_err();
+    let err = party
+        .clone()
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("needs admin"), "{}", err.message());
     let err = party
@@ -144,14 +166,26 @@ async fn roles_gate_the_rpcs() {
         "status",
     ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("PERMISSION_DENIED"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("PERMISSION_DENIED"),
+        "{}",
+        stderr(&out)
+    );
 
     // Sign is for parties: an admin is refused before the handler runs.
-    let err = admin.clone().sign(SignRequest::default()).await.unwrap_err();
+    let err = admin
+        .clone()
+        .sign(SignRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
     // A party may call Sign; it is not built yet and says so, naming the issue.
-    let err = party.clone().sign(SignRequest::default()).await.unwrap_err();
+    let err = party
+        .clone()
+        .sign(SignRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
     assert!(err.message().contains("issue #6"), "{}", err.message());
 
@@ -200,7 +234,8 @@ async fn json_logs_when_configured() {
         .unwrap();
     let log = d.log_text();
     let first = log.lines().next().expect("a log line");
-    let v: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    let v: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("{e}: {first}"));
     assert_eq!(v["fields"]["message"], "cosignerd ready", "{v}");
 }
 
@@ -229,11 +264,15 @@ async fn sigterm_stops_cleanly_and_releases_the_lock() {
 
     d.signal(Signal::SIGTERM).unwrap();
     let status = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(5))).unwrap();
-    let status = status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM:\n{}", d.log_text()));
+    let status =
+        status.unwrap_or_else(|| panic!("still running 5 s after SIGTERM:\n{}", d.log_text()));
     assert_eq!(status.code(), Some(0), "{}", d.log_text());
     let log = d.log_text();
     assert!(log.contains("shutting down"), "{log}");
-    assert!(log.contains("did not finish within the grace period"), "{log}");
+    assert!(
+        log.contains("did not finish within the grace period"),
+        "{log}"
+    );
     drop(tx);
 
     // The lock is released: the same data directory opens at once.
@@ -265,7 +304,9 @@ async fn two_daemons_cannot_share_a_data_directory() {
 
     let dir2 = tmp.path().join("d2");
     std::fs::create_dir_all(&dir2).unwrap();
-    let addr2 = format!("127.0.0.1:{}", cosigner_tests::free_port()).parse().unwrap();
+    let addr2 = format!("127.0.0.1:{}", cosigner_tests::free_port())
+        .parse()
+        .unwrap();
     let config2 =
         cosigner_tests::write_config(&dir2, &pki, addr2, &first.data_dir, "", "").unwrap();
     let out = std::process::Command::new(cosigner_tests::bin("cosignerd"))

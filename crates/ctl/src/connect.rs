@@ -12,7 +12,12 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
     /// Daemon address.
-    #[arg(long, env = "COSIGNERCTL_ADDR", default_value = "https://127.0.0.1:7443", global = true)]
+    #[arg(
+        long,
+        env = "COSIGNERCTL_ADDR",
+        default_value = "https://127.0.0.1:7443",
+        global = true
+    )]
     pub addr: String,
 
     /// A `certs init` directory; with --as NAME it supplies --ca, --cert and --key.
@@ -20,7 +25,13 @@ pub struct ConnectArgs {
     pub certs: Option<PathBuf>,
 
     /// Identity to use from --certs (file stem: "admin", "device-1", ...).
-    #[arg(long = "as", env = "COSIGNERCTL_AS", value_name = "NAME", default_value = "admin", global = true)]
+    #[arg(
+        long = "as",
+        env = "COSIGNERCTL_AS",
+        value_name = "NAME",
+        default_value = "admin",
+        global = true
+    )]
     pub as_name: String,
 
     /// CA certificate that the daemon's certificate must chain to.
@@ -50,11 +61,21 @@ fn read(what: &str, path: &Path) -> Result<Vec<u8>> {
 
 impl ConnectArgs {
     fn resolved(&self) -> (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) {
-        let from_dir = |ext: &str, name: &str| self.certs.as_ref().map(|d| d.join(format!("{name}.{ext}")));
+        let from_dir =
+            |ext: &str, name: &str| self.certs.as_ref().map(|d| d.join(format!("{name}.{ext}")));
         (
             self.ca.clone().or_else(|| from_dir("pem", "ca")),
             self.cert.clone().or_else(|| from_dir("pem", &self.as_name)),
             self.key.clone().or_else(|| from_dir("key", &self.as_name)),
+        )
+    }
+
+    /// A hint for a failed call: a daemon with mutual TLS closes connections that present no
+    /// certificate, and the client only sees "connection closed".
+    pub fn hint(&self) -> Option<&'static str> {
+        let (_, cert, _) = self.resolved();
+        cert.is_none().then_some(
+            "hint: no client certificate was presented (use --certs DIR --as NAME, or --cert and --key); cosignerd requires one",
         )
     }
 
@@ -65,14 +86,20 @@ impl ConnectArgs {
         let Some(ca) = ca else {
             bail!("no CA certificate: pass --ca FILE or --certs DIR");
         };
-        let uri: http::Uri = self
-            .addr
-            .parse()
-            .with_context(|| format!("--addr {:?} is not a URI like https://host:port", self.addr))?;
+        let uri: http::Uri = self.addr.parse().with_context(|| {
+            format!("--addr {:?} is not a URI like https://host:port", self.addr)
+        })?;
         if uri.scheme_str() != Some("https") {
-            bail!("--addr {:?}: only https:// is supported (the daemon requires TLS)", self.addr);
+            bail!(
+                "--addr {:?}: only https:// is supported (the daemon requires TLS)",
+                self.addr
+            );
         }
-        let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']');
+        let host = uri
+            .host()
+            .unwrap_or("localhost")
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(read("CA certificate", &ca)?))
             .domain_name(self.server_name.clone().unwrap_or_else(|| host.to_string()));

@@ -17,7 +17,11 @@ use tonic_health::pb::health_client::HealthClient;
 use connect::ConnectArgs;
 
 #[derive(Parser, Debug)]
-#[command(name = "cosignerctl", version, about = "Operator tool and reference client for cosignerd")]
+#[command(
+    name = "cosignerctl",
+    version,
+    about = "Operator tool and reference client for cosignerd"
+)]
 struct Cli {
     #[command(flatten)]
     connect: ConnectArgs,
@@ -81,7 +85,11 @@ enum CertsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let hint = cli.connect.hint();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cosignerctl: cannot start the async runtime: {e}");
@@ -92,6 +100,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cosignerctl: {}", describe(&e));
+            if let Some(hint) = hint
+                && e.downcast_ref::<tonic::Status>().is_some()
+            {
+                eprintln!("{hint}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -154,7 +167,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for f in &issued.files {
                 println!("  wrote {}", f.display());
             }
-            println!("These are for local set-ups and tests only: the CA key sits beside them unprotected.");
+            println!(
+                "These are for local set-ups and tests only: the CA key sits beside them unprotected."
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Health { service } => {
@@ -201,9 +216,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     ("sealing", s.sealing_backend),
                     (
                         "policy",
-                        if s.policy_hash.is_empty() { "none".into() } else { s.policy_hash },
+                        if s.policy_hash.is_empty() {
+                            "none".into()
+                        } else {
+                            s.policy_hash
+                        },
                     ),
-                    ("relay", if s.relay_enabled { "enabled" } else { "off" }.into()),
+                    (
+                        "relay",
+                        if s.relay_enabled { "enabled" } else { "off" }.into(),
+                    ),
                     ("vaults", s.vaults.len().to_string()),
                 ];
                 for (k, v) in rows {

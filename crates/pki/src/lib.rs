@@ -72,7 +72,9 @@ pub enum PkiError {
         "certificate carries no spiffe://{trust_domain}/<admin|party>/<name> URI SAN, so it has no cosigner role"
     )]
     NoIdentity { trust_domain: String },
-    #[error("certificate carries more than one cosigner identity URI ({0}); refusing an ambiguous role")]
+    #[error(
+        "certificate carries more than one cosigner identity URI ({0}); refusing an ambiguous role"
+    )]
     AmbiguousIdentity(String),
     #[error("invalid {what} {value:?}: {why}")]
     InvalidName {
@@ -88,7 +90,9 @@ pub enum PkiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0} already exists; pass --force to replace the whole set (the old CA stops being trusted)")]
+    #[error(
+        "{0} already exists; pass --force to replace the whole set (the old CA stops being trusted)"
+    )]
     Exists(String),
 }
 
@@ -142,8 +146,7 @@ pub fn identity_from_der(der: &[u8], trust_domain: &str) -> Result<Identity, Pki
         let Some((role, name)) = rest.split_once('/') else {
             continue;
         };
-        let (Some(role), Ok(())) = (Role::parse(role), validate_name("identity name", name))
-        else {
+        let (Some(role), Ok(())) = (Role::parse(role), validate_name("identity name", name)) else {
             continue;
         };
         if found.is_some() {
@@ -176,7 +179,10 @@ mod tests {
 
     #[test]
     fn reads_role_and_name() {
-        let der = cert_with_uris(&["https://example.com/x", "spiffe://cosigner/party/alice-phone"]);
+        let der = cert_with_uris(&[
+            "https://example.com/x",
+            "spiffe://cosigner/party/alice-phone",
+        ]);
         let id = identity_from_der(&der, "cosigner").unwrap();
         assert_eq!(id.role, Role::Party);
         assert_eq!(id.name, "alice-phone");
