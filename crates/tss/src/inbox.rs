@@ -3,7 +3,8 @@
 //! For each incoming message the inbox checks, in this order: the session (or the epoch, to
 //! say *why* the session differs), that the sender is a participant and not us, that it is
 //! addressed to us, the round (the current one, or the next one, which is buffered: a fast
-//! party may be a round ahead of us, never two), duplicates, and the sender's echo of the
+//! party may be a round ahead of us, never two; an earlier round is a replay), duplicates,
+//! and the sender's echo of the
 //! previous round's broadcasts. A round is complete when every expected sender's
 //! point-to-point message and broadcast are in.
 
@@ -158,6 +159,13 @@ impl Inbox {
     }
 
     fn take_current(&mut self, msg: Message) -> Result<(), TssError> {
+        if msg.round < self.round {
+            // That round is complete, so this sender's message for it was already taken.
+            return Err(TssError::Duplicate {
+                party: msg.from,
+                round: msg.round,
+            });
+        }
         if msg.round != self.round {
             return Err(TssError::WrongRound {
                 party: msg.from,

@@ -404,3 +404,119 @@ impl Reshare {
 }
 
 crate::machine::public_debug!(Reshare);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keygen::{Keygen, KeygenParams};
+    use crate::local::{self, Order};
+
+    fn id(i: u8) -> PartyId {
+        PartyId([i; 32])
+    }
+
+    fn keygen(t: u8, parties: &[PartyId]) -> Vec<KeyShare> {
+        let committee = Committee::new(t, parties.iter().copied()).unwrap();
+        let machines = parties
+            .iter()
+            .map(|p| {
+                Keygen::new(
+                    KeygenParams {
+                        vault_id: "unit".into(),
+                        committee: committee.clone(),
+                        nonce: [1; 32],
+                    },
+                    *p,
+                )
+                .unwrap()
+            })
+            .collect();
+        local::run(machines).unwrap().0
+    }
+
+    fn params(old: &VaultPublic, dealers: &[PartyId], new: &Committee) -> ReshareParams {
+        ReshareParams {
+            old: old.clone(),
+            dealers: dealers.to_vec(),
+            new_committee: new.clone(),
+            nonce: [2; 32],
+        }
+    }
+
+    #[test]
+    fn dealer_with_a_wrong_constant_term_is_named() {
+        let p = [id(1), id(2), id(3)];
+        let old = keygen(2, &p);
+        let public = old[0].public().clone();
+        let committee = public.committee.clone();
+        let mut machines: Vec<Reshare> = old
+            .iter()
+            .map(|s| {
+                Reshare::new(params(&public, &p[..2], &committee), s.party(), Some(s)).unwrap()
+            })
+            .collect();
+        // Dealer p[0] shifts its constant term: its fragments stay consistent with its own
+        // commitments, so only the lambda_i * X_i check can catch it.
+        let c = decode_scalar(&machines[0].constant).unwrap() + Scalar::ONE;
+        *machines[0].constant = encode_scalar(&c);
+        let run = local::run_with(machines, Order::Fifo, &mut |_, m| vec![m]);
+        for (i, out) in run.outputs.iter().enumerate().skip(1) {
+            assert_eq!(
+                out.as_ref().unwrap_err(),
+                &TssError::BadConstantTerm { dealer: p[0] },
+                "party {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn below_threshold_shares_do_not_determine_the_key() {
+        let p = [id(1), id(2), id(3)];
+        let old = keygen(2, &p);
+        let public = old[0].public().clone();
+        let new = Committee::new(3, [id(1), id(2), id(3), id(4)]).unwrap();
+        let mut machines: Vec<Reshare> = old
+            .iter()
+            .map(|s| Reshare::new(params(&public, &p[1..], &new), s.party(), Some(s)).unwrap())
+            .collect();
+        machines.push(Reshare::new(params(&public, &p[1..], &new), id(4), None).unwrap());
+        let (outs, _) = local::run(machines).unwrap();
+        let shares: Vec<KeyShare> = outs
+            .into_iter()
+            .map(|o| match o {
+                ReshareOutput::NewShare(s) => s,
+                ReshareOutput::Dealt => panic!("everyone is in the new committee"),
+            })
+            .collect();
+        let pk = decode_point(&public.public_key).unwrap();
+        let interpolate = |subset: &[usize]| {
+            let idx: Vec<u8> = subset
+                .iter()
+                .map(|&i| shares[i].state.party_index.as_u8())
+                .collect();
+            let mut acc = Scalar::ZERO;
+            for (&i, &x) in subset.iter().zip(&idx) {
+                acc += lagrange_at_zero(x, &idx).unwrap() * shares[i].state.poly_point;
+            }
+            mul_base(&acc)
+        };
+        for pair in [[0, 1], [0, 3], [2, 3], [1, 2]] {
+            assert_ne!(
+                interpolate(&pair),
+                pk,
+                "2 shares of a 3-of-4 vault rebuilt the key"
+            );
+        }
+        for triple in [[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]] {
+            assert_eq!(interpolate(&triple), pk, "3 shares did not rebuild the key");
+        }
+        // The old shares (epoch 0) interpolate to the same key, but only among themselves:
+        // they are a different polynomial, which is why they must be deleted after a reshare.
+        let mixed = {
+            let x = [1u8, 2];
+            lagrange_at_zero(1, &x).unwrap() * old[0].state.poly_point
+                + lagrange_at_zero(2, &x).unwrap() * shares[1].state.poly_point
+        };
+        assert_ne!(mul_base(&mixed), pk);
+    }
+}
