@@ -69,7 +69,7 @@ impl ReshareParams {
 #[derive(Debug)]
 pub enum ReshareOutput {
     /// This party is in the new committee: its share of the new epoch.
-    NewShare(KeyShare),
+    NewShare(Box<KeyShare>),
     /// This party only dealt (it is not in the new committee) and holds nothing new.
     Dealt,
 }
@@ -332,9 +332,9 @@ impl Rounds for Reshare {
                     chain_code: self.old.chain_code,
                     verifying_shares,
                 };
-                Ok(Progress::Done(ReshareOutput::NewShare(KeyShare::new(
-                    public, self.me, party,
-                )?)))
+                Ok(Progress::Done(ReshareOutput::NewShare(Box::new(
+                    KeyShare::new(public, self.me, party)?,
+                ))))
             }
         }
     }
@@ -484,7 +484,7 @@ mod tests {
         let shares: Vec<KeyShare> = outs
             .into_iter()
             .map(|o| match o {
-                ReshareOutput::NewShare(s) => s,
+                ReshareOutput::NewShare(s) => *s,
                 ReshareOutput::Dealt => panic!("everyone is in the new committee"),
             })
             .collect();

@@ -162,7 +162,7 @@ impl Sign {
         })
     }
 
-    fn from_idx(&self, p: &PartyId) -> Result<PartyIndex, TssError> {
+    fn idx_of(&self, p: &PartyId) -> Result<PartyIndex, TssError> {
         self.committee
             .index_of(p)
             .ok_or(TssError::NotInCommittee { party: *p })
@@ -213,7 +213,7 @@ impl Rounds for Sign {
                 let mut received = Vec::with_capacity(p2p.len());
                 for (from, m) in &p2p {
                     let body: R1 = m.body()?;
-                    check_route(&body.t.parties, *from, self.from_idx(from)?, self.idx)?;
+                    check_route(&body.t.parties, *from, self.idx_of(from)?, self.idx)?;
                     received.push(body.t);
                 }
                 let (uk, k) = self.keep1.take().ok_or(TssError::Finished)?;
@@ -235,7 +235,7 @@ impl Rounds for Sign {
                 let mut received = Vec::with_capacity(p2p.len());
                 for (from, m) in &p2p {
                     let body: R2 = m.body()?;
-                    check_route(&body.t.parties, *from, self.from_idx(from)?, self.idx)?;
+                    check_route(&body.t.parties, *from, self.idx_of(from)?, self.idx)?;
                     received.push(body.t);
                 }
                 let (uk, k) = self.keep2.take().ok_or(TssError::Finished)?;

@@ -149,6 +149,7 @@ fn refresh_keeps_the_key_and_retires_old_shares() {
 fn reshare_adds_a_party_2_of_2_to_2_of_3() {
     let p = ids(3, 3);
     let old = keygen("vault-add", 2, &p[..2]);
+    sign_every_subset(&old, "2of2");
     let committee = Committee::new(2, p.iter().copied()).unwrap();
     let results = reshare(&[&old[0], &old[1]], &p[..2], &committee, &p[2..]);
     let new = new_shares(results, &committee);

@@ -101,3 +101,61 @@ proptest! {
         let _ = DerivationPath::parse(&s);
     }
 }
+
+/// Corrupts byte `pos % len` of the `which`-th message (counting every delivery) with `xor`.
+fn corrupting(which: usize, pos: usize, xor: u8) -> impl FnMut(&PartyId, Vec<u8>) -> Vec<Vec<u8>> {
+    let mut count = 0usize;
+    move |_, mut bytes| {
+        if count == which && !bytes.is_empty() {
+            let i = pos % bytes.len();
+            bytes[i] ^= xor.max(1);
+        }
+        count += 1;
+        vec![bytes]
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(64))]
+
+    /// A corrupted byte anywhere in any signing message (headers, length prefixes, dkls23's
+    /// OT data) ends in an error for someone, never a panic and never a wrong signature.
+    #[test]
+    fn corrupted_signing_messages_never_panic(which in 0usize..6, pos in any::<usize>(), xor in any::<u8>()) {
+        static V: std::sync::OnceLock<Vec<KeyShare>> = std::sync::OnceLock::new();
+        let shares = V.get_or_init(|| keygen("corrupt", 2, &ids(60, 3)));
+        let signers = [&shares[0], &shares[2]];
+        let ids: Vec<PartyId> = signers.iter().map(|s| s.party()).collect();
+        let machines = signers.iter().map(|s| Sign::new(s, SignParams {
+            signers: ids.clone(),
+            message_hash: hash("corrupt"),
+            path: DerivationPath::default(),
+            nonce: [1; 32],
+        }).unwrap()).collect();
+        let run = cosigner_tss::local::run_with(machines, Order::Fifo, &mut corrupting(which, pos, xor));
+        for out in run.outputs.iter().flatten() {
+            verify_independent(out, &shares[0].public().public_key);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(6))]
+
+    /// The same for keygen, whose round-3 messages carry dkls23's OT set-up.
+    #[test]
+    fn corrupted_keygen_messages_never_panic(which in 0usize..18, pos in any::<usize>(), xor in any::<u8>()) {
+        let p = ids(61, 3);
+        let committee = Committee::new(2, p.iter().copied()).unwrap();
+        let machines = p.iter().map(|me| Keygen::new(KeygenParams {
+            vault_id: "corrupt-kg".into(),
+            committee: committee.clone(),
+            nonce: [2; 32],
+        }, *me).unwrap()).collect();
+        let run = cosigner_tss::local::run_with(machines, Order::Fifo, &mut corrupting(which, pos, xor));
+        let ok: Vec<&KeyShare> = run.outputs.iter().flatten().collect();
+        for s in &ok {
+            prop_assert_eq!(s.public(), ok[0].public());
+        }
+    }
+}

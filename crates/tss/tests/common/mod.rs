@@ -187,7 +187,7 @@ pub fn new_shares(
         match r.unwrap_or_else(|e| panic!("party {p} failed: {e}")) {
             ReshareOutput::NewShare(s) => {
                 assert!(committee.contains(&p));
-                shares.push(s);
+                shares.push(*s);
             }
             ReshareOutput::Dealt => assert!(
                 !committee.contains(&p),
