@@ -21,6 +21,9 @@ use dkls23::utilities::hashes::HashOutput;
 use k256::Secp256k1;
 use serde::{Deserialize, Serialize};
 
+use zeroize::Zeroizing;
+
+use crate::curve::{PointBytes, decode_scalar, encode_point, encode_scalar};
 use crate::error::TssError;
 use crate::inbox::{Inbox, RoundSpec};
 use crate::machine::{check_route, map_abort};
@@ -28,6 +31,85 @@ use crate::message::{Message, encode_body};
 use crate::party::{Committee, PartyId};
 use crate::secp::Party;
 use crate::session::SessionId;
+
+/// Round-1 body of keygen, refresh and reshare: one polynomial value for the recipient.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Fragment {
+    pub fragment: [u8; 32],
+}
+
+/// Sends `values[i]` to the i-th of `parties` and keeps ours in `own`.
+pub(crate) fn deal(
+    inbox: &mut Inbox,
+    parties: &[PartyId],
+    me: &PartyId,
+    values: &[k256::Scalar],
+    own: &mut [u8; 32],
+) -> Result<Vec<Message>, TssError> {
+    if values.len() != parties.len() {
+        return Err(TssError::ProtocolUnattributed(
+            "one value per party is needed".into(),
+        ));
+    }
+    let mut out = Vec::with_capacity(parties.len());
+    for (p, v) in parties.iter().zip(values) {
+        let fragment = Zeroizing::new(encode_scalar(v));
+        if p == me {
+            *own = *fragment;
+        } else {
+            out.push(inbox.send(
+                Some(*p),
+                encode_body(&Fragment {
+                    fragment: *fragment,
+                }),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// One received fragment as a scalar, naming the sender if it is not one.
+pub(crate) fn fragment_of(m: &Message) -> Result<k256::Scalar, TssError> {
+    let raw = Zeroizing::new(m.body::<Fragment>()?.fragment);
+    decode_scalar(&raw).ok_or_else(|| TssError::Malformed {
+        party: m.from,
+        detail: "fragment is not a scalar".into(),
+    })
+}
+
+/// The round-1 fragments received, plus our own.
+pub(crate) fn collect_fragments(
+    p2p: &BTreeMap<PartyId, Message>,
+    own: &[u8; 32],
+) -> Result<Zeroizing<Vec<k256::Scalar>>, TssError> {
+    let mut frags = Zeroizing::new(Vec::with_capacity(p2p.len() + 1));
+    for m in p2p.values() {
+        frags.push(fragment_of(m)?);
+    }
+    frags.push(
+        decode_scalar(own)
+            .ok_or_else(|| TssError::ProtocolUnattributed("own fragment lost".into()))?,
+    );
+    Ok(frags)
+}
+
+/// Every member's public share from a DKG result, in committee order.
+pub(crate) fn public_shares(
+    committee: &Committee,
+    pkg: &PublicKeyPackage<Secp256k1>,
+) -> Result<Vec<PointBytes>, TssError> {
+    committee
+        .parties()
+        .iter()
+        .map(|p| {
+            committee
+                .index_of(p)
+                .and_then(|i| pkg.verifying_share(i))
+                .map(encode_point)
+                .ok_or_else(|| TssError::ProtocolUnattributed("missing public share".into()))
+        })
+        .collect()
+}
 
 #[derive(Serialize, Deserialize)]
 struct R2P2p {

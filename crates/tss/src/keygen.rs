@@ -4,16 +4,14 @@
 //! index; (2)-(3) the shared DKG rounds ([`crate::dkg`]); the result is the party's share of
 //! epoch 0 and the vault's public record.
 
-use k256::Scalar;
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::curve::{decode_scalar, encode_point, encode_scalar};
-use crate::dkg::DkgRounds;
+use crate::curve::encode_point;
+use crate::dkg::{DkgRounds, collect_fragments, deal, public_shares};
 use crate::error::TssError;
 use crate::inbox::{Inbox, RoundSpec};
-use crate::machine::{Ceremony, Lifecycle, Progress, Rounds, Step, pump};
-use crate::message::{Message, encode_body};
+use crate::machine::{Ceremony, Lifecycle, Progress, Rounds, Step};
+
 use crate::party::{Committee, PartyId};
 use crate::session::{CeremonyKind, SessionId, Transcript};
 use crate::share::{KeyShare, VaultPublic};
@@ -34,11 +32,6 @@ impl KeygenParams {
             .bytes(&self.nonce);
         t.finish()
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct R1 {
-    fragment: [u8; 32],
 }
 
 pub struct Keygen {
@@ -76,10 +69,6 @@ impl Keygen {
             life: Lifecycle::default(),
         })
     }
-
-    fn dkg(&mut self) -> Result<&mut DkgRounds, TssError> {
-        self.dkg.as_mut().ok_or(TssError::Finished)
-    }
 }
 
 impl Rounds for Keygen {
@@ -93,57 +82,26 @@ impl Rounds for Keygen {
         let (p2p, bcast) = self.inbox.take();
         match self.inbox.round() {
             1 => {
-                let mut frags: Zeroizing<Vec<Scalar>> =
-                    Zeroizing::new(Vec::with_capacity(p2p.len() + 1));
-                for m in p2p.values() {
-                    let body: Zeroizing<[u8; 32]> = Zeroizing::new(m.body::<R1>()?.fragment);
-                    frags.push(decode_scalar(&body).ok_or_else(|| TssError::Malformed {
-                        party: m.from,
-                        detail: "fragment is not a scalar".into(),
-                    })?);
-                }
-                frags.push(
-                    decode_scalar(&self.own_fragment).ok_or_else(|| {
-                        TssError::ProtocolUnattributed("own fragment lost".into())
-                    })?,
-                );
-                let spec = self.dkg()?.spec();
-                self.inbox.advance(&bcast, spec);
-                let mut dkg = self.dkg.take().ok_or(TssError::Finished)?;
-                let out = dkg.round2(&mut self.inbox, &frags);
-                self.dkg = Some(dkg);
-                Ok(Progress::Sent(out?))
+                let frags = collect_fragments(&p2p, &self.own_fragment)?;
+                let dkg = self.dkg.as_mut().ok_or(TssError::Finished)?;
+                self.inbox.advance(&bcast, dkg.spec());
+                Ok(Progress::Sent(dkg.round2(&mut self.inbox, &frags)?))
             }
             2 => {
-                let mut dkg = self.dkg.take().ok_or(TssError::Finished)?;
-                let out = dkg.round3(&mut self.inbox, p2p, bcast);
-                self.dkg = Some(dkg);
-                Ok(Progress::Sent(out?))
+                let dkg = self.dkg.as_mut().ok_or(TssError::Finished)?;
+                Ok(Progress::Sent(dkg.round3(&mut self.inbox, p2p, bcast)?))
             }
             _ => {
                 let dkg = self.dkg.take().ok_or(TssError::Finished)?;
                 let committee = dkg.committee.clone();
                 let (party, pkg) = dkg.finish(p2p, bcast)?;
-                let verifying_shares = committee
-                    .parties()
-                    .iter()
-                    .map(|p| {
-                        committee
-                            .index_of(p)
-                            .and_then(|i| pkg.verifying_share(i))
-                            .map(encode_point)
-                            .ok_or_else(|| {
-                                TssError::ProtocolUnattributed("missing public share".into())
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
                 let public = VaultPublic {
                     vault_id: self.vault_id.clone(),
                     epoch: 0,
+                    verifying_shares: public_shares(&committee, &pkg)?,
                     committee,
                     public_key: encode_point(pkg.verifying_key()),
                     chain_code: party.derivation_data.chain_code,
-                    verifying_shares,
                 };
                 Ok(Progress::Done(KeyShare::new(public, self.me, party)?))
             }
@@ -154,45 +112,20 @@ impl Rounds for Keygen {
 impl Ceremony for Keygen {
     type Output = KeyShare;
 
-    fn session(&self) -> SessionId {
-        self.session
-    }
-
-    fn me(&self) -> PartyId {
-        self.me
-    }
+    crate::machine::ceremony_plumbing!(KeyShare);
 
     fn start(&mut self) -> Result<Step<KeyShare>, TssError> {
-        let me = self.me;
         let dkg = self.dkg.as_ref().ok_or(TssError::Finished)?;
-        let committee = dkg.committee.clone();
-        let frags = Zeroizing::new(dkg.random_fragments());
-        let mut out = Vec::with_capacity(frags.len());
-        for (i, p) in committee.parties().iter().enumerate() {
-            let f = frags
-                .get(i)
-                .ok_or_else(|| TssError::ProtocolUnattributed("short phase 1".into()))?;
-            if *p == me {
-                *self.own_fragment = encode_scalar(f);
-            } else {
-                let body = Zeroizing::new(encode_body(&R1 {
-                    fragment: encode_scalar(f),
-                }));
-                out.push(self.inbox.send(Some(*p), body.to_vec()));
-            }
-        }
+        let values = Zeroizing::new(dkg.random_fragments());
+        let parties = dkg.committee.parties().to_vec();
+        let out = deal(
+            &mut self.inbox,
+            &parties,
+            &self.me,
+            &values,
+            &mut self.own_fragment,
+        )?;
         Ok(Step::Continue(out))
-    }
-
-    fn handle(&mut self, msg: Message) -> Result<Step<KeyShare>, TssError> {
-        let mut life = std::mem::take(&mut self.life);
-        let r = life.run(|| pump(self, msg));
-        self.life = life;
-        r
-    }
-
-    fn waiting_for(&self) -> Vec<PartyId> {
-        self.inbox.waiting_for()
     }
 }
 

@@ -158,6 +158,35 @@ impl Lifecycle {
     }
 }
 
+/// The `Ceremony` methods every ceremony implements the same way (its struct has `session`,
+/// `me`, `inbox` and `life` fields and implements [`Rounds`]).
+macro_rules! ceremony_plumbing {
+    ($out:ty) => {
+        fn session(&self) -> $crate::session::SessionId {
+            self.session
+        }
+
+        fn me(&self) -> $crate::party::PartyId {
+            self.me
+        }
+
+        fn handle(
+            &mut self,
+            msg: $crate::message::Message,
+        ) -> Result<$crate::machine::Step<$out>, $crate::error::TssError> {
+            let mut life = std::mem::take(&mut self.life);
+            let r = life.run(|| $crate::machine::pump(self, msg));
+            self.life = life;
+            r
+        }
+
+        fn waiting_for(&self) -> Vec<$crate::party::PartyId> {
+            self.inbox.waiting_for()
+        }
+    };
+}
+pub(crate) use ceremony_plumbing;
+
 /// `Debug` for a ceremony: session, party and round only, never its secret state.
 macro_rules! public_debug {
     ($t:ty) => {

@@ -15,15 +15,16 @@ use dkls23::protocols::refresh::{
     KeepRefreshPhase2to3, KeepRefreshPhase3to4, TransmitRefreshPhase2to4, TransmitRefreshPhase3to4,
 };
 use dkls23::utilities::hashes::HashOutput;
-use k256::{ProjectivePoint, Scalar, Secp256k1};
+use k256::{ProjectivePoint, Secp256k1};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::curve::{decode_point, decode_scalar, encode_point, encode_scalar};
+use crate::dkg::{collect_fragments, deal};
 use crate::error::TssError;
 use crate::inbox::{Inbox, RoundSpec};
-use crate::machine::{Ceremony, Lifecycle, Progress, Rounds, Step, check_route, map_abort, pump};
-use crate::message::{Message, encode_body};
+use crate::machine::{Ceremony, Lifecycle, Progress, Rounds, Step, check_route, map_abort};
+use crate::message::encode_body;
 use crate::party::{Committee, PartyId};
 use crate::secp::Party;
 use crate::session::{CeremonyKind, SessionId, Transcript};
@@ -32,11 +33,6 @@ use crate::share::{KeyShare, VaultPublic};
 pub struct RefreshParams {
     /// Chosen by the initiator, the same for every party.
     pub nonce: [u8; 32],
-}
-
-#[derive(Serialize, Deserialize)]
-struct R1 {
-    fragment: [u8; 32],
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,20 +145,7 @@ impl Rounds for Refresh {
         let (p2p, bcast) = self.inbox.take();
         match self.inbox.round() {
             1 => {
-                let mut frags: Zeroizing<Vec<Scalar>> =
-                    Zeroizing::new(Vec::with_capacity(p2p.len() + 1));
-                for m in p2p.values() {
-                    let body = Zeroizing::new(m.body::<R1>()?.fragment);
-                    frags.push(decode_scalar(&body).ok_or_else(|| TssError::Malformed {
-                        party: m.from,
-                        detail: "fragment is not a scalar".into(),
-                    })?);
-                }
-                frags.push(
-                    decode_scalar(&self.own_fragment).ok_or_else(|| {
-                        TssError::ProtocolUnattributed("own fragment lost".into())
-                    })?,
-                );
+                let frags = collect_fragments(&p2p, &self.own_fragment)?;
                 let (correction, proof, keep, transmit) =
                     self.party.refresh_phase2(&self.session.0, &frags);
                 *self.correction = encode_scalar(&correction);
@@ -275,45 +258,19 @@ impl Rounds for Refresh {
 impl Ceremony for Refresh {
     type Output = KeyShare;
 
-    fn session(&self) -> SessionId {
-        self.session
-    }
-
-    fn me(&self) -> PartyId {
-        self.me
-    }
+    crate::machine::ceremony_plumbing!(KeyShare);
 
     fn start(&mut self) -> Result<Step<KeyShare>, TssError> {
-        let frags = Zeroizing::new(self.party.refresh_phase1());
+        let values = Zeroizing::new(self.party.refresh_phase1());
         let parties = self.committee().parties().to_vec();
-        let mut out = Vec::with_capacity(parties.len());
-        for (i, p) in parties.iter().enumerate() {
-            let f = frags
-                .get(i)
-                .ok_or_else(|| TssError::ProtocolUnattributed("short phase 1".into()))?;
-            if *p == self.me {
-                *self.own_fragment = encode_scalar(f);
-            } else {
-                out.push(self.inbox.send(
-                    Some(*p),
-                    encode_body(&R1 {
-                        fragment: encode_scalar(f),
-                    }),
-                ));
-            }
-        }
+        let out = deal(
+            &mut self.inbox,
+            &parties,
+            &self.me,
+            &values,
+            &mut self.own_fragment,
+        )?;
         Ok(Step::Continue(out))
-    }
-
-    fn handle(&mut self, msg: Message) -> Result<Step<KeyShare>, TssError> {
-        let mut life = std::mem::take(&mut self.life);
-        let r = life.run(|| pump(self, msg));
-        self.life = life;
-        r
-    }
-
-    fn waiting_for(&self) -> Vec<PartyId> {
-        self.inbox.waiting_for()
     }
 }
 

@@ -29,10 +29,10 @@ use crate::curve::{
     PointBytes, decode_point, decode_scalar, encode_point, encode_scalar, eval_commitments,
     eval_poly, lagrange_at_zero, mul_base,
 };
-use crate::dkg::DkgRounds;
+use crate::dkg::{DkgRounds, deal, fragment_of, public_shares};
 use crate::error::TssError;
 use crate::inbox::{Inbox, RoundSpec};
-use crate::machine::{Ceremony, Lifecycle, Progress, Rounds, Step, pump};
+use crate::machine::{Ceremony, Lifecycle, Progress, Rounds, Step};
 use crate::message::{Message, encode_body};
 use crate::party::{Committee, PartyId};
 use crate::session::{CeremonyKind, SessionId, Transcript};
@@ -78,11 +78,6 @@ pub enum ReshareOutput {
 struct R1Bcast {
     /// Feldman commitments a_k * G, constant term first (t' points).
     commitments: Vec<PointBytes>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct R1P2p {
-    fragment: [u8; 32],
 }
 
 pub struct Reshare {
@@ -240,8 +235,8 @@ impl Reshare {
             let frag_msg = p2p.get(from).ok_or(TssError::Missing {
                 parties: vec![*from],
             })?;
-            let raw = Zeroizing::new(frag_msg.body::<R1P2p>()?.fragment);
-            let fragment = decode_scalar(&raw).ok_or(TssError::BadFragment { dealer: *from })?;
+            let fragment =
+                fragment_of(frag_msg).map_err(|_| TssError::BadFragment { dealer: *from })?;
             if ProjectivePoint::from(mul_base(&fragment)) != eval_commitments(&points, my_new) {
                 return Err(TssError::BadFragment { dealer: *from });
             }
@@ -312,18 +307,7 @@ impl Rounds for Reshare {
                 // The DKG tossed a fresh chain code; a reshare keeps the vault's.
                 party.derivation_data.chain_code = self.old.chain_code;
                 let c = &self.new_committee;
-                let verifying_shares = c
-                    .parties()
-                    .iter()
-                    .map(|p| {
-                        c.index_of(p)
-                            .and_then(|i| pkg.verifying_share(i))
-                            .map(encode_point)
-                            .ok_or_else(|| {
-                                TssError::ProtocolUnattributed("missing public share".into())
-                            })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let verifying_shares = public_shares(c, &pkg)?;
                 let public = VaultPublic {
                     vault_id: self.old.vault_id.clone(),
                     epoch: self.old.epoch + 1,
@@ -343,13 +327,7 @@ impl Rounds for Reshare {
 impl Ceremony for Reshare {
     type Output = ReshareOutput;
 
-    fn session(&self) -> SessionId {
-        self.session
-    }
-
-    fn me(&self) -> PartyId {
-        self.me
-    }
+    crate::machine::ceremony_plumbing!(ReshareOutput);
 
     fn start(&mut self) -> Result<Step<ReshareOutput>, TssError> {
         let mut rng = get_rng();
@@ -366,33 +344,24 @@ impl Ceremony for Reshare {
             .collect::<Vec<_>>();
         let mut out = Vec::with_capacity(self.new_committee.parties().len() + 1);
         out.push(self.inbox.send(None, encode_body(&R1Bcast { commitments })));
-        for (pos, p) in self.new_committee.parties().iter().enumerate() {
-            let value = Zeroizing::new(encode_scalar(&eval_poly(&coeffs, pos as u8 + 1)));
-            if *p == self.me {
-                *self.own_fragment = *value;
-            } else {
-                out.push(
-                    self.inbox
-                        .send(Some(*p), encode_body(&R1P2p { fragment: *value })),
-                );
-            }
-        }
+        let receivers = self.new_committee.parties().to_vec();
+        let values: Zeroizing<Vec<Scalar>> = Zeroizing::new(
+            (1..=receivers.len())
+                .map(|x| eval_poly(&coeffs, x as u8))
+                .collect(),
+        );
+        out.extend(deal(
+            &mut self.inbox,
+            &receivers,
+            &self.me,
+            &values,
+            &mut self.own_fragment,
+        )?);
         if !self.new_committee.contains(&self.me) {
             self.life = Lifecycle::finished();
             return Ok(Step::Done(ReshareOutput::Dealt, out));
         }
         Ok(Step::Continue(out))
-    }
-
-    fn handle(&mut self, msg: Message) -> Result<Step<ReshareOutput>, TssError> {
-        let mut life = std::mem::take(&mut self.life);
-        let r = life.run(|| pump(self, msg));
-        self.life = life;
-        r
-    }
-
-    fn waiting_for(&self) -> Vec<PartyId> {
-        self.inbox.waiting_for()
     }
 }
 

@@ -20,8 +20,8 @@ use crate::curve::{PointBytes, verify_ecdsa};
 use crate::derive::{DerivationPath, derive_party};
 use crate::error::TssError;
 use crate::inbox::{Inbox, RoundSpec};
-use crate::machine::{Ceremony, Lifecycle, Progress, Rounds, Step, check_route, map_abort, pump};
-use crate::message::{Message, encode_body};
+use crate::machine::{Ceremony, Lifecycle, Progress, Rounds, Step, check_route, map_abort};
+use crate::message::encode_body;
 use crate::party::{Committee, PartyId};
 use crate::secp::Party;
 use crate::session::{CeremonyKind, SessionId, Transcript};
@@ -284,13 +284,7 @@ impl Rounds for Sign {
 impl Ceremony for Sign {
     type Output = Signature;
 
-    fn session(&self) -> SessionId {
-        self.session
-    }
-
-    fn me(&self) -> PartyId {
-        self.me
-    }
+    crate::machine::ceremony_plumbing!(Signature);
 
     fn start(&mut self) -> Result<Step<Signature>, TssError> {
         let (uk, k, transmit) = self
@@ -304,17 +298,6 @@ impl Ceremony for Sign {
             out.push(self.inbox.send(Some(to), encode_body(&R1 { t })));
         }
         Ok(Step::Continue(out))
-    }
-
-    fn handle(&mut self, msg: Message) -> Result<Step<Signature>, TssError> {
-        let mut life = std::mem::take(&mut self.life);
-        let r = life.run(|| pump(self, msg));
-        self.life = life;
-        r
-    }
-
-    fn waiting_for(&self) -> Vec<PartyId> {
-        self.inbox.waiting_for()
     }
 }
 
