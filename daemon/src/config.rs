@@ -43,6 +43,8 @@ pub struct Config {
     /// The daemon's own identity, read from its certificate.
     pub identity: cosigner_pki::Identity,
     pub log: LogSettings,
+    /// Prune history entries older than this many days; 0 keeps everything.
+    pub history_retention_days: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +95,15 @@ struct RawConfig {
     data: RawData,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    history: RawHistory,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    #[serde(default)]
+    retention_days: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +246,15 @@ impl Config {
                 why: "must not be empty".into(),
             });
         }
+        if (1..=7).contains(&raw.history.retention_days) {
+            return Err(ConfigError::Invalid {
+                key: "history.retention_days",
+                why: format!(
+                    "{} days would cut into the 7-day spending window; use 0 (keep everything) or at least 8",
+                    raw.history.retention_days
+                ),
+            });
+        }
         let level = raw.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(ConfigError::Invalid {
@@ -252,6 +272,7 @@ impl Config {
                 format: raw.log.format,
                 level,
             },
+            history_retention_days: raw.history.retention_days,
         })
     }
 }
@@ -363,6 +384,7 @@ dir = "data"
             ("[data]", "trust_domain = \"a/b\"\n[data]"),
             ("[data]", "trust_domain = \"elsewhere\"\n[data]"),
             ("key = \"d.key\"", "key = \"d.pem\""),
+            ("[data]", "[history]\nretention_days = 3\n[data]"),
         ];
         let expect = [
             "server.listen",
@@ -372,6 +394,7 @@ dir = "data"
             "tls.trust_domain",
             "tls.cert",
             "tls.key",
+            "history.retention_days",
         ];
         for ((from, to), want) in cases.iter().zip(expect) {
             let (_dir, path) = setup(&GOOD.replace(from, to));

@@ -1,16 +1,20 @@
 //! The `cosigner.v1.Cosigner` service.
 //!
-//! Only status exists in this build. Every other RPC answers UNIMPLEMENTED with the issue that
-//! brings it, so a client learns what is missing instead of getting a fake success. The
-//! README lists the same table.
+//! Status and the history RPCs exist in this build. Every other RPC answers UNIMPLEMENTED
+//! with the issue that brings it, so a client learns what is missing instead of getting a
+//! fake success. The README lists the same table.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cosigner_history::History;
 
 use cosigner_api::v1::cosigner_server::Cosigner;
 use cosigner_api::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
+use crate::history_rpc::{self, blocking};
 
 /// RPCs that later issues implement, with what brings them. Kept in one list so the status
 /// RPC, the UNIMPLEMENTED messages and the tests agree.
@@ -22,10 +26,6 @@ pub const NOT_YET: &[(&str, &str)] = &[
     ("Reshare", "atomic reshare (issue #6)"),
     ("Refresh", "atomic reshare (issue #6)"),
     ("DropPreviousShare", "atomic reshare (issue #6)"),
-    ("ListHistory", "the ceremony history (issue #5)"),
-    ("GetHistoryEntry", "the ceremony history (issue #5)"),
-    ("VerifyHistory", "the ceremony history (issue #5)"),
-    ("ExportHistory", "the ceremony history (issue #5)"),
     ("EvaluatePolicy", "the signing policy (issue #7)"),
     ("ReloadPolicy", "the signing policy (issue #7)"),
     ("ExportBackup", "share backups (issue #8)"),
@@ -47,10 +47,11 @@ pub struct CosignerService {
     identity_uri: String,
     started: Instant,
     started_at_ms: i64,
+    history: Arc<History>,
 }
 
 impl CosignerService {
-    pub fn new(identity_uri: String) -> Self {
+    pub fn new(identity_uri: String, history: Arc<History>) -> Self {
         let started_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -59,6 +60,7 @@ impl CosignerService {
             identity_uri,
             started: Instant::now(),
             started_at_ms,
+            history,
         }
     }
 }
@@ -73,7 +75,11 @@ impl Cosigner for CosignerService {
     ) -> Result<Response<GetStatusResponse>, Status> {
         let caller = auth::caller(&request)?;
         tracing::debug!(caller = %caller.uri, "status");
+        let (history_entries, history_bytes) =
+            blocking(&self.history, |h| Ok((h.len()?, h.size_on_disk()?))).await?;
         Ok(Response::new(GetStatusResponse {
+            history_entries,
+            history_bytes,
             version: env!("CARGO_PKG_VERSION").to_string(),
             identity: self.identity_uri.clone(),
             started_at_ms: self.started_at_ms,
@@ -131,32 +137,62 @@ impl Cosigner for CosignerService {
 
     async fn list_history(
         &self,
-        _: Request<ListHistoryRequest>,
+        request: Request<ListHistoryRequest>,
     ) -> Result<Response<ListHistoryResponse>, Status> {
-        Err(not_yet("ListHistory"))
+        let req = request.into_inner();
+        let q = history_rpc::query_from(req.filter)?;
+        let token = (!req.page_token.is_empty()).then_some(req.page_token);
+        let page = blocking(&self.history, move |h| {
+            h.list(&q, req.page_size, token.as_deref())
+        })
+        .await?;
+        Ok(Response::new(ListHistoryResponse {
+            entries: page
+                .entries
+                .iter()
+                .map(|(e, hash)| history_rpc::entry_to_proto(e, hash))
+                .collect(),
+            next_page_token: page.next.unwrap_or_default(),
+        }))
     }
 
     async fn get_history_entry(
         &self,
-        _: Request<GetHistoryEntryRequest>,
+        request: Request<GetHistoryEntryRequest>,
     ) -> Result<Response<HistoryEntry>, Status> {
-        Err(not_yet("GetHistoryEntry"))
+        let seq = request.into_inner().seq;
+        let (e, hash) = blocking(&self.history, move |h| h.get(seq)).await?;
+        Ok(Response::new(history_rpc::entry_to_proto(&e, &hash)))
     }
 
     async fn verify_history(
         &self,
         _: Request<VerifyHistoryRequest>,
     ) -> Result<Response<VerifyHistoryResponse>, Status> {
-        Err(not_yet("VerifyHistory"))
+        let v = blocking(&self.history, |h| h.verify()).await?;
+        if let Some((seq, why)) = &v.first_bad {
+            tracing::error!(seq, problem = %why, "history verification failed");
+        }
+        let (first_bad_seq, problem) = v.first_bad.unwrap_or_default();
+        Ok(Response::new(VerifyHistoryResponse {
+            ok: problem.is_empty(),
+            entries_checked: v.checked,
+            first_bad_seq,
+            problem,
+        }))
     }
 
     type ExportHistoryStream = Stream<ExportHistoryChunk>;
 
     async fn export_history(
         &self,
-        _: Request<ExportHistoryRequest>,
+        request: Request<ExportHistoryRequest>,
     ) -> Result<Response<Self::ExportHistoryStream>, Status> {
-        Err(not_yet("ExportHistory"))
+        let q = history_rpc::query_from(request.into_inner().filter)?;
+        Ok(Response::new(Box::pin(history_rpc::export_stream(
+            self.history.clone(),
+            q,
+        ))))
     }
 
     async fn evaluate_policy(

@@ -5,5 +5,6 @@ pub mod auth;
 pub mod config;
 pub mod cosigner_service;
 pub mod datadir;
+pub mod history_rpc;
 pub mod relay_service;
 pub mod server;

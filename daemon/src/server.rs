@@ -5,6 +5,7 @@
 //! finish, then drop whatever is left (its clients see the connection close) and release the
 //! data-directory lock by exiting.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cosigner_api::v1::cosigner_server::CosignerServer;
@@ -18,11 +19,14 @@ use crate::config::{ClientAuth, Config};
 use crate::cosigner_service::CosignerService;
 use crate::datadir::{DataDir, DataDirError};
 use crate::relay_service::RelayService;
+use cosigner_history::{History, HistoryError, Kind, Outcome, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
     #[error("config key `{key}`: cannot read {path}: {source}")]
     Read {
         key: &'static str,
@@ -57,6 +61,22 @@ fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ServeError
 /// Runs the daemon until SIGTERM or SIGINT. Returns after the lock is released.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let data_dir = DataDir::open_locked(&config.data_dir)?;
+    let identity_uri = config.identity.uri(&config.tls.trust_domain);
+
+    // Fail closed: no history, no service. The start itself is the first thing recorded.
+    let history = Arc::new(History::open(&data_dir.path().join("history"))?);
+    let start = history.append(Record {
+        tls_identity: identity_uri.clone(),
+        started_at_ms: now_ms(),
+        ..Record::new(Kind::ConfigStart, Outcome::Succeeded)
+    })?;
+    tracing::info!(seq = start.seq, entries = history.len()?, "history opened");
+    if config.history_retention_days > 0 {
+        tokio::spawn(prune_periodically(
+            history.clone(),
+            config.history_retention_days,
+        ));
+    }
 
     let mut tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
@@ -89,7 +109,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let identity_uri = config.identity.uri(&config.tls.trust_domain);
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -115,6 +134,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .add_service(reflection_v1alpha)
         .add_service(CosignerServer::new(CosignerService::new(
             identity_uri.clone(),
+            history.clone(),
         )))
         .add_service(RelayServer::new(RelayService))
         .serve_with_incoming_shutdown(incoming, async {
@@ -165,6 +185,36 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     drop(data_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Prunes history older than the retention once at start and then hourly. A failure is
+/// logged and retried at the next tick: keeping entries longer is the safe side.
+async fn prune_periodically(history: Arc<History>, days: u32) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let h = history.clone();
+        let before = now_ms() - i64::from(days) * 86_400_000;
+        match tokio::task::spawn_blocking(move || h.prune(before)).await {
+            Ok(Ok(p)) if p.removed > 0 => {
+                tracing::info!(
+                    removed = p.removed,
+                    first_kept = p.first_kept,
+                    "history pruned"
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "history pruning failed"),
+            Err(e) => tracing::warn!(error = %e, "history pruning task failed"),
+        }
+    }
 }
 
 /// Tells systemd about a state change; a no-op when not run under systemd (no

@@ -1,6 +1,7 @@
 //! `cosignerctl`: the operator's command line for cosignerd.
 
 mod connect;
+mod history;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Read, verify and export the daemon's ceremony history (admin).
+    History {
+        #[command(subcommand)]
+        command: history::HistoryCommand,
     },
     /// Certificates for local set-ups and tests.
     Certs {
@@ -172,6 +178,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::History { command } => history::run(cli.connect.channel().await?, command).await,
         Command::Health { service } => {
             let channel = cli.connect.channel().await?;
             let resp = HealthClient::new(channel)
@@ -201,6 +208,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "sealing_backend": s.sealing_backend,
                     "policy_hash": s.policy_hash,
                     "relay_enabled": s.relay_enabled,
+                    "history_entries": s.history_entries,
+                    "history_bytes": s.history_bytes,
                     "vaults": s.vaults.iter().map(|v| serde_json::json!({
                         "vault_id": v.vault_id,
                         "epoch": v.epoch,
@@ -227,6 +236,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         if s.relay_enabled { "enabled" } else { "off" }.into(),
                     ),
                     ("vaults", s.vaults.len().to_string()),
+                    (
+                        "history",
+                        format!(
+                            "{} entries, {} bytes on disk",
+                            s.history_entries, s.history_bytes
+                        ),
+                    ),
                 ];
                 for (k, v) in rows {
                     println!("{k:<10} {v}");
