@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, run locally: make development certificates, start cosignerd with them, show
-# it healthy over mutual TLS, show its status, show a refused client, and stop it cleanly.
+# it healthy over mutual TLS, show its status and its history, show refused clients, and
+# stop it cleanly.
 # Later issues extend this to swtpm + two daemons + a device party: keygen, sign, reshare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +51,10 @@ say "cosignerctl status as a party: operator-only, so refused"
 ctl --as device-1 status || true
 say "a client without a certificate: refused by mutual TLS"
 "$BIN/cosignerctl" --addr "$ADDR" --ca "$WORK/certs/ca.pem" health || true
+
+say "cosignerctl history list / verify: every start is recorded, hash-chained"
+ctl history list
+ctl history verify
 
 say "SIGTERM"
 kill -TERM $PID
