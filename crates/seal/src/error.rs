@@ -6,9 +6,13 @@ pub enum SealError {
     Config(String),
     #[error("TPM: {0}")]
     Tpm(String),
-    #[error("the TPM refused to unseal: the PCR policy no longer matches (the measured PCR values changed since the share was sealed)")]
+    #[error(
+        "the TPM refused to unseal: the PCR policy no longer matches (the measured PCR values changed since the share was sealed)"
+    )]
     PcrPolicyMismatch,
-    #[error("the TPM refused the sealed key: it was sealed by another TPM (or another TPM state), or it is damaged")]
+    #[error(
+        "the TPM refused the sealed key: it was sealed by another TPM (or another TPM state), or it is damaged"
+    )]
     ForeignTpm,
     #[error("sealed file format: {0}")]
     Format(String),

@@ -22,7 +22,9 @@ fn free_port_pair() -> std::io::Result<u16> {
             return Ok(port);
         }
     }
-    Err(std::io::Error::other("no two consecutive free loopback ports"))
+    Err(std::io::Error::other(
+        "no two consecutive free loopback ports",
+    ))
 }
 
 impl SwTpm {
@@ -48,7 +50,12 @@ impl SwTpm {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot run swtpm (apt-get install swtpm): {e}")))?;
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot run swtpm (apt-get install swtpm): {e}"),
+                    )
+                })?;
             let mut tpm = SwTpm {
                 child,
                 port,
@@ -68,14 +75,19 @@ impl SwTpm {
             if let Some(status) = self.child.try_wait()? {
                 return Err(std::io::Error::other(format!("swtpm exited with {status}")));
             }
-            let up = |p: u16| TcpStream::connect_timeout(&([127, 0, 0, 1], p).into(), Duration::from_millis(200)).is_ok();
+            let up = |p: u16| {
+                TcpStream::connect_timeout(&([127, 0, 0, 1], p).into(), Duration::from_millis(200))
+                    .is_ok()
+            };
             // Probe only the control port: the server port serves one client at a time and
             // a probe connection there would be that client.
             if up(self.port + 1) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(std::io::Error::other("swtpm did not open its ports within 10 s"));
+                return Err(std::io::Error::other(
+                    "swtpm did not open its ports within 10 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -23,8 +23,8 @@ use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
     Digest, DigestValues, EccPoint, KeyedHashScheme, PcrSelectionList, PcrSelectionListBuilder,
-    PcrSlot, Private, Public, PublicBuilder, PublicEccParametersBuilder,
-    PublicKeyedHashParameters, SensitiveData, SymmetricDefinition, SymmetricDefinitionObject,
+    PcrSlot, Private, Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters,
+    SensitiveData, SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::{Context, TctiNameConf};
@@ -56,7 +56,9 @@ fn tpm_err(what: &str, e: tss_esapi::Error) -> SealError {
         }
         Some(Tss2ResponseCodeKind::Integrity) => SealError::ForeignTpm,
         Some(Tss2ResponseCodeKind::ObjectMemory) | Some(Tss2ResponseCodeKind::SessionMemory) => {
-            SealError::Tpm(format!("{what}: the TPM is out of object or session slots ({e})"))
+            SealError::Tpm(format!(
+                "{what}: the TPM is out of object or session slots ({e})"
+            ))
         }
         _ => SealError::Tpm(format!("{what}: {e}")),
     }
@@ -120,8 +122,15 @@ impl TpmBackend {
         })?;
         let primary = ctx
             .execute_with_nullauth_session(|c| {
-                c.create_primary(Hierarchy::Owner, primary_template()?, None, None, None, None)
-                    .map_err(|e| tpm_err("create the storage primary", e))
+                c.create_primary(
+                    Hierarchy::Owner,
+                    primary_template()?,
+                    None,
+                    None,
+                    None,
+                    None,
+                )
+                .map_err(|e| tpm_err("create the storage primary", e))
             })?
             .key_handle;
         Ok(TpmBackend {
@@ -203,7 +212,8 @@ impl TpmBackend {
             .with_keyed_hash_unique_identifier(Digest::default())
             .build()
             .map_err(|e| tpm_err("sealed object template", e))?;
-        let data = SensitiveData::try_from(key.to_vec()).map_err(|e| tpm_err("sensitive data", e))?;
+        let data =
+            SensitiveData::try_from(key.to_vec()).map_err(|e| tpm_err("sensitive data", e))?;
         let session = self.salted_session(SessionType::Hmac)?;
         let primary = self.primary;
         let created = self.ctx.execute_with_session(Some(session), |c| {
@@ -222,10 +232,12 @@ impl TpmBackend {
 
     /// Unseals a key sealed by [`TpmBackend::seal_key`] on this TPM.
     pub fn unseal_key(&mut self, sealed: &SealedKey) -> Result<Zeroizing<[u8; 32]>, SealError> {
-        let private = Private::try_from(sealed.private.clone())
-            .map_err(|_| SealError::Format("the sealed key's TPM private blob is malformed".into()))?;
-        let public = Public::unmarshall(&sealed.public)
-            .map_err(|_| SealError::Format("the sealed key's TPM public blob is malformed".into()))?;
+        let private = Private::try_from(sealed.private.clone()).map_err(|_| {
+            SealError::Format("the sealed key's TPM private blob is malformed".into())
+        })?;
+        let public = Public::unmarshall(&sealed.public).map_err(|_| {
+            SealError::Format("the sealed key's TPM public blob is malformed".into())
+        })?;
         let bound = !public.object_attributes().user_with_auth();
         let session = self.salted_session(SessionType::Hmac)?;
         let primary = self.primary;
@@ -245,12 +257,21 @@ impl TpmBackend {
         Ok(Zeroizing::new(key))
     }
 
-    fn unseal_loaded(&mut self, object: ObjectHandle, bound: bool) -> Result<SensitiveData, SealError> {
-        let kind = if bound { SessionType::Policy } else { SessionType::Hmac };
+    fn unseal_loaded(
+        &mut self,
+        object: ObjectHandle,
+        bound: bool,
+    ) -> Result<SensitiveData, SealError> {
+        let kind = if bound {
+            SessionType::Policy
+        } else {
+            SessionType::Hmac
+        };
         let session = self.salted_session(kind)?;
         let result = (|| {
             if bound {
-                let ps = PolicySession::try_from(session).map_err(|e| tpm_err("policy session", e))?;
+                let ps =
+                    PolicySession::try_from(session).map_err(|e| tpm_err("policy session", e))?;
                 let selection = pcr_selection(&self.pcrs)?;
                 self.ctx
                     .policy_pcr(ps, Digest::default(), selection)
@@ -271,13 +292,17 @@ impl TpmBackend {
             .map_err(|_| SealError::Config(format!("PCR {pcr} does not exist")))?;
         let digest = self
             .ctx
-            .execute_without_session(|c| c.hash(data.to_vec().try_into()?, H::Sha256, Hierarchy::Null))
+            .execute_without_session(|c| {
+                c.hash(data.to_vec().try_into()?, H::Sha256, Hierarchy::Null)
+            })
             .map_err(|e| tpm_err("hash", e))?
             .0;
         let mut values = DigestValues::new();
         values.set(H::Sha256, digest);
         self.ctx
-            .execute_with_session(Some(AuthSession::Password), |c| c.pcr_extend(handle, values))
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.pcr_extend(handle, values)
+            })
             .map_err(|e| tpm_err("PCR extend", e))
     }
 

@@ -1,0 +1,183 @@
+//! The sealing service: one dedicated thread owns the backend (a TPM context blocks and must
+//! not be used concurrently), fed by a bounded queue; async callers await their replies.
+//! Data keys cross the channel in `Zeroizing` buffers; share plaintext never does (it is
+//! encrypted and decrypted by the caller with the data key).
+
+use std::path::PathBuf;
+
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use crate::envelope::{self, BackendKind, Binding, Envelope};
+use crate::error::SealError;
+use crate::software::SoftwareKey;
+use crate::tpm::{SealedKey, TpmBackend};
+
+/// Which backend to use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendConfig {
+    /// A TPM 2.0 through a TCTI; `pcrs` bind new seals to those PCRs' current values.
+    Tpm { tcti: String, pcrs: Vec<u8> },
+    /// Development only: a master key in a file.
+    Software { key_file: PathBuf },
+}
+
+enum Backend {
+    Tpm(Box<TpmBackend>),
+    Software(SoftwareKey),
+}
+
+enum Request {
+    Seal(
+        Zeroizing<[u8; 32]>,
+        oneshot::Sender<Result<SealedKey, SealError>>,
+    ),
+    Unseal(
+        SealedKey,
+        oneshot::Sender<Result<Zeroizing<[u8; 32]>, SealError>>,
+    ),
+    PcrExtend(u8, Vec<u8>, oneshot::Sender<Result<(), SealError>>),
+    PcrReset(u8, oneshot::Sender<Result<(), SealError>>),
+}
+
+/// Handle to the sealing thread. Cheap to clone; the thread stops when the last handle is
+/// dropped (and flushes what it holds in the TPM).
+#[derive(Clone)]
+pub struct Sealer {
+    tx: mpsc::Sender<Request>,
+    kind: BackendKind,
+}
+
+impl Backend {
+    fn seal(&mut self, key: &[u8; 32]) -> Result<SealedKey, SealError> {
+        match self {
+            Backend::Tpm(t) => t.seal_key(key),
+            Backend::Software(s) => s.seal_key(key),
+        }
+    }
+
+    fn unseal(&mut self, k: &SealedKey) -> Result<Zeroizing<[u8; 32]>, SealError> {
+        match self {
+            Backend::Tpm(t) => t.unseal_key(k),
+            Backend::Software(s) => s.unseal_key(k),
+        }
+    }
+
+    fn tpm(&mut self) -> Result<&mut TpmBackend, SealError> {
+        match self {
+            Backend::Tpm(t) => Ok(t),
+            Backend::Software(_) => Err(SealError::Config("PCRs exist only on a TPM".into())),
+        }
+    }
+}
+
+impl Sealer {
+    /// Starts the sealing thread and connects the backend on it. `queue` bounds the requests
+    /// waiting for the thread; further callers wait for room.
+    pub fn start(config: BackendConfig, queue: usize) -> Result<Sealer, SealError> {
+        let (tx, mut rx) = mpsc::channel::<Request>(queue.max(1));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let kind = match config {
+            BackendConfig::Tpm { .. } => BackendKind::Tpm,
+            BackendConfig::Software { .. } => BackendKind::Software,
+        };
+        std::thread::Builder::new()
+            .name("cosigner-seal".into())
+            .spawn(move || {
+                let backend = match &config {
+                    BackendConfig::Tpm { tcti, pcrs } => {
+                        TpmBackend::connect(tcti, pcrs).map(|t| Backend::Tpm(Box::new(t)))
+                    }
+                    BackendConfig::Software { key_file } => {
+                        SoftwareKey::open_or_create(key_file).map(Backend::Software)
+                    }
+                };
+                let mut backend = match backend {
+                    Ok(b) => {
+                        let _ = ready_tx.send(Ok(()));
+                        b
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Some(req) = rx.blocking_recv() {
+                    match req {
+                        Request::Seal(key, reply) => {
+                            let _ = reply.send(backend.seal(&key));
+                        }
+                        Request::Unseal(k, reply) => {
+                            let _ = reply.send(backend.unseal(&k));
+                        }
+                        Request::PcrExtend(pcr, data, reply) => {
+                            let _ =
+                                reply.send(backend.tpm().and_then(|t| t.pcr_extend(pcr, &data)));
+                        }
+                        Request::PcrReset(pcr, reply) => {
+                            let _ = reply.send(backend.tpm().and_then(|t| t.pcr_reset(pcr)));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| SealError::Tpm(format!("cannot start the sealing thread: {e}")))?;
+        ready_rx.recv().map_err(|_| SealError::Stopped)??;
+        Ok(Sealer { tx, kind })
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, SealError>>) -> Request,
+    ) -> Result<T, SealError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| SealError::Stopped)?;
+        rx.await.map_err(|_| SealError::Stopped)?
+    }
+
+    /// Seals `plaintext` bound to `binding`: a fresh data key, sealed by the backend, and
+    /// the plaintext encrypted under it. Returns the file's bytes.
+    pub async fn seal(&self, binding: &Binding, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut data_key = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, data_key.as_mut());
+        let sealed = self.ask(|r| Request::Seal(data_key.clone(), r)).await?;
+        envelope::seal(self.kind, binding, &sealed, &data_key, plaintext)
+    }
+
+    /// Opens a sealed file that must be bound to `expected`.
+    pub async fn unseal(
+        &self,
+        file: &[u8],
+        expected: &Binding,
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let env = Envelope::parse(file)?;
+        if env.backend != self.kind {
+            return Err(SealError::Binding(format!(
+                "it was sealed by the {:?} backend, this daemon uses {:?}",
+                env.backend, self.kind
+            )));
+        }
+        env.check_binding(expected)?;
+        let key = self
+            .ask(|r| Request::Unseal(env.sealed_key.clone(), r))
+            .await?;
+        env.open(file, &key)
+    }
+
+    /// Extends a PCR (TPM only; diagnostics and tests).
+    pub async fn pcr_extend(&self, pcr: u8, data: &[u8]) -> Result<(), SealError> {
+        let data = data.to_vec();
+        self.ask(|r| Request::PcrExtend(pcr, data, r)).await
+    }
+
+    /// Resets a resettable PCR (TPM only; diagnostics and tests).
+    pub async fn pcr_reset(&self, pcr: u8) -> Result<(), SealError> {
+        self.ask(|r| Request::PcrReset(pcr, r)).await
+    }
+}

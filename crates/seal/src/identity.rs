@@ -1,0 +1,128 @@
+//! The party's identity keys: Ed25519 (signs requests and ceremony envelopes; its public key
+//! is the party id) and X25519 (receives encrypted point-to-point messages). Created at first
+//! start and sealed like a share, in `<data>/identity`.
+
+use std::fs;
+use std::path::Path;
+
+use ed25519_dalek::SigningKey;
+use rand::rngs::OsRng;
+use x25519_dalek::{PublicKey as XPublic, StaticSecret};
+use zeroize::Zeroizing;
+
+use crate::actor::Sealer;
+use crate::envelope::{Binding, Envelope, Purpose};
+use crate::error::SealError;
+
+pub struct Identity {
+    signing: SigningKey,
+    encryption: StaticSecret,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        f.debug_struct("Identity")
+            .field("party_id", &hex(&self.party_id()))
+            .field("encryption_key", &hex(&self.encryption_public()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// The Ed25519 public key: this party's id everywhere.
+    pub fn party_id(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    pub fn encryption_public(&self) -> [u8; 32] {
+        XPublic::from(&self.encryption).to_bytes()
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.signing
+    }
+
+    pub fn encryption_secret(&self) -> &StaticSecret {
+        &self.encryption
+    }
+
+    fn binding(party_id: [u8; 32]) -> Binding {
+        Binding {
+            purpose: Purpose::Identity,
+            vault_id: String::new(),
+            party_id,
+            epoch: 0,
+        }
+    }
+
+    /// Loads `<data_dir>/identity`, or creates and seals new keys if there is none.
+    /// Returns the identity and whether it was created now.
+    pub async fn load_or_create(
+        data_dir: &Path,
+        sealer: &Sealer,
+    ) -> Result<(Identity, bool), SealError> {
+        let path = data_dir.join("identity");
+        let io = |e: std::io::Error| SealError::Io {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        };
+        match fs::read(&path) {
+            Ok(file) => {
+                let party = Envelope::parse(&file)?.binding.party_id;
+                let secret = sealer.unseal(&file, &Self::binding(party)).await?;
+                if secret.len() != 64 {
+                    return Err(SealError::Format(
+                        "identity holds the wrong number of bytes".into(),
+                    ));
+                }
+                let mut sk = Zeroizing::new([0u8; 32]);
+                sk.copy_from_slice(&secret[..32]);
+                let mut xk = Zeroizing::new([0u8; 32]);
+                xk.copy_from_slice(&secret[32..]);
+                let id = Identity {
+                    signing: SigningKey::from_bytes(&sk),
+                    encryption: StaticSecret::from(*xk),
+                };
+                if id.party_id() != party {
+                    return Err(SealError::Binding(
+                        "the identity file's header names another key".into(),
+                    ));
+                }
+                Ok((id, false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut seed = Zeroizing::new([0u8; 32]);
+                rand::RngCore::fill_bytes(&mut OsRng, seed.as_mut());
+                let id = Identity {
+                    signing: SigningKey::from_bytes(&seed),
+                    encryption: StaticSecret::random_from_rng(OsRng),
+                };
+                let mut secret = Zeroizing::new(Vec::with_capacity(64));
+                secret.extend_from_slice(&id.signing.to_bytes());
+                secret.extend_from_slice(id.encryption.as_bytes());
+                let file = sealer.seal(&Self::binding(id.party_id()), &secret).await?;
+                let tmp = data_dir.join(".identity.tmp");
+                {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .map_err(io)?;
+                    f.write_all(&file).map_err(io)?;
+                    f.sync_all().map_err(io)?;
+                }
+                fs::rename(&tmp, &path).map_err(io)?;
+                fs::File::open(data_dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)?;
+                Ok((id, true))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+}
