@@ -38,6 +38,7 @@ enum Request {
     ),
     PcrExtend(u8, Vec<u8>, oneshot::Sender<Result<(), SealError>>),
     PcrReset(u8, oneshot::Sender<Result<(), SealError>>),
+    Stop(oneshot::Sender<()>),
 }
 
 /// Handle to the sealing thread. Cheap to clone; the thread stops when the last handle is
@@ -117,6 +118,12 @@ impl Sealer {
                         Request::PcrReset(pcr, reply) => {
                             let _ = reply.send(backend.tpm().and_then(|t| t.pcr_reset(pcr)));
                         }
+                        Request::Stop(ack) => {
+                            rx.close();
+                            drop(backend); // flushes the primary and closes the TPM
+                            let _ = ack.send(());
+                            return;
+                        }
                     }
                 }
             })
@@ -168,6 +175,18 @@ impl Sealer {
             .ask(|r| Request::Unseal(env.sealed_key.clone(), r))
             .await?;
         env.open(file, &key)
+    }
+
+    /// Stops the sealing thread after the requests already queued, flushing what it holds in
+    /// the TPM and closing the connection, and returns once that is done. Later calls on any
+    /// clone fail with [`SealError::Stopped`]. (Dropping every handle also stops the thread,
+    /// but without waiting for it: a TPM that serves one client at a time, like swtpm, may
+    /// then still be busy with the old connection when the next user connects.)
+    pub async fn stop(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Request::Stop(ack)).await.is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// Extends a PCR (TPM only; diagnostics and tests).

@@ -7,6 +7,10 @@
 //! primary, with parameter encryption, so the unsealed key crosses the bus encrypted.
 //! Optionally the sealed key is bound to the current values of configured PCRs.
 //!
+//! Sessions: creating the sealed object sends the data key, and unsealing returns it, so
+//! both run in a salted session with parameter encryption; loading the (TPM-encrypted)
+//! blob sends nothing secret and uses a password session, which saves one ECDH.
+//!
 //! `Context` is blocking and not for concurrent use: the [`crate::actor`] owns one on a
 //! dedicated thread. Every loaded object and session is flushed after use (swtpm has three
 //! transient object slots and no resource manager).
@@ -239,13 +243,15 @@ impl TpmBackend {
             SealError::Format("the sealed key's TPM public blob is malformed".into())
         })?;
         let bound = !public.object_attributes().user_with_auth();
-        let session = self.salted_session(SessionType::Hmac)?;
         let primary = self.primary;
+        // Loading sends nothing secret (the private blob is already encrypted by the TPM),
+        // so it needs no salted session; only the unseal's response does.
         let loaded = self
             .ctx
-            .execute_with_session(Some(session), |c| c.load(primary, private, public));
-        self.flush_session(session);
-        let loaded = loaded.map_err(|e| tpm_err("load the sealed key", e))?;
+            .execute_with_session(Some(AuthSession::Password), |c| {
+                c.load(primary, private, public)
+            })
+            .map_err(|e| tpm_err("load the sealed key", e))?;
         let result = self.unseal_loaded(loaded.into(), bound);
         let _ = self.ctx.flush_context(loaded.into());
         let data = result?;
