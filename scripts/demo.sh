@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, run locally: make development certificates, start cosignerd with them, show
+# The main job, run locally: start a software TPM, make development certificates, start
+# cosignerd with them (its identity keys sealed by the TPM at first start), show
 # it healthy over mutual TLS, show its status and its history, show refused clients, and
 # stop it cleanly.
 # Later issues extend this to swtpm + two daemons + a device party: keygen, sign, reshare.
@@ -13,6 +14,17 @@ WORK="${COSIGNER_DEMO_DIR:-$(mktemp -d -t cosigner-demo-XXXXXX)}"
 PORT="${COSIGNER_DEMO_PORT:-17443}"
 ADDR="https://127.0.0.1:$PORT"
 say() { printf '\n>>> %s\n' "$*"; }
+
+say "a software TPM (swtpm) for this demo, state in $WORK/tpm"
+mkdir -p "$WORK/tpm"
+TPM_PORT=$((PORT + 100))
+swtpm socket --tpm2 --tpmstate dir="$WORK/tpm" \
+  --server type=tcp,port=$TPM_PORT,bindaddr=127.0.0.1 \
+  --ctrl type=tcp,port=$((TPM_PORT + 1)),bindaddr=127.0.0.1 \
+  --flags not-need-init,startup-clear &
+TPM_PID=$!
+trap 'kill $TPM_PID 2>/dev/null || true' EXIT
+sleep 0.3
 
 say "development certificates in $WORK/certs"
 "$BIN/cosignerctl" certs init --dir "$WORK/certs" --force --party device-1 --party device-2
@@ -28,6 +40,10 @@ key = "certs/cosignerd.key"
 
 [data]
 dir = "data"
+
+[seal]
+backend = "tpm"
+tcti = "swtpm:host=127.0.0.1,port=$TPM_PORT"
 TOML
 say "cosignerd --check-config"
 "$BIN/cosignerd" --check-config "$WORK/cosignerd.toml"
@@ -35,7 +51,7 @@ say "cosignerd --check-config"
 say "starting cosignerd (log: $WORK/cosignerd.log)"
 "$BIN/cosignerd" --config "$WORK/cosignerd.toml" 2>"$WORK/cosignerd.log" &
 PID=$!
-trap 'kill $PID 2>/dev/null || true' EXIT
+trap 'kill $PID $TPM_PID 2>/dev/null || true' EXIT
 ctl() { "$BIN/cosignerctl" --addr "$ADDR" --certs "$WORK/certs" "$@"; }
 for _ in $(seq 100); do
   ctl health >/dev/null 2>&1 && break
@@ -59,6 +75,7 @@ ctl history verify
 say "SIGTERM"
 kill -TERM $PID
 wait $PID && echo "cosignerd exited with status 0"
+kill $TPM_PID 2>/dev/null || true
 trap - EXIT
 say "daemon log"
 cat "$WORK/cosignerd.log"

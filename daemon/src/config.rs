@@ -45,6 +45,15 @@ pub struct Config {
     pub log: LogSettings,
     /// Prune history entries older than this many days; 0 keeps everything.
     pub history_retention_days: u32,
+    pub seal: SealSettings,
+}
+
+/// How shares and identity keys are sealed.
+#[derive(Debug, Clone)]
+pub struct SealSettings {
+    pub backend: cosigner_seal::BackendConfig,
+    /// True for the development-only software sealer (warned about at every start).
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +106,28 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     history: RawHistory,
+    seal: RawSeal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSeal {
+    backend: SealBackend,
+    #[serde(default)]
+    tcti: Option<String>,
+    #[serde(default)]
+    pcrs: Vec<u8>,
+    #[serde(default)]
+    allow_insecure_software_seal: bool,
+    #[serde(default)]
+    software_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum SealBackend {
+    Tpm,
+    Software,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -255,6 +286,55 @@ impl Config {
                 ),
             });
         }
+        let data_dir = base.join(&raw.data.dir);
+        let seal = match raw.seal.backend {
+            SealBackend::Tpm => {
+                if let Some(p) = raw.seal.pcrs.iter().find(|p| **p > 23) {
+                    return Err(ConfigError::Invalid {
+                        key: "seal.pcrs",
+                        why: format!("PCR {p} does not exist (0-23)"),
+                    });
+                }
+                if raw.seal.software_key_file.is_some() || raw.seal.allow_insecure_software_seal {
+                    return Err(ConfigError::Invalid {
+                        key: "seal.backend",
+                        why: "software seal keys are set but the backend is \"tpm\"; remove them"
+                            .into(),
+                    });
+                }
+                SealSettings {
+                    backend: cosigner_seal::BackendConfig::Tpm {
+                        tcti: raw.seal.tcti.unwrap_or_else(|| "device:/dev/tpmrm0".into()),
+                        pcrs: raw.seal.pcrs,
+                    },
+                    insecure: false,
+                }
+            }
+            SealBackend::Software => {
+                if !raw.seal.allow_insecure_software_seal {
+                    return Err(ConfigError::Invalid {
+                        key: "seal.allow_insecure_software_seal",
+                        why: "the software sealer keeps the key to every share in a file beside the data, so a copy of the disk is a copy of the shares; set it to true only for development".into(),
+                    });
+                }
+                if raw.seal.tcti.is_some() || !raw.seal.pcrs.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        key: "seal.backend",
+                        why: "tcti and pcrs need the \"tpm\" backend".into(),
+                    });
+                }
+                SealSettings {
+                    backend: cosigner_seal::BackendConfig::Software {
+                        key_file: raw
+                            .seal
+                            .software_key_file
+                            .map(|f| base.join(f))
+                            .unwrap_or_else(|| data_dir.join("software-seal.key")),
+                    },
+                    insecure: true,
+                }
+            }
+        };
         let level = raw.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             return Err(ConfigError::Invalid {
@@ -266,13 +346,14 @@ impl Config {
             listen,
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs),
             tls,
-            data_dir: base.join(raw.data.dir),
+            data_dir,
             identity,
             log: LogSettings {
                 format: raw.log.format,
                 level,
             },
             history_retention_days: raw.history.retention_days,
+            seal,
         })
     }
 }
@@ -342,6 +423,9 @@ cert = "d.pem"
 key = "d.key"
 [data]
 dir = "data"
+[seal]
+backend = "tpm"
+tcti = "swtpm:host=127.0.0.1,port=2321"
 "#;
 
     fn no_env() -> Vec<(String, String)> {
@@ -385,6 +469,9 @@ dir = "data"
             ("[data]", "trust_domain = \"elsewhere\"\n[data]"),
             ("key = \"d.key\"", "key = \"d.pem\""),
             ("[data]", "[history]\nretention_days = 3\n[data]"),
+            ("backend = \"tpm\"", "backend = \"software\""),
+            ("backend = \"tpm\"", "backend = \"tpm\"\npcrs = [24]"),
+            ("backend = \"tpm\"", "backend = \"floppy\""),
         ];
         let expect = [
             "server.listen",
@@ -395,6 +482,9 @@ dir = "data"
             "tls.cert",
             "tls.key",
             "history.retention_days",
+            "seal.allow_insecure_software_seal",
+            "seal.pcrs",
+            "floppy",
         ];
         for ((from, to), want) in cases.iter().zip(expect) {
             let (_dir, path) = setup(&GOOD.replace(from, to));
@@ -404,6 +494,43 @@ dir = "data"
             assert!(err.contains(want), "{err:?} does not name {want}");
             assert!(!err.contains('\n'), "{err:?} is not one line");
         }
+    }
+
+    #[test]
+    fn seal_backends() {
+        let (dir, path) = setup(GOOD);
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        assert!(!c.seal.insecure);
+        assert_eq!(
+            c.seal.backend,
+            cosigner_seal::BackendConfig::Tpm {
+                tcti: "swtpm:host=127.0.0.1,port=2321".into(),
+                pcrs: vec![]
+            }
+        );
+        let soft = GOOD.replace(
+            "backend = \"tpm\"\ntcti = \"swtpm:host=127.0.0.1,port=2321\"",
+            "backend = \"software\"\nallow_insecure_software_seal = true",
+        );
+        std::fs::write(&path, soft).unwrap();
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        assert!(c.seal.insecure);
+        assert_eq!(
+            c.seal.backend,
+            cosigner_seal::BackendConfig::Software {
+                key_file: dir.path().join("data/software-seal.key")
+            }
+        );
+        // Mixed settings are refused rather than half-applied.
+        let mixed = GOOD.replace(
+            "backend = \"tpm\"",
+            "backend = \"tpm\"\nallow_insecure_software_seal = true",
+        );
+        std::fs::write(&path, mixed).unwrap();
+        let err = Config::load_with_env(&path, no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("seal.backend"), "{err}");
     }
 
     #[test]

@@ -43,21 +43,30 @@ fn not_yet(method: &str) -> Status {
     ))
 }
 
+/// What the daemon is, for status: fixed at start.
+pub struct DaemonInfo {
+    pub identity_uri: String,
+    /// Human description of the sealing backend.
+    pub sealing: String,
+    pub party_id: [u8; 32],
+    pub encryption_key: [u8; 32],
+}
+
 pub struct CosignerService {
-    identity_uri: String,
+    info: DaemonInfo,
     started: Instant,
     started_at_ms: i64,
     history: Arc<History>,
 }
 
 impl CosignerService {
-    pub fn new(identity_uri: String, history: Arc<History>) -> Self {
+    pub fn new(info: DaemonInfo, history: Arc<History>) -> Self {
         let started_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
         CosignerService {
-            identity_uri,
+            info,
             started: Instant::now(),
             started_at_ms,
             history,
@@ -81,10 +90,12 @@ impl Cosigner for CosignerService {
             history_entries,
             history_bytes,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            identity: self.identity_uri.clone(),
+            identity: self.info.identity_uri.clone(),
+            party_id: self.info.party_id.to_vec(),
+            encryption_key: self.info.encryption_key.to_vec(),
             started_at_ms: self.started_at_ms,
             uptime_seconds: self.started.elapsed().as_secs(),
-            sealing_backend: "none".into(),
+            sealing_backend: self.info.sealing.clone(),
             policy_hash: String::new(),
             vaults: Vec::new(),
             relay_enabled: false,

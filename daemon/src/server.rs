@@ -16,10 +16,11 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::{AuthLayer, Authorizer};
 use crate::config::{ClientAuth, Config};
-use crate::cosigner_service::CosignerService;
+use crate::cosigner_service::{CosignerService, DaemonInfo};
 use crate::datadir::{DataDir, DataDirError};
 use crate::relay_service::RelayService;
 use cosigner_history::{History, HistoryError, Kind, Outcome, Record};
+use cosigner_seal::{BackendConfig, Identity as PartyIdentity, SealError, Sealer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -27,6 +28,8 @@ pub enum ServeError {
     DataDir(#[from] DataDirError),
     #[error(transparent)]
     History(#[from] HistoryError),
+    #[error("sealing: {0}")]
+    Seal(#[from] SealError),
     #[error("config key `{key}`: cannot read {path}: {source}")]
     Read {
         key: &'static str,
@@ -63,10 +66,35 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let data_dir = DataDir::open_locked(&config.data_dir)?;
     let identity_uri = config.identity.uri(&config.tls.trust_domain);
 
+    // Sealing first: the party identity (created and sealed at first start) is part of
+    // what the start record says.
+    let sealing = match &config.seal.backend {
+        BackendConfig::Tpm { tcti, pcrs } if pcrs.is_empty() => format!("tpm ({tcti})"),
+        BackendConfig::Tpm { tcti, pcrs } => format!("tpm ({tcti}, bound to PCRs {pcrs:?})"),
+        BackendConfig::Software { key_file } => format!(
+            "software (INSECURE, development only; key {})",
+            key_file.display()
+        ),
+    };
+    if config.seal.insecure {
+        tracing::warn!(
+            "INSECURE: shares are sealed with a software key kept on this disk (seal.allow_insecure_software_seal = true); use backend = \"tpm\" for anything but development"
+        );
+    }
+    let backend = config.seal.backend.clone();
+    let sealer = tokio::task::spawn_blocking(move || Sealer::start(backend, 64))
+        .await
+        .map_err(|e| SealError::Tpm(format!("sealing start-up task failed: {e}")))??;
+    let (identity, created) = PartyIdentity::load_or_create(data_dir.path(), &sealer).await?;
+    let party_id = identity.party_id();
+    let party_hex: String = party_id.iter().map(|b| format!("{b:02x}")).collect();
+    tracing::info!(backend = %sealing, party_id = %party_hex, created, "sealing ready");
+
     // Fail closed: no history, no service. The start itself is the first thing recorded.
     let history = Arc::new(History::open(&data_dir.path().join("history"))?);
     let start = history.append(Record {
         tls_identity: identity_uri.clone(),
+        requester: party_id.to_vec(),
         started_at_ms: now_ms(),
         ..Record::new(Kind::ConfigStart, Outcome::Succeeded)
     })?;
@@ -133,7 +161,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(CosignerServer::new(CosignerService::new(
-            identity_uri.clone(),
+            DaemonInfo {
+                identity_uri: identity_uri.clone(),
+                sealing,
+                party_id,
+                encryption_key: identity.encryption_public(),
+            },
             history.clone(),
         )))
         .add_service(RelayServer::new(RelayService))
@@ -182,6 +215,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             "in-flight calls did not finish within the grace period; closing their connections"
         ),
     }
+    // Release the TPM cleanly (flush what it holds) before giving up the data directory.
+    sealer.stop().await;
     drop(data_dir);
     tracing::info!("stopped");
     Ok(())

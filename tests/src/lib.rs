@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+pub use cosigner_seal::swtpm::SwTpm;
 use tempfile::TempDir;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -95,23 +96,31 @@ impl Pki {
     }
 }
 
-/// A `cosignerd` process with its own config, data directory and log file. Killed on drop.
+/// A `cosignerd` process with its own config, data directory, log file and software TPM.
+/// Killed on drop (then its TPM).
 pub struct Daemon {
     pub addr: SocketAddr,
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    tpm: Option<SwTpm>,
 }
 
-/// Writes a config for a daemon in `dir` using the certificates of `pki`. `extra_tls` and
-/// `extra` are appended to the `[tls]` section and the end of the file.
+/// The `[seal]` section for a TPM reached through `tcti`.
+pub fn tpm_seal(tcti: &str) -> String {
+    format!("[seal]\nbackend = \"tpm\"\ntcti = \"{tcti}\"\n")
+}
+
+/// Writes a config for a daemon in `dir` using the certificates of `pki`. `extra_tls` is
+/// appended to the `[tls]` section; `seal` (a whole `[seal]` section) and `extra` to the end.
 pub fn write_config(
     dir: &Path,
     pki: &Pki,
     addr: SocketAddr,
     data_dir: &Path,
     extra_tls: &str,
+    seal: &str,
     extra: &str,
 ) -> Result<PathBuf> {
     let path = dir.join("cosignerd.toml");
@@ -129,6 +138,8 @@ key = "{key}"
 
 [data]
 dir = "{data}"
+
+{seal}
 {extra}
 "#,
             ca = pki.file("ca.pem").display(),
@@ -141,19 +152,68 @@ dir = "{data}"
 }
 
 impl Daemon {
-    /// Starts a daemon with a default config in `dir` and waits until it serves.
+    /// Starts a daemon with its own swtpm and a default config in `dir`, and waits until it
+    /// serves.
     pub async fn start(dir: &Path, pki: &Pki) -> Result<Daemon> {
         Self::start_with(dir, pki, "", "").await
     }
 
     pub async fn start_with(dir: &Path, pki: &Pki, extra_tls: &str, extra: &str) -> Result<Daemon> {
         fs::create_dir_all(dir)?;
+        let tpm = SwTpm::start(&dir.join("tpm"))?;
+        Self::start_with_seal(
+            dir,
+            pki,
+            extra_tls,
+            &tpm_seal(&tpm.tcti()),
+            extra,
+            Some(tpm),
+        )
+        .await
+    }
+
+    /// As `start_with`, with an explicit `[seal]` section (and the swtpm it uses, if any).
+    pub async fn start_with_seal(
+        dir: &Path,
+        pki: &Pki,
+        extra_tls: &str,
+        seal: &str,
+        extra: &str,
+        tpm: Option<SwTpm>,
+    ) -> Result<Daemon> {
+        fs::create_dir_all(dir)?;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let data_dir = dir.join("data");
-        let config = write_config(dir, pki, addr, &data_dir, extra_tls, extra)?;
+        let config = write_config(dir, pki, addr, &data_dir, extra_tls, seal, extra)?;
         let mut d = Self::spawn(&config, addr, data_dir, dir.join("cosignerd.log"))?;
+        d.tpm = tpm;
         d.wait_serving(pki).await?;
         Ok(d)
+    }
+
+    /// Starts the daemon again with the same config, data and TPM (after it exited), and
+    /// waits until it serves. The log file is appended to.
+    pub async fn respawn(&mut self, pki: &Pki) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log)?;
+        self.child = Some(
+            Command::new(bin("cosignerd"))
+                .arg("--config")
+                .arg(&self.config)
+                .env("TSS2_LOG", "all+NONE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("spawn cosignerd")?,
+        );
+        self.wait_serving(pki).await
     }
 
     /// Spawns `cosignerd -c config` without waiting for it.
@@ -166,6 +226,7 @@ impl Daemon {
         let child = Command::new(bin("cosignerd"))
             .arg("--config")
             .arg(config)
+            .env("TSS2_LOG", "all+NONE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)
@@ -177,6 +238,7 @@ impl Daemon {
             data_dir,
             log,
             child: Some(child),
+            tpm: None,
         })
     }
 

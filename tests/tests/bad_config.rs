@@ -32,6 +32,7 @@ fn good_config(dir: &Path, pki: &Pki) -> String {
         "127.0.0.1:1".parse().unwrap(),
         &dir.join("data"),
         "",
+        &cosigner_tests::tpm_seal("swtpm:host=127.0.0.1,port=2321"),
         "",
     )
     .unwrap();

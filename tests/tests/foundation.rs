@@ -313,8 +313,16 @@ async fn two_daemons_cannot_share_a_data_directory() {
     let addr2 = format!("127.0.0.1:{}", cosigner_tests::free_port())
         .parse()
         .unwrap();
-    let config2 =
-        cosigner_tests::write_config(&dir2, &pki, addr2, &first.data_dir, "", "").unwrap();
+    let config2 = cosigner_tests::write_config(
+        &dir2,
+        &pki,
+        addr2,
+        &first.data_dir,
+        "",
+        &cosigner_tests::tpm_seal("swtpm:host=127.0.0.1,port=1"),
+        "",
+    )
+    .unwrap();
     let out = std::process::Command::new(cosigner_tests::bin("cosignerd"))
         .arg("--config")
         .arg(&config2)

@@ -24,8 +24,7 @@ async fn restart(d: &mut Daemon, pki: &Pki) {
     d.signal(Signal::SIGTERM).unwrap();
     let status = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(5))).unwrap();
     assert_eq!(status.and_then(|s| s.code()), Some(0));
-    *d = Daemon::spawn(&d.config, d.addr, d.data_dir.clone(), d.log.clone()).unwrap();
-    d.wait_serving(pki).await.unwrap();
+    d.respawn(pki).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,8 +202,7 @@ async fn tampering_while_stopped_is_named_by_verify() {
         tree.insert(entry_key(1), edited).unwrap();
         db.flush().unwrap();
     }
-    d = Daemon::spawn(&d.config, d.addr, d.data_dir.clone(), d.log.clone()).unwrap();
-    d.wait_serving(&pki).await.unwrap();
+    d.respawn(&pki).await.unwrap();
     let o = ctl(&[
         "--addr",
         &format!("https://{}", d.addr),

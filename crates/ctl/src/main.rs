@@ -116,6 +116,10 @@ fn main() -> ExitCode {
     }
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// gRPC errors print as `CODE: message`, the way operators search for them.
 fn describe(e: &anyhow::Error) -> String {
     if let Some(status) = e.downcast_ref::<tonic::Status>() {
@@ -208,6 +212,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     "sealing_backend": s.sealing_backend,
                     "policy_hash": s.policy_hash,
                     "relay_enabled": s.relay_enabled,
+                    "party_id": hex(&s.party_id),
+                    "encryption_key": hex(&s.encryption_key),
                     "history_entries": s.history_entries,
                     "history_bytes": s.history_bytes,
                     "vaults": s.vaults.iter().map(|v| serde_json::json!({
@@ -220,6 +226,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 let rows = [
                     ("identity", s.identity),
+                    ("party id", hex(&s.party_id)),
                     ("version", s.version),
                     ("uptime", format!("{} s", s.uptime_seconds)),
                     ("sealing", s.sealing_backend),
