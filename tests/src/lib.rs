@@ -280,6 +280,23 @@ impl Daemon {
         }
     }
 
+    /// `cosignerctl` against this daemon as identity `who` of `pki` ("admin", "device-1").
+    pub fn ctl(&self, pki: &Pki, who: &str, args: &[&str]) -> Output {
+        let addr = format!("https://{}", self.addr);
+        let certs = pki.dir.to_string_lossy().into_owned();
+        let mut all = vec!["--addr", &addr, "--certs", &certs, "--as", who];
+        all.extend_from_slice(args);
+        ctl(&all)
+    }
+
+    /// SIGTERM, then the exit status; fails if the daemon is still running after 5 s.
+    /// Blocks the calling thread (use `block_in_place` from a multi-thread runtime).
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM)?;
+        self.wait_exit(Duration::from_secs(5))?
+            .with_context(|| format!("still running 5 s after SIGTERM:\n{}", self.log_text()))
+    }
+
     /// Sends `signal` to the daemon.
     pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)?;

@@ -2,14 +2,11 @@
 //! queries and export over mutual TLS, `cosignerctl history ...`, and tampering or
 //! corruption of the sled files while the daemon is stopped.
 
-use std::time::Duration;
-
 use cosigner_api::v1::cosigner_client::CosignerClient;
 use cosigner_api::v1::{
     GetHistoryEntryRequest, HistoryFilter, ListHistoryRequest, VerifyHistoryRequest,
 };
-use cosigner_tests::{Daemon, Pki, ctl, test_dir};
-use nix::sys::signal::Signal;
+use cosigner_tests::{Daemon, Pki, test_dir};
 use tonic::Code;
 
 fn out(o: &std::process::Output) -> String {
@@ -21,9 +18,8 @@ fn err(o: &std::process::Output) -> String {
 }
 
 async fn restart(d: &mut Daemon, pki: &Pki) {
-    d.signal(Signal::SIGTERM).unwrap();
-    let status = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(5))).unwrap();
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let status = tokio::task::block_in_place(|| d.stop()).unwrap();
+    assert_eq!(status.code(), Some(0));
     d.respawn(pki).await.unwrap();
 }
 
@@ -33,12 +29,10 @@ async fn starts_are_recorded_and_the_history_is_queryable() {
     let pki = Pki::init(tmp.path(), "certs").unwrap();
     let mut d = Daemon::start(&tmp.path().join("d"), &pki).await.unwrap();
     restart(&mut d, &pki).await;
-    let addr = format!("https://{}", d.addr);
-    let certs = pki.dir.to_str().unwrap();
     let c = |args: &[&str]| {
-        let mut all = vec!["--addr", addr.as_str(), "--certs", certs, "history"];
+        let mut all = vec!["history"];
         all.extend_from_slice(args);
-        ctl(&all)
+        d.ctl(&pki, "admin", &all)
     };
 
     let o = c(&["list", "--json"]);
@@ -93,7 +87,7 @@ async fn starts_are_recorded_and_the_history_is_queryable() {
     assert!(err(&o).contains("unknown kind"), "{}", err(&o));
 
     // Status shows the history.
-    let o = ctl(&["--addr", &addr, "--certs", certs, "status", "--json"]);
+    let o = d.ctl(&pki, "admin", &["status", "--json"]);
     let s: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(s["history_entries"], 2);
     assert!(s["history_bytes"].as_u64().unwrap() > 0);
@@ -185,8 +179,7 @@ async fn tampering_while_stopped_is_named_by_verify() {
     let pki = Pki::init(tmp.path(), "certs").unwrap();
     let mut d = Daemon::start(&tmp.path().join("d"), &pki).await.unwrap();
     restart(&mut d, &pki).await; // entries 1 and 2
-    d.signal(Signal::SIGTERM).unwrap();
-    tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(5))).unwrap();
+    tokio::task::block_in_place(|| d.stop()).unwrap();
 
     // Someone with disk access rewrites entry 1's recorded identity.
     {
@@ -203,14 +196,7 @@ async fn tampering_while_stopped_is_named_by_verify() {
         db.flush().unwrap();
     }
     d.respawn(&pki).await.unwrap();
-    let o = ctl(&[
-        "--addr",
-        &format!("https://{}", d.addr),
-        "--certs",
-        pki.dir.to_str().unwrap(),
-        "history",
-        "verify",
-    ]);
+    let o = d.ctl(&pki, "admin", &["history", "verify"]);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(out(&o).contains("BROKEN at entry 1"), "{}", out(&o));
     assert!(out(&o).contains("edited"), "{}", out(&o));
@@ -221,8 +207,7 @@ async fn corrupt_history_stops_the_daemon_before_it_serves() {
     let tmp = test_dir();
     let pki = Pki::init(tmp.path(), "certs").unwrap();
     let mut d = Daemon::start(&tmp.path().join("d"), &pki).await.unwrap();
-    d.signal(Signal::SIGTERM).unwrap();
-    tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(5))).unwrap();
+    tokio::task::block_in_place(|| d.stop()).unwrap();
     let hist = d.data_dir.join("history");
     for f in std::fs::read_dir(&hist).unwrap() {
         let p = f.unwrap().path();

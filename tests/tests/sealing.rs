@@ -3,28 +3,18 @@
 //! and is warned about at every start; an unreachable TPM stops the daemon with its reason.
 
 use std::process::Command;
-use std::time::Duration;
 
-use cosigner_tests::{Daemon, Pki, bin, ctl, test_dir};
-use nix::sys::signal::Signal;
+use cosigner_tests::{Daemon, Pki, bin, test_dir};
 
 fn status(d: &Daemon, pki: &Pki) -> serde_json::Value {
-    let o = ctl(&[
-        "--addr",
-        &format!("https://{}", d.addr),
-        "--certs",
-        pki.dir.to_str().unwrap(),
-        "status",
-        "--json",
-    ]);
+    let o = d.ctl(pki, "admin", &["status", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
 async fn stop(d: &mut Daemon) {
-    d.signal(Signal::SIGTERM).unwrap();
-    let s = tokio::task::block_in_place(|| d.wait_exit(Duration::from_secs(5))).unwrap();
-    assert_eq!(s.and_then(|s| s.code()), Some(0), "{}", d.log_text());
+    let s = tokio::task::block_in_place(|| d.stop()).unwrap();
+    assert_eq!(s.code(), Some(0), "{}", d.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,16 +42,7 @@ async fn the_identity_is_sealed_by_the_tpm_and_survives_restarts() {
     assert!(d.log_text().contains("created=false"), "{}", d.log_text());
 
     // The start record names the party.
-    let o = ctl(&[
-        "--addr",
-        &format!("https://{}", d.addr),
-        "--certs",
-        pki.dir.to_str().unwrap(),
-        "history",
-        "show",
-        "2",
-        "--json",
-    ]);
+    let o = d.ctl(&pki, "admin", &["history", "show", "2", "--json"]);
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["requester"].as_str().unwrap(), party);
 

@@ -102,24 +102,7 @@ impl Identity {
                 secret.extend_from_slice(&id.signing.to_bytes());
                 secret.extend_from_slice(id.encryption.as_bytes());
                 let file = sealer.seal(&Self::binding(id.party_id()), &secret).await?;
-                let tmp = data_dir.join(".identity.tmp");
-                {
-                    use std::io::Write;
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut f = fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&tmp)
-                        .map_err(io)?;
-                    f.write_all(&file).map_err(io)?;
-                    f.sync_all().map_err(io)?;
-                }
-                fs::rename(&tmp, &path).map_err(io)?;
-                fs::File::open(data_dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io)?;
+                crate::slots::write_atomic(data_dir, "identity", &file, &|_| {})?;
                 Ok((id, true))
             }
             Err(e) => Err(io(e)),

@@ -83,6 +83,36 @@ pub fn check_vault_id(v: &str) -> Result<(), SealError> {
     }
 }
 
+/// Writes `bytes` as `dir/name` atomically: a temporary file (mode 0600) written and
+/// fsynced, renamed over the name, then the directory fsynced. `fault` is called between
+/// the steps (tests kill the process there).
+pub(crate) fn write_atomic(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    fault: &dyn Fn(&str),
+) -> Result<(), SealError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(name);
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    fault(&format!("{name}: temporary file written"));
+    fs::rename(&tmp, &target).map_err(io(&target))?;
+    fault(&format!("{name}: renamed"));
+    fsync_dir(dir)?;
+    fault(&format!("{name}: directory synced"));
+    Ok(())
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), SealError> {
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
@@ -129,27 +159,8 @@ impl ShareStore {
         Ok(self.vault_dir(vault)?.join(slot.name()))
     }
 
-    /// Writes `bytes` as `dir/name` atomically: temporary file, fsync, rename, fsync dir.
     fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), SealError> {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let target = dir.join(name);
-        {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            f.write_all(bytes).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
-        self.fault(&format!("{name}: temporary file written"));
-        fs::rename(&tmp, &target).map_err(io(&target))?;
-        self.fault(&format!("{name}: renamed"));
-        fsync_dir(dir)?;
-        self.fault(&format!("{name}: directory synced"));
-        Ok(())
+        write_atomic(dir, name, bytes, &|point| self.fault(point))
     }
 
     /// Seals `share` as the vault's pending share (replacing an older pending one).
