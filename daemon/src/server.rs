@@ -90,15 +90,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let party_hex: String = party_id.iter().map(|b| format!("{b:02x}")).collect();
     tracing::info!(backend = %sealing, party_id = %party_hex, created, "sealing ready");
 
-    // Fail closed: no history, no service. The start itself is the first thing recorded.
+    // Fail closed: no history, no service. It is opened (and checked) before anything else
+    // runs; the start is recorded once the listener is bound, before the daemon serves.
+    let started_at_ms = now_ms();
     let history = Arc::new(History::open(&data_dir.path().join("history"))?);
-    let start = history.append(Record {
-        tls_identity: identity_uri.clone(),
-        requester: party_id.to_vec(),
-        started_at_ms: now_ms(),
-        ..Record::new(Kind::ConfigStart, Outcome::Succeeded)
-    })?;
-    tracing::info!(seq = start.seq, entries = history.len()?, "history opened");
     if config.history_retention_days > 0 {
         tokio::spawn(prune_periodically(
             history.clone(),
@@ -148,6 +143,18 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         source,
     })?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let start = history.append(Record {
+        tls_identity: identity_uri.clone(),
+        requester: party_id.to_vec(),
+        started_at_ms,
+        ended_at_ms: now_ms(),
+        ..Record::new(Kind::ConfigStart, Outcome::Succeeded)
+    })?;
+    tracing::info!(
+        seq = start.seq,
+        entries = history.len()?,
+        "start recorded in the history"
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
