@@ -45,7 +45,7 @@ fn access(path: &str) -> Option<Access> {
             "Sign" => PARTY,
             "GetStatus" | "ListVaults" | "DropPreviousShare" | "ListHistory"
             | "GetHistoryEntry" | "VerifyHistory" | "ExportHistory" | "EvaluatePolicy"
-            | "ReloadPolicy" | "ExportBackup" | "ImportBackup" => ADMIN,
+            | "ReloadPolicy" | "ExportBackup" | "ImportBackup" | "ResolvePending" => ADMIN,
             _ => return None,
         },
         _ => return None,

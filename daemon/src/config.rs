@@ -46,6 +46,29 @@ pub struct Config {
     /// Prune history entries older than this many days; 0 keeps everything.
     pub history_retention_days: u32,
     pub seal: SealSettings,
+    pub relay: RelaySettings,
+    pub ceremonies: CeremonySettings,
+}
+
+/// The embedded relay (hosted by this daemon) and its limits.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub enabled: bool,
+    pub limits: cosigner_relay::mailbox::Limits,
+}
+
+/// Who may ask for ceremonies and how they run.
+#[derive(Debug, Clone)]
+pub struct CeremonySettings {
+    /// Party ids allowed to request keygen, sign and reshare. Until the policy engine
+    /// (issue #7) exists this list is the only gate; empty refuses every request.
+    pub allowed_requesters: Vec<[u8; 32]>,
+    /// How long a ceremony waits for the next message before naming who is missing.
+    pub round_timeout: Duration,
+    /// Ceremonies running at once; more are refused with RESOURCE_EXHAUSTED.
+    pub max_concurrent: usize,
+    /// How far a request's timestamp may be from this daemon's clock.
+    pub max_clock_skew: Duration,
 }
 
 /// How shares and identity keys are sealed.
@@ -107,6 +130,55 @@ struct RawConfig {
     #[serde(default)]
     history: RawHistory,
     seal: RawSeal,
+    #[serde(default)]
+    relay: RawRelay,
+    #[serde(default)]
+    ceremonies: RawCeremonies,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRelay {
+    enabled: bool,
+    max_payload_bytes: usize,
+    mailbox_depth: usize,
+    sessions_per_client: usize,
+    max_sessions: usize,
+    default_ttl_secs: u64,
+}
+
+impl Default for RawRelay {
+    fn default() -> Self {
+        let l = cosigner_relay::mailbox::Limits::default();
+        RawRelay {
+            enabled: true,
+            max_payload_bytes: l.max_payload_bytes,
+            mailbox_depth: l.mailbox_depth,
+            sessions_per_client: l.sessions_per_client,
+            max_sessions: l.max_sessions,
+            default_ttl_secs: l.default_ttl.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCeremonies {
+    allowed_requesters: Vec<String>,
+    round_timeout_secs: u64,
+    max_concurrent: usize,
+    max_clock_skew_secs: u64,
+}
+
+impl Default for RawCeremonies {
+    fn default() -> Self {
+        RawCeremonies {
+            allowed_requesters: Vec::new(),
+            round_timeout_secs: 30,
+            max_concurrent: 64,
+            max_clock_skew_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,7 +414,11 @@ impl Config {
                 why: format!("{level:?} is not a tracing filter (try \"info\" or \"debug\")"),
             });
         }
+        let relay = validate_relay(raw.relay)?;
+        let ceremonies = validate_ceremonies(raw.ceremonies)?;
         Ok(Config {
+            relay,
+            ceremonies,
             listen,
             shutdown_grace: Duration::from_secs(raw.server.shutdown_grace_secs),
             tls,
@@ -356,6 +432,82 @@ impl Config {
             seal,
         })
     }
+}
+
+fn validate_relay(r: RawRelay) -> Result<RelaySettings, ConfigError> {
+    let range = |key: &'static str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                key,
+                why: format!("{v} is outside {lo}..={hi}"),
+            })
+        }
+    };
+    range(
+        "relay.max_payload_bytes",
+        r.max_payload_bytes as u64,
+        64 * 1024,
+        16 << 20,
+    )?;
+    range("relay.mailbox_depth", r.mailbox_depth as u64, 16, 1 << 20)?;
+    range(
+        "relay.sessions_per_client",
+        r.sessions_per_client as u64,
+        1,
+        1 << 20,
+    )?;
+    range("relay.max_sessions", r.max_sessions as u64, 1, 1 << 20)?;
+    range("relay.default_ttl_secs", r.default_ttl_secs, 1, 3600)?;
+    Ok(RelaySettings {
+        enabled: r.enabled,
+        limits: cosigner_relay::mailbox::Limits {
+            max_payload_bytes: r.max_payload_bytes,
+            mailbox_depth: r.mailbox_depth,
+            sessions_per_client: r.sessions_per_client,
+            max_sessions: r.max_sessions,
+            default_ttl: Duration::from_secs(r.default_ttl_secs),
+            ..Default::default()
+        },
+    })
+}
+
+fn validate_ceremonies(c: RawCeremonies) -> Result<CeremonySettings, ConfigError> {
+    let mut allowed = Vec::with_capacity(c.allowed_requesters.len());
+    for (i, s) in c.allowed_requesters.iter().enumerate() {
+        let id = cosigner_relay::keys::parse_id(s).ok_or_else(|| ConfigError::Invalid {
+            key: "ceremonies.allowed_requesters",
+            why: format!(
+                "entry {i} ({s:?}) is not a party id (64 hex characters, as `cosignerctl party show` prints)"
+            ),
+        })?;
+        allowed.push(id);
+    }
+    if !(1..=600).contains(&c.round_timeout_secs) {
+        return Err(ConfigError::Invalid {
+            key: "ceremonies.round_timeout_secs",
+            why: format!("{} is outside 1..=600", c.round_timeout_secs),
+        });
+    }
+    if !(1..=4096).contains(&c.max_concurrent) {
+        return Err(ConfigError::Invalid {
+            key: "ceremonies.max_concurrent",
+            why: format!("{} is outside 1..=4096", c.max_concurrent),
+        });
+    }
+    if !(1..=3600).contains(&c.max_clock_skew_secs) {
+        return Err(ConfigError::Invalid {
+            key: "ceremonies.max_clock_skew_secs",
+            why: format!("{} is outside 1..=3600", c.max_clock_skew_secs),
+        });
+    }
+    Ok(CeremonySettings {
+        allowed_requesters: allowed,
+        round_timeout: Duration::from_secs(c.round_timeout_secs),
+        max_concurrent: c.max_concurrent,
+        max_clock_skew: Duration::from_secs(c.max_clock_skew_secs),
+    })
 }
 
 fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {

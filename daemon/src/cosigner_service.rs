@@ -1,6 +1,6 @@
 //! The `cosigner.v1.Cosigner` service.
 //!
-//! Status and the history RPCs exist in this build. Every other RPC answers UNIMPLEMENTED
+//! Status, vaults, keygen, sign, reshare and the history RPCs exist in this build. Every other RPC answers UNIMPLEMENTED
 //! with the issue that brings it, so a client learns what is missing instead of getting a
 //! fake success. The README lists the same table.
 
@@ -14,18 +14,17 @@ use cosigner_api::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
+use crate::ceremony::Ceremonies;
 use crate::history_rpc::{self, blocking};
+use crate::vaults::Vaults;
 
 /// RPCs that later issues implement, with what brings them. Kept in one list so the status
 /// RPC, the UNIMPLEMENTED messages and the tests agree.
 pub const NOT_YET: &[(&str, &str)] = &[
-    ("ListVaults", "vault ceremonies (issue #6)"),
-    ("GetVault", "vault ceremonies (issue #6)"),
-    ("Keygen", "vault ceremonies over the relay (issue #6)"),
-    ("Sign", "vault ceremonies over the relay (issue #6)"),
-    ("Reshare", "atomic reshare (issue #6)"),
-    ("Refresh", "atomic reshare (issue #6)"),
-    ("DropPreviousShare", "atomic reshare (issue #6)"),
+    (
+        "Refresh",
+        "a later release (a Reshare to the same committee refreshes every share today)",
+    ),
     ("EvaluatePolicy", "the signing policy (issue #7)"),
     ("ReloadPolicy", "the signing policy (issue #7)"),
     ("ExportBackup", "share backups (issue #8)"),
@@ -57,10 +56,19 @@ pub struct CosignerService {
     started: Instant,
     started_at_ms: i64,
     history: Arc<History>,
+    vaults: Arc<Vaults>,
+    ceremonies: Arc<Ceremonies>,
+    relay_enabled: bool,
 }
 
 impl CosignerService {
-    pub fn new(info: DaemonInfo, history: Arc<History>) -> Self {
+    pub fn new(
+        info: DaemonInfo,
+        history: Arc<History>,
+        vaults: Arc<Vaults>,
+        ceremonies: Arc<Ceremonies>,
+        relay_enabled: bool,
+    ) -> Self {
         let started_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -70,6 +78,9 @@ impl CosignerService {
             started: Instant::now(),
             started_at_ms,
             history,
+            vaults,
+            ceremonies,
+            relay_enabled,
         }
     }
 }
@@ -97,8 +108,8 @@ impl Cosigner for CosignerService {
             uptime_seconds: self.started.elapsed().as_secs(),
             sealing_backend: self.info.sealing.clone(),
             policy_hash: String::new(),
-            vaults: Vec::new(),
-            relay_enabled: false,
+            vaults: self.vaults.list().await?,
+            relay_enabled: self.relay_enabled,
             unavailable: NOT_YET
                 .iter()
                 .map(|(m, w)| format!("{m}: arrives with {w}"))
@@ -110,26 +121,70 @@ impl Cosigner for CosignerService {
         &self,
         _: Request<ListVaultsRequest>,
     ) -> Result<Response<ListVaultsResponse>, Status> {
-        Err(not_yet("ListVaults"))
+        Ok(Response::new(ListVaultsResponse {
+            vaults: self.vaults.list().await?,
+        }))
     }
 
-    async fn get_vault(&self, _: Request<GetVaultRequest>) -> Result<Response<Vault>, Status> {
-        Err(not_yet("GetVault"))
+    async fn get_vault(
+        &self,
+        request: Request<GetVaultRequest>,
+    ) -> Result<Response<Vault>, Status> {
+        let caller = auth::caller(&request)?;
+        if caller.identity.role != cosigner_pki::Role::Admin {
+            // A TLS identity is not a party id, so a party caller cannot be matched to a
+            // committee yet; refuse rather than show vaults to any certificate holder.
+            return Err(Status::permission_denied(
+                "GetVault is for admin callers in this build (a party's TLS identity cannot be matched to its party id yet)",
+            ));
+        }
+        let vault = request.into_inner().vault_id;
+        cosigner_seal::check_vault_id(&vault)
+            .map_err(|e| Status::invalid_argument(format!("vault_id: {e}")))?;
+        Ok(Response::new(self.vaults.describe(&vault).await?))
     }
 
-    async fn keygen(&self, _: Request<KeygenRequest>) -> Result<Response<KeygenResponse>, Status> {
-        Err(not_yet("Keygen"))
+    async fn keygen(
+        &self,
+        request: Request<KeygenRequest>,
+    ) -> Result<Response<KeygenResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let r = self
+            .ceremonies
+            .keygen(&caller, request.into_inner())
+            .await?;
+        Ok(Response::new(r))
     }
 
-    async fn sign(&self, _: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
-        Err(not_yet("Sign"))
+    async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let r = self.ceremonies.sign(&caller, request.into_inner()).await?;
+        Ok(Response::new(r))
     }
 
     async fn reshare(
         &self,
-        _: Request<ReshareRequest>,
+        request: Request<ReshareRequest>,
     ) -> Result<Response<ReshareResponse>, Status> {
-        Err(not_yet("Reshare"))
+        let caller = auth::caller(&request)?;
+        let r = self
+            .ceremonies
+            .reshare(&caller, request.into_inner())
+            .await?;
+        Ok(Response::new(r))
+    }
+
+    async fn resolve_pending(
+        &self,
+        request: Request<ResolvePendingRequest>,
+    ) -> Result<Response<ResolvePendingResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let r = request.into_inner();
+        let vault = self
+            .ceremonies
+            .resolve_pending(&caller, &r.vault_id, r.promote)
+            .await?;
+        Ok(Response::new(ResolvePendingResponse { vault: Some(vault) }))
     }
 
     async fn refresh(
@@ -141,9 +196,12 @@ impl Cosigner for CosignerService {
 
     async fn drop_previous_share(
         &self,
-        _: Request<DropPreviousShareRequest>,
+        request: Request<DropPreviousShareRequest>,
     ) -> Result<Response<DropPreviousShareResponse>, Status> {
-        Err(not_yet("DropPreviousShare"))
+        let caller = auth::caller(&request)?;
+        let vault = request.into_inner().vault_id;
+        let dropped_epoch = self.ceremonies.drop_previous(&caller, &vault).await?;
+        Ok(Response::new(DropPreviousShareResponse { dropped_epoch }))
     }
 
     async fn list_history(

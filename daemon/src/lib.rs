@@ -2,9 +2,11 @@
 //! [`server::run`]; everything here is wiring around the library crates.
 
 pub mod auth;
+pub mod ceremony;
 pub mod config;
 pub mod cosigner_service;
 pub mod datadir;
 pub mod history_rpc;
-pub mod relay_service;
+pub mod payload;
 pub mod server;
+pub mod vaults;

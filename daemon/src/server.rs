@@ -15,12 +15,16 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::{AuthLayer, Authorizer};
+use crate::ceremony::{Ceremonies, RelayTls};
 use crate::config::{ClientAuth, Config};
 use crate::cosigner_service::{CosignerService, DaemonInfo};
 use crate::datadir::{DataDir, DataDirError};
-use crate::relay_service::RelayService;
+use crate::vaults::Vaults;
 use cosigner_history::{History, HistoryError, Kind, Outcome, Record};
-use cosigner_seal::{BackendConfig, Identity as PartyIdentity, SealError, Sealer};
+use cosigner_relay::PartyKeys;
+use cosigner_relay::mailbox::Relay;
+use cosigner_relay::service::RelayService;
+use cosigner_seal::{BackendConfig, Identity as PartyIdentity, SealError, Sealer, ShareStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -115,6 +119,49 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tls = tls.client_auth_optional(true);
     }
 
+    let keys = PartyKeys::new(
+        identity.signing_key().clone(),
+        identity.encryption_secret().clone(),
+    );
+    drop(identity);
+    let store = ShareStore::open(data_dir.path(), sealer.clone())?;
+    let vaults = Arc::new(Vaults::new(store, keys.clone()));
+    let relay = config
+        .relay
+        .enabled
+        .then(|| Arc::new(Relay::new(config.relay.limits.clone())));
+    if let Some(r) = &relay {
+        tokio::spawn(sweep_relay(r.clone()));
+    }
+    let own_relay = relay.as_ref().map(|_| {
+        let host = if config.listen.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            match config.listen.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            }
+        };
+        format!("https://{host}:{}", config.listen.port())
+    });
+    let ceremonies = Arc::new(Ceremonies::new(
+        vaults.clone(),
+        history.clone(),
+        config.ceremonies.clone(),
+        keys.clone(),
+        own_relay,
+        RelayTls {
+            ca: read("tls.ca", &config.tls.ca)?,
+            cert: read("tls.cert", &config.tls.cert)?,
+            key: read("tls.key", &config.tls.key)?,
+        },
+    ));
+    if config.ceremonies.allowed_requesters.is_empty() {
+        tracing::warn!(
+            "ceremonies.allowed_requesters is empty: every keygen, sign and reshare request will be refused"
+        );
+    }
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<CosignerServer<CosignerService>>()
@@ -172,11 +219,18 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
                 identity_uri: identity_uri.clone(),
                 sealing,
                 party_id,
-                encryption_key: identity.encryption_public(),
+                encryption_key: keys.encryption_public(),
             },
             history.clone(),
+            vaults,
+            ceremonies,
+            relay.is_some(),
         )))
-        .add_service(RelayServer::new(RelayService))
+        .add_optional_service(relay.map(|r| {
+            RelayServer::new(RelayService::new(r, relay_client_key))
+                .max_decoding_message_size(8 << 20)
+                .max_encoding_message_size(8 << 20)
+        }))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
@@ -227,6 +281,20 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     drop(data_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The relay counts sessions per TLS identity.
+fn relay_client_key(ext: &tonic::Extensions) -> Option<String> {
+    ext.get::<crate::auth::Caller>().map(|c| c.uri.clone())
+}
+
+/// Ends expired relay sessions every second.
+async fn sweep_relay(relay: Arc<Relay>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        relay.sweep();
+    }
 }
 
 fn now_ms() -> i64 {

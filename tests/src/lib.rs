@@ -345,3 +345,120 @@ pub fn test_dir() -> TempDir {
     }
     dir
 }
+
+/// A device party (`cosignerctl party`) with its encrypted file, as a wallet would run it.
+pub struct Party {
+    pub name: String,
+    pub file: PathBuf,
+    pub pass_file: PathBuf,
+}
+
+impl Party {
+    /// `party init` in `dir` with a passphrase file.
+    pub fn init(dir: &Path, name: &str) -> Result<Party> {
+        fs::create_dir_all(dir)?;
+        let pass_file = dir.join(format!("{name}.pass"));
+        fs::write(&pass_file, "correct horse battery staple\n")?;
+        let p = Party {
+            name: name.to_string(),
+            file: dir.join(format!("{name}.party")),
+            pass_file,
+        };
+        let o = p.run_raw(None, &["init", "--name", name]);
+        if !o.status.success() {
+            bail!("party init: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(p)
+    }
+
+    fn run_raw(&self, pki: Option<&Pki>, args: &[&str]) -> Output {
+        let file = self.file.to_string_lossy().into_owned();
+        let pass = self.pass_file.to_string_lossy().into_owned();
+        let certs = pki.map(|p| p.dir.to_string_lossy().into_owned());
+        let mut all: Vec<&str> = Vec::new();
+        if let Some(c) = &certs {
+            all.extend(["--certs", c, "--as", &self.name]);
+        }
+        all.extend(["party", "--file", &file, "--passphrase-file", &pass]);
+        all.extend_from_slice(args);
+        ctl(&all)
+    }
+
+    /// `cosignerctl --certs PKI --as NAME party --file ... ARGS`.
+    pub fn run(&self, pki: &Pki, args: &[&str]) -> Output {
+        self.run_raw(Some(pki), args)
+    }
+
+    /// As `run`, with `--round-timeout` first (seconds).
+    pub fn run_timeout(&self, pki: &Pki, secs: u64, args: &[&str]) -> Output {
+        let s = secs.to_string();
+        let mut all = vec!["--round-timeout", s.as_str()];
+        all.extend_from_slice(args);
+        self.run_raw(Some(pki), &all)
+    }
+
+    /// As `run` but spawned, for a party that must run beside others.
+    pub fn spawn(&self, pki: &Pki, args: &[&str]) -> Result<Child> {
+        let mut all: Vec<String> = vec![
+            "--certs".into(),
+            pki.dir.to_string_lossy().into_owned(),
+            "--as".into(),
+            self.name.clone(),
+            "party".into(),
+            "--file".into(),
+            self.file.to_string_lossy().into_owned(),
+            "--passphrase-file".into(),
+            self.pass_file.to_string_lossy().into_owned(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Ok(Command::new(bin("cosignerctl"))
+            .args(&all)
+            .env_remove("COSIGNERCTL_ADDR")
+            .env_remove("COSIGNERCTL_CERTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?)
+    }
+
+    /// `party show --json`.
+    pub fn show(&self) -> Result<serde_json::Value> {
+        let o = self.run_raw(None, &["show", "--json"]);
+        if !o.status.success() {
+            bail!("party show: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(serde_json::from_slice(&o.stdout)?)
+    }
+
+    /// NAME:PARTY_ID:ENCRYPTION_KEY for `--member` and `--add`.
+    pub fn member_spec(&self) -> Result<String> {
+        let s = self.show()?;
+        Ok(format!(
+            "{}:{}:{}",
+            self.name,
+            s["party_id"].as_str().context("party_id")?,
+            s["encryption_key"].as_str().context("encryption_key")?
+        ))
+    }
+}
+
+impl Daemon {
+    /// NAME:PARTY_ID:ENCRYPTION_KEY of this daemon, from `status --json` (as the admin).
+    pub fn member_spec(&self, pki: &Pki, name: &str) -> Result<String> {
+        let o = self.ctl(pki, "admin", &["status", "--json"]);
+        if !o.status.success() {
+            bail!("status: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+        Ok(format!(
+            "{name}:{}:{}",
+            s["party_id"].as_str().context("party_id")?,
+            s["encryption_key"].as_str().context("encryption_key")?
+        ))
+    }
+
+    /// NAME=https://ADDR for `--daemon`.
+    pub fn daemon_spec(&self, name: &str) -> String {
+        format!("{name}=https://{}", self.addr)
+    }
+}

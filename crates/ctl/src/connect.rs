@@ -82,18 +82,22 @@ impl ConnectArgs {
     /// Opens a mutual-TLS channel. Without a client certificate the channel is still TLS
     /// (the daemon will refuse it unless it allows anonymous health checks).
     pub async fn channel(&self) -> Result<Channel> {
+        self.channel_to(&self.addr, Some(Duration::from_secs(self.timeout.max(1))))
+            .await
+    }
+
+    /// A channel to another address with the same certificates. `call_timeout` None: calls
+    /// may run as long as they need (ceremonies, mailbox streams).
+    pub async fn channel_to(&self, addr: &str, call_timeout: Option<Duration>) -> Result<Channel> {
         let (ca, cert, key) = self.resolved();
         let Some(ca) = ca else {
             bail!("no CA certificate: pass --ca FILE or --certs DIR");
         };
-        let uri: http::Uri = self.addr.parse().with_context(|| {
-            format!("--addr {:?} is not a URI like https://host:port", self.addr)
-        })?;
+        let uri: http::Uri = addr
+            .parse()
+            .with_context(|| format!("address {addr:?} is not a URI like https://host:port"))?;
         if uri.scheme_str() != Some("https") {
-            bail!(
-                "--addr {:?}: only https:// is supported (the daemon requires TLS)",
-                self.addr
-            );
+            bail!("address {addr:?}: only https:// is supported (the daemon requires TLS)");
         }
         let host = uri
             .host()
@@ -113,15 +117,17 @@ impl ConnectArgs {
             (None, None) => {}
             _ => bail!("--cert and --key go together"),
         }
-        let timeout = Duration::from_secs(self.timeout.max(1));
-        let endpoint = Endpoint::from(uri)
+        let mut endpoint = Endpoint::from(uri)
             .tls_config(tls)
             .context("TLS configuration")?
-            .connect_timeout(timeout)
-            .timeout(timeout);
+            .connect_timeout(Duration::from_secs(self.timeout.max(1)))
+            .tcp_nodelay(true);
+        if let Some(t) = call_timeout {
+            endpoint = endpoint.timeout(t);
+        }
         endpoint
             .connect()
             .await
-            .with_context(|| format!("cannot connect to {}", self.addr))
+            .with_context(|| format!("cannot connect to {addr}"))
     }
 }

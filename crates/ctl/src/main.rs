@@ -2,6 +2,8 @@
 
 mod connect;
 mod history;
+mod party;
+mod vault;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +50,14 @@ enum Command {
     History {
         #[command(subcommand)]
         command: history::HistoryCommand,
+    },
+    /// A device party: keys and shares in a passphrase-encrypted file; starts or joins
+    /// keygen, sign and reshare.
+    Party(party::PartyArgs),
+    /// The daemon's vaults and share slots (admin).
+    Vault {
+        #[command(subcommand)]
+        command: vault::VaultCommand,
     },
     /// Certificates for local set-ups and tests.
     Certs {
@@ -183,6 +193,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::History { command } => history::run(cli.connect.channel().await?, command).await,
+        Command::Vault { command } => vault::run(cli.connect.channel().await?, command).await,
+        Command::Party(args) => {
+            party::run(&cli.connect, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Health { service } => {
             let channel = cli.connect.channel().await?;
             let resp = HealthClient::new(channel)

@@ -22,4 +22,4 @@ pub use actor::{BackendConfig, Sealer};
 pub use envelope::{BackendKind, Binding, Purpose};
 pub use error::SealError;
 pub use identity::Identity;
-pub use slots::{ShareStore, Slot, SlotEpochs};
+pub use slots::{ShareStore, Slot, SlotEpochs, check_vault_id};

@@ -1,0 +1,404 @@
+//! Signed and encrypted envelopes: what parties post to the relay.
+//!
+//! The relay is not trusted, so every envelope is signed by its sender's identity key over
+//! everything that routes it (session, sender, recipient, round, counter, kind) and its
+//! payload, and point-to-point payloads are encrypted to the recipient. Encryption: X25519
+//! between the two parties' keys, HKDF-SHA256 with the session id as salt and both ids in
+//! the info (so each direction of each pair in each session has its own key), then
+//! ChaCha20-Poly1305 with the per-sender counter as nonce (unique: the counter only grows)
+//! and the routing header as associated data. The signature covers the ciphertext, so a
+//! receiver checks who sent it before it decrypts anything.
+//!
+//! [`Opener`] is the receiving side for one session: it refuses foreign sessions, unknown
+//! senders, bad signatures, envelopes for someone else, and any counter that is not larger
+//! than the last one seen from that sender (a replay, or a relay that reorders).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use cosigner_api::v1::{Envelope, EnvelopeKind};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use x25519_dalek::PublicKey as XPublic;
+use zeroize::Zeroizing;
+
+use crate::keys::{Member, PartyKeys, short, verify};
+
+pub const ENVELOPE_VERSION: u32 = 1;
+const SIGN_TAG: &[u8] = b"cosigner/v1/envelope";
+const KDF_INFO: &[u8] = b"cosigner/v1/p2p";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("envelope version {0}; this build speaks {ENVELOPE_VERSION}")]
+    Version(u32),
+    #[error("envelope from {sender} belongs to another session")]
+    WrongSession { sender: String },
+    #[error("envelope from {sender}, who is not a participant of this session")]
+    UnknownSender { sender: String },
+    #[error("envelope from {sender} has a bad signature (altered in transit, or forged)")]
+    BadSignature { sender: String },
+    #[error(
+        "envelope from {sender} has counter {counter}, not above the last one seen ({last}): a replayed or reordered message"
+    )]
+    Replay {
+        sender: String,
+        counter: u64,
+        last: u64,
+    },
+    #[error("envelope from {sender} is addressed to another party")]
+    NotForMe { sender: String },
+    #[error("envelope from {sender} cannot be decrypted (altered, or not encrypted to this party)")]
+    Decrypt { sender: String },
+    #[error("envelope from {sender}: {detail}")]
+    Malformed { sender: String, detail: String },
+}
+
+/// The bytes the sender signs (and, without the payload, the AEAD's associated data).
+fn header(
+    session: &[u8],
+    sender: &[u8],
+    recipient: &[u8],
+    round: u32,
+    counter: u64,
+    kind: i32,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SIGN_TAG.len() + 1 + session.len() + 64 + 13);
+    out.extend_from_slice(SIGN_TAG);
+    out.push(0);
+    // Lengths make the concatenation unambiguous (session ids vary from 16 to 64 bytes).
+    out.push(session.len() as u8);
+    out.extend_from_slice(session);
+    out.push(sender.len() as u8);
+    out.extend_from_slice(sender);
+    out.push(recipient.len() as u8);
+    out.extend_from_slice(recipient);
+    out.extend_from_slice(&round.to_be_bytes());
+    out.extend_from_slice(&counter.to_be_bytes());
+    out.push(kind as u8);
+    out
+}
+
+/// What the signature covers: the header, then the payload.
+pub fn signed_bytes(env: &Envelope) -> Vec<u8> {
+    let mut out = header(
+        &env.session_id,
+        &env.sender,
+        &env.recipient,
+        env.round,
+        env.counter,
+        env.kind,
+    );
+    out.extend_from_slice(&env.payload);
+    out
+}
+
+/// Checks the sender's signature (the relay does this too, to refuse junk early).
+pub fn signature_ok(env: &Envelope) -> bool {
+    match <[u8; 32]>::try_from(env.sender.as_slice()) {
+        Ok(sender) => verify(&sender, &signed_bytes(env), &env.signature),
+        Err(_) => false,
+    }
+}
+
+fn p2p_cipher(
+    keys: &PartyKeys,
+    their_key: &[u8; 32],
+    session: &[u8],
+    sender: &[u8; 32],
+    recipient: &[u8; 32],
+) -> Option<ChaCha20Poly1305> {
+    let shared = keys
+        .encryption_secret()
+        .diffie_hellman(&XPublic::from(*their_key));
+    if !shared.was_contributory() {
+        return None; // a low-order public key: refuse rather than encrypt under a known key
+    }
+    let hk = Hkdf::<Sha256>::new(Some(session), shared.as_bytes());
+    let mut info = Vec::with_capacity(KDF_INFO.len() + 64);
+    info.extend_from_slice(KDF_INFO);
+    info.extend_from_slice(sender);
+    info.extend_from_slice(recipient);
+    let mut key = Zeroizing::new([0u8; 32]);
+    hk.expand(&info, key.as_mut()).ok()?;
+    Some(ChaCha20Poly1305::new(Key::from_slice(key.as_ref())))
+}
+
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    *Nonce::from_slice(&n)
+}
+
+/// Builds one signed envelope; encrypts the payload when it has a recipient.
+pub fn seal(
+    keys: &PartyKeys,
+    session: &[u8],
+    recipient: Option<&Member>,
+    round: u32,
+    counter: u64,
+    kind: EnvelopeKind,
+    plaintext: &[u8],
+) -> Result<Envelope, EnvelopeError> {
+    let me = keys.party_id();
+    let recipient_id = recipient.map(|m| m.id.to_vec()).unwrap_or_default();
+    let kind = kind as i32;
+    let payload = match recipient {
+        None => plaintext.to_vec(),
+        Some(m) => {
+            let cipher =
+                p2p_cipher(keys, &m.encryption_key, session, &me, &m.id).ok_or_else(|| {
+                    EnvelopeError::Malformed {
+                        sender: short(&m.id),
+                        detail: "its encryption key is not a usable X25519 key".into(),
+                    }
+                })?;
+            let aad = header(session, &me, &recipient_id, round, counter, kind);
+            cipher
+                .encrypt(
+                    &nonce(counter),
+                    Payload {
+                        msg: plaintext,
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| EnvelopeError::Malformed {
+                    sender: short(&me),
+                    detail: "encryption failed".into(),
+                })?
+        }
+    };
+    let mut env = Envelope {
+        version: ENVELOPE_VERSION,
+        session_id: session.to_vec(),
+        sender: me.to_vec(),
+        recipient: recipient_id,
+        round,
+        counter,
+        kind,
+        payload,
+        signature: Vec::new(),
+    };
+    env.signature = keys.sign(&signed_bytes(&env)).to_vec();
+    Ok(env)
+}
+
+/// A verified (and decrypted) envelope.
+#[derive(Debug)]
+pub struct Opened {
+    pub sender: [u8; 32],
+    pub kind: EnvelopeKind,
+    pub round: u32,
+    pub broadcast: bool,
+    pub payload: Zeroizing<Vec<u8>>,
+}
+
+/// The receiving side of one session.
+pub struct Opener {
+    keys: PartyKeys,
+    session: Vec<u8>,
+    participants: BTreeMap<[u8; 32], Member>,
+    last: HashMap<[u8; 32], u64>,
+}
+
+impl Opener {
+    pub fn new(keys: PartyKeys, session: &[u8], participants: &[Member]) -> Self {
+        Opener {
+            keys,
+            session: session.to_vec(),
+            participants: participants.iter().map(|m| (m.id, m.clone())).collect(),
+            last: HashMap::new(),
+        }
+    }
+
+    pub fn open(&mut self, env: &Envelope) -> Result<Opened, EnvelopeError> {
+        let sender_short = short(&env.sender);
+        if env.version != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Version(env.version));
+        }
+        let sender: [u8; 32] =
+            env.sender
+                .as_slice()
+                .try_into()
+                .map_err(|_| EnvelopeError::Malformed {
+                    sender: sender_short.clone(),
+                    detail: "sender is not 32 bytes".into(),
+                })?;
+        let Some(member) = self.participants.get(&sender) else {
+            return Err(EnvelopeError::UnknownSender {
+                sender: sender_short,
+            });
+        };
+        if env.session_id != self.session {
+            return Err(EnvelopeError::WrongSession {
+                sender: sender_short,
+            });
+        }
+        if !verify(&sender, &signed_bytes(env), &env.signature) {
+            return Err(EnvelopeError::BadSignature {
+                sender: sender_short,
+            });
+        }
+        let me = self.keys.party_id();
+        let broadcast = env.recipient.is_empty();
+        if !broadcast && env.recipient.as_slice() != me.as_slice() {
+            return Err(EnvelopeError::NotForMe {
+                sender: sender_short,
+            });
+        }
+        let kind = EnvelopeKind::try_from(env.kind)
+            .ok()
+            .filter(|k| *k != EnvelopeKind::Unspecified)
+            .ok_or_else(|| EnvelopeError::Malformed {
+                sender: sender_short.clone(),
+                detail: format!("unknown envelope kind {}", env.kind),
+            })?;
+        let last = self.last.get(&sender).copied().unwrap_or(0);
+        if env.counter <= last {
+            return Err(EnvelopeError::Replay {
+                sender: sender_short,
+                counter: env.counter,
+                last,
+            });
+        }
+        let payload = if broadcast {
+            Zeroizing::new(env.payload.clone())
+        } else {
+            let cipher = p2p_cipher(
+                &self.keys,
+                &member.encryption_key,
+                &self.session,
+                &sender,
+                &me,
+            )
+            .ok_or_else(|| EnvelopeError::Decrypt {
+                sender: sender_short.clone(),
+            })?;
+            let aad = header(
+                &env.session_id,
+                &env.sender,
+                &env.recipient,
+                env.round,
+                env.counter,
+                env.kind,
+            );
+            Zeroizing::new(
+                cipher
+                    .decrypt(
+                        &nonce(env.counter),
+                        Payload {
+                            msg: &env.payload,
+                            aad: &aad,
+                        },
+                    )
+                    .map_err(|_| EnvelopeError::Decrypt {
+                        sender: sender_short.clone(),
+                    })?,
+            )
+        };
+        self.last.insert(sender, env.counter);
+        Ok(Opened {
+            sender,
+            kind,
+            round: env.round,
+            broadcast,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (PartyKeys, PartyKeys, Vec<Member>) {
+        let a = PartyKeys::generate();
+        let b = PartyKeys::generate();
+        let members = vec![a.member("a"), b.member("b")];
+        (a, b, members)
+    }
+
+    #[test]
+    fn point_to_point_round_trip_and_confidentiality() {
+        let (a, b, members) = setup();
+        let env = seal(
+            &a,
+            b"s1s1s1s1s1s1s1s1",
+            Some(&members[1]),
+            2,
+            1,
+            EnvelopeKind::Protocol,
+            b"secret fragment",
+        )
+        .unwrap();
+        assert!(!env.payload.windows(6).any(|w| w == b"secret"));
+        let mut ob = Opener::new(b.clone(), b"s1s1s1s1s1s1s1s1", &members);
+        let o = ob.open(&env).unwrap();
+        assert_eq!(o.payload.as_slice(), b"secret fragment");
+        assert_eq!(o.sender, a.party_id());
+        // Replays and other sessions are refused, naming the sender.
+        assert!(matches!(ob.open(&env), Err(EnvelopeError::Replay { .. })));
+        let mut other = Opener::new(b, b"s2s2s2s2s2s2s2s2", &members);
+        assert!(matches!(
+            other.open(&env),
+            Err(EnvelopeError::WrongSession { .. })
+        ));
+    }
+
+    #[test]
+    fn alterations_are_caught() {
+        let (a, b, members) = setup();
+        let s = b"sessionsession16";
+        let base = seal(&a, s, Some(&members[1]), 2, 5, EnvelopeKind::Protocol, b"x").unwrap();
+        let cases: Vec<Box<dyn Fn(&mut Envelope)>> = vec![
+            Box::new(|e| e.payload[0] ^= 1),
+            Box::new(|e| e.round = 3),
+            Box::new(|e| e.counter = 6),
+            Box::new(|e| e.kind = EnvelopeKind::Abort as i32),
+            Box::new(|e| e.signature[0] ^= 1),
+            Box::new(|e| e.recipient = vec![]),
+        ];
+        for (i, f) in cases.iter().enumerate() {
+            let mut e = base.clone();
+            f(&mut e);
+            let mut ob = Opener::new(b.clone(), s, &members);
+            let err = ob.open(&e).unwrap_err();
+            assert!(
+                matches!(err, EnvelopeError::BadSignature { .. }),
+                "case {i}: {err}"
+            );
+        }
+        // A third party cannot read it even with a valid-looking route.
+        let c = PartyKeys::generate();
+        let mut all = members.clone();
+        all.push(c.member("c"));
+        let mut oc = Opener::new(c, s, &all);
+        assert!(matches!(
+            oc.open(&base),
+            Err(EnvelopeError::NotForMe { .. })
+        ));
+    }
+
+    #[test]
+    fn strangers_are_refused() {
+        let (a, b, members) = setup();
+        let stranger = PartyKeys::generate();
+        let env = seal(
+            &stranger,
+            b"sessionsession16",
+            None,
+            1,
+            1,
+            EnvelopeKind::Hello,
+            b"",
+        )
+        .unwrap();
+        let mut ob = Opener::new(b, b"sessionsession16", &members);
+        assert!(matches!(
+            ob.open(&env),
+            Err(EnvelopeError::UnknownSender { .. })
+        ));
+        let _ = a;
+    }
+}

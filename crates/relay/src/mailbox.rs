@@ -1,0 +1,487 @@
+//! The relay: sessions with declared participants, one mailbox per participant.
+//!
+//! It routes signed envelopes and nothing more. It checks what it can without trusting
+//! anyone (the sender's signature, that sender and recipient are participants, sizes and
+//! depths) so that junk is refused early, but the parties never rely on it: they verify and
+//! decrypt every envelope themselves. A mailbox keeps its whole history for the session so
+//! a subscriber can resume after a reconnect (`after_seq`); a session ends when a
+//! participant closes it or its time to live runs out, and is then forgotten.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cosigner_api::v1::{Delivery, Envelope};
+use tokio::sync::watch;
+
+use crate::envelope::{ENVELOPE_VERSION, signature_ok};
+use crate::keys::short;
+
+/// Limits that keep one client from exhausting the relay.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest envelope payload accepted.
+    pub max_payload_bytes: usize,
+    /// Most envelopes one mailbox holds in one session.
+    pub mailbox_depth: usize,
+    /// Most live sessions created by one client (TLS identity).
+    pub sessions_per_client: usize,
+    /// Most live sessions in total.
+    pub max_sessions: usize,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    /// Most participants in one session.
+    pub max_participants: usize,
+    /// How far a subscriber's clock may be from ours.
+    pub max_skew: Duration,
+    /// How long a closed session stays readable (so late readers drain their mailbox).
+    pub linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 2 << 20,
+            mailbox_depth: 4096,
+            sessions_per_client: 256,
+            max_sessions: 4096,
+            default_ttl: Duration::from_secs(300),
+            max_ttl: Duration::from_secs(3600),
+            max_participants: 64,
+            max_skew: Duration::from_secs(300),
+            linger: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RelayError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no session {0} on this relay (never created, closed, or expired)")]
+    NoSession(String),
+    #[error("session {0} exists with other participants")]
+    Conflict(String),
+    #[error("{0}")]
+    NotParticipant(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error("session {0} is closed")]
+    Closed(String),
+}
+
+/// Where a subscriber stands: how many envelopes its mailbox has, and whether more can come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxState {
+    pub len: u64,
+    pub open: bool,
+}
+
+struct Mailbox {
+    items: Vec<Envelope>,
+    tx: watch::Sender<MailboxState>,
+}
+
+struct Session {
+    participants: BTreeSet<[u8; 32]>,
+    owner: String,
+    expires_at: Instant,
+    expires_at_ms: i64,
+    closed_at: Option<Instant>,
+    mailboxes: HashMap<[u8; 32], Mailbox>,
+}
+
+impl Session {
+    fn live(&self, now: Instant) -> bool {
+        self.closed_at.is_none() && now < self.expires_at
+    }
+
+    fn end(&mut self, now: Instant) {
+        if self.closed_at.is_none() {
+            self.closed_at = Some(now);
+        }
+        for m in self.mailboxes.values() {
+            m.tx.send_modify(|s| s.open = false);
+        }
+    }
+}
+
+pub struct Relay {
+    limits: Limits,
+    sessions: Mutex<HashMap<Vec<u8>, Session>>,
+}
+
+fn sid(s: &[u8]) -> String {
+    short(s)
+}
+
+fn party(b: &[u8], what: &str) -> Result<[u8; 32], RelayError> {
+    b.try_into()
+        .map_err(|_| RelayError::Invalid(format!("{what} is {} bytes; a party id is 32", b.len())))
+}
+
+fn check_session_id(s: &[u8]) -> Result<(), RelayError> {
+    if (16..=64).contains(&s.len()) {
+        Ok(())
+    } else {
+        Err(RelayError::Invalid(format!(
+            "session_id is {} bytes; 16 to 64 are required",
+            s.len()
+        )))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Bytes a subscriber signs to prove it holds its identity key.
+pub fn subscribe_bytes(session: &[u8], party: &[u8], after_seq: u64, ts_ms: i64) -> Vec<u8> {
+    let mut out = b"cosigner/v1/subscribe\0".to_vec();
+    out.push(session.len() as u8);
+    out.extend_from_slice(session);
+    out.extend_from_slice(party);
+    out.extend_from_slice(&after_seq.to_be_bytes());
+    out.extend_from_slice(&ts_ms.to_be_bytes());
+    out
+}
+
+/// Bytes a participant signs to close a session.
+pub fn close_bytes(session: &[u8], party: &[u8], ts_ms: i64) -> Vec<u8> {
+    let mut out = b"cosigner/v1/close\0".to_vec();
+    out.push(session.len() as u8);
+    out.extend_from_slice(session);
+    out.extend_from_slice(party);
+    out.extend_from_slice(&ts_ms.to_be_bytes());
+    out
+}
+
+impl Relay {
+    pub fn new(limits: Limits) -> Self {
+        Relay {
+            limits,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Session>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the map itself is
+        // still consistent (every mutation is a single insert/remove/push).
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a session (or returns the existing one with the same participants).
+    pub fn create(
+        &self,
+        owner: &str,
+        session_id: &[u8],
+        participants: &[Vec<u8>],
+        ttl_seconds: u32,
+    ) -> Result<i64, RelayError> {
+        check_session_id(session_id)?;
+        let mut set = BTreeSet::new();
+        for (i, p) in participants.iter().enumerate() {
+            let p = party(p, &format!("participants[{i}]"))?;
+            if !set.insert(p) {
+                return Err(RelayError::Invalid(format!(
+                    "participant {} is listed twice",
+                    short(&p)
+                )));
+            }
+        }
+        if set.len() < 2 || set.len() > self.limits.max_participants {
+            return Err(RelayError::Invalid(format!(
+                "{} participants; a session has 2 to {}",
+                set.len(),
+                self.limits.max_participants
+            )));
+        }
+        let ttl = match ttl_seconds {
+            0 => self.limits.default_ttl,
+            s if u64::from(s) <= self.limits.max_ttl.as_secs() => Duration::from_secs(s.into()),
+            s => {
+                return Err(RelayError::Invalid(format!(
+                    "ttl_seconds {s}; at most {}",
+                    self.limits.max_ttl.as_secs()
+                )));
+            }
+        };
+        let now = Instant::now();
+        let mut sessions = self.lock();
+        Self::sweep_locked(&mut sessions, now, self.limits.linger);
+        if let Some(s) = sessions.get(session_id) {
+            if s.participants == set && s.live(now) {
+                return Ok(s.expires_at_ms);
+            }
+            return Err(RelayError::Conflict(sid(session_id)));
+        }
+        let live = sessions.values().filter(|s| s.live(now));
+        let (total, mine) = live.fold((0, 0), |(t, m), s| {
+            (t + 1, m + usize::from(s.owner == owner))
+        });
+        if mine >= self.limits.sessions_per_client {
+            return Err(RelayError::Limit(format!(
+                "{owner} already has {mine} open sessions (limit {})",
+                self.limits.sessions_per_client
+            )));
+        }
+        if total >= self.limits.max_sessions {
+            return Err(RelayError::Limit(format!(
+                "the relay holds {total} open sessions (limit {})",
+                self.limits.max_sessions
+            )));
+        }
+        let expires_at_ms = now_ms() + ttl.as_millis() as i64;
+        let mailboxes = set
+            .iter()
+            .map(|p| {
+                let (tx, _) = watch::channel(MailboxState { len: 0, open: true });
+                (
+                    *p,
+                    Mailbox {
+                        items: Vec::new(),
+                        tx,
+                    },
+                )
+            })
+            .collect();
+        sessions.insert(
+            session_id.to_vec(),
+            Session {
+                participants: set,
+                owner: owner.to_string(),
+                expires_at: now + ttl,
+                expires_at_ms,
+                closed_at: None,
+                mailboxes,
+            },
+        );
+        Ok(expires_at_ms)
+    }
+
+    /// Accepts one envelope into its recipient's mailbox (or every other participant's).
+    pub fn post(&self, env: Envelope) -> Result<u64, RelayError> {
+        if env.version != ENVELOPE_VERSION {
+            return Err(RelayError::Invalid(format!(
+                "envelope version {}; this relay speaks {ENVELOPE_VERSION}",
+                env.version
+            )));
+        }
+        check_session_id(&env.session_id)?;
+        let sender = party(&env.sender, "envelope.sender")?;
+        if env.payload.len() > self.limits.max_payload_bytes {
+            return Err(RelayError::Limit(format!(
+                "envelope payload is {} bytes; at most {}",
+                env.payload.len(),
+                self.limits.max_payload_bytes
+            )));
+        }
+        let recipient = if env.recipient.is_empty() {
+            None
+        } else {
+            Some(party(&env.recipient, "envelope.recipient")?)
+        };
+        // Signature before the lock: it is the expensive part and needs no state.
+        if !signature_ok(&env) {
+            return Err(RelayError::Invalid(format!(
+                "envelope from {} has a bad signature",
+                short(&sender)
+            )));
+        }
+        let now = Instant::now();
+        let mut sessions = self.lock();
+        let s = sessions
+            .get_mut(&env.session_id)
+            .ok_or_else(|| RelayError::NoSession(sid(&env.session_id)))?;
+        if !s.live(now) {
+            return Err(RelayError::Closed(sid(&env.session_id)));
+        }
+        if !s.participants.contains(&sender) {
+            return Err(RelayError::NotParticipant(format!(
+                "sender {} is not a participant of session {}",
+                short(&sender),
+                sid(&env.session_id)
+            )));
+        }
+        let targets: Vec<[u8; 32]> = match recipient {
+            Some(r) if r == sender => {
+                return Err(RelayError::Invalid(
+                    "an envelope addressed to its sender".into(),
+                ));
+            }
+            Some(r) if !s.participants.contains(&r) => {
+                return Err(RelayError::NotParticipant(format!(
+                    "recipient {} is not a participant of session {}",
+                    short(&r),
+                    sid(&env.session_id)
+                )));
+            }
+            Some(r) => vec![r],
+            None => s
+                .participants
+                .iter()
+                .filter(|p| **p != sender)
+                .copied()
+                .collect(),
+        };
+        for t in &targets {
+            if let Some(m) = s.mailboxes.get(t)
+                && m.items.len() >= self.limits.mailbox_depth
+            {
+                return Err(RelayError::Limit(format!(
+                    "the mailbox of {} is full ({} envelopes)",
+                    short(t),
+                    self.limits.mailbox_depth
+                )));
+            }
+        }
+        let mut seq = 0;
+        for t in targets {
+            if let Some(m) = s.mailboxes.get_mut(&t) {
+                m.items.push(env.clone());
+                seq = m.items.len() as u64;
+                m.tx.send_modify(|st| st.len = seq);
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Checks a subscriber and returns a watch on its mailbox.
+    pub fn subscribe(
+        &self,
+        session_id: &[u8],
+        party_id: &[u8],
+        after_seq: u64,
+        ts_ms: i64,
+        signature: &[u8],
+    ) -> Result<watch::Receiver<MailboxState>, RelayError> {
+        check_session_id(session_id)?;
+        let p = party(party_id, "party_id")?;
+        let skew = now_ms().saturating_sub(ts_ms).saturating_abs();
+        if skew > self.limits.max_skew.as_millis() as i64 {
+            return Err(RelayError::Invalid(format!(
+                "timestamp is {skew} ms away from the relay's clock"
+            )));
+        }
+        if !crate::keys::verify(
+            &p,
+            &subscribe_bytes(session_id, party_id, after_seq, ts_ms),
+            signature,
+        ) {
+            return Err(RelayError::NotParticipant(format!(
+                "the subscription for {} is not signed by its identity key",
+                short(&p)
+            )));
+        }
+        let sessions = self.lock();
+        let s = sessions
+            .get(session_id)
+            .ok_or_else(|| RelayError::NoSession(sid(session_id)))?;
+        let m = s.mailboxes.get(&p).ok_or_else(|| {
+            RelayError::NotParticipant(format!(
+                "{} is not a participant of session {}",
+                short(&p),
+                sid(session_id)
+            ))
+        })?;
+        Ok(m.tx.subscribe())
+    }
+
+    /// Envelopes of a mailbox after `after` (at most `max`), with their positions.
+    pub fn read(
+        &self,
+        session_id: &[u8],
+        party_id: &[u8; 32],
+        after: u64,
+        max: usize,
+    ) -> Vec<Delivery> {
+        let sessions = self.lock();
+        let Some(m) = sessions
+            .get(session_id)
+            .and_then(|s| s.mailboxes.get(party_id))
+        else {
+            return Vec::new();
+        };
+        m.items
+            .iter()
+            .enumerate()
+            .skip(after as usize)
+            .take(max)
+            .map(|(i, e)| Delivery {
+                seq: i as u64 + 1,
+                envelope: Some(e.clone()),
+            })
+            .collect()
+    }
+
+    /// Ends a session at a participant's signed request.
+    pub fn close(
+        &self,
+        session_id: &[u8],
+        party_id: &[u8],
+        ts_ms: i64,
+        signature: &[u8],
+    ) -> Result<(), RelayError> {
+        check_session_id(session_id)?;
+        let p = party(party_id, "party_id")?;
+        let skew = now_ms().saturating_sub(ts_ms).saturating_abs();
+        if skew > self.limits.max_skew.as_millis() as i64 {
+            return Err(RelayError::Invalid(format!(
+                "timestamp is {skew} ms away from the relay's clock"
+            )));
+        }
+        if !crate::keys::verify(&p, &close_bytes(session_id, party_id, ts_ms), signature) {
+            return Err(RelayError::NotParticipant(format!(
+                "the close request for {} is not signed by its identity key",
+                short(&p)
+            )));
+        }
+        let mut sessions = self.lock();
+        let s = sessions
+            .get_mut(session_id)
+            .ok_or_else(|| RelayError::NoSession(sid(session_id)))?;
+        if !s.participants.contains(&p) {
+            return Err(RelayError::NotParticipant(format!(
+                "{} is not a participant of session {}",
+                short(&p),
+                sid(session_id)
+            )));
+        }
+        s.end(Instant::now());
+        Ok(())
+    }
+
+    /// Ends expired sessions and forgets ended ones after the linger time.
+    pub fn sweep(&self) -> usize {
+        let mut sessions = self.lock();
+        Self::sweep_locked(&mut sessions, Instant::now(), self.limits.linger)
+    }
+
+    fn sweep_locked(
+        sessions: &mut HashMap<Vec<u8>, Session>,
+        now: Instant,
+        linger: Duration,
+    ) -> usize {
+        for s in sessions.values_mut() {
+            if s.closed_at.is_none() && now >= s.expires_at {
+                s.end(now);
+            }
+        }
+        let before = sessions.len();
+        sessions.retain(|_, s| s.closed_at.is_none_or(|t| now < t + linger));
+        before - sessions.len()
+    }
+
+    /// Live sessions (for status and tests).
+    pub fn live_sessions(&self) -> usize {
+        let now = Instant::now();
+        self.lock().values().filter(|s| s.live(now)).count()
+    }
+}

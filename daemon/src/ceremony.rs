@@ -1,0 +1,991 @@
+//! Keygen, sign and reshare as this daemon takes part in them.
+//!
+//! Every request goes through the same gate ([`Ceremonies::begin`]): the request signature
+//! over the exact body bytes, the requester on the allow list (the only gate until the
+//! policy engine exists), a nonce never seen before, a free ceremony slot, a session id not
+//! already used here, and a STARTED entry in the history (if that write fails, nothing
+//! runs). The ceremony then runs over the relay ([`cosigner_relay::Driver`]) with the share
+//! unsealed only for its duration, the result is verified, and the outcome is recorded
+//! before the answer leaves (fail closed: no record, no answer).
+//!
+//! Keygen and reshare end atomically: each new party seals its share as *pending*, says
+//! READY (signed, with the public key), and promotes pending to current only once every
+//! new party has said READY; otherwise it discards pending and keeps what it had.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cosigner_api::v1::relay_client::RelayClient;
+use cosigner_api::v1::*;
+use cosigner_history::{
+    CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, SignatureRecord,
+};
+use cosigner_relay::record::{committee_from_api, committee_to_api};
+use cosigner_relay::{
+    DriveError, Driver, Held, Hello, Member, PartyKeys, SessionSpec, VaultRecord,
+};
+use cosigner_seal::{Slot, check_vault_id};
+use cosigner_tss::{
+    Committee, DerivationPath, Keygen, KeygenParams, PartyId, Reshare, ReshareOutput,
+    ReshareParams, Sign, SignParams, TssError,
+};
+use prost::Message as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::auth::Caller;
+use crate::config::CeremonySettings;
+use crate::history_rpc::blocking;
+use crate::payload;
+use crate::vaults::{Vaults, slots_to_api};
+
+const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
+const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
+const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn short(b: &[u8]) -> String {
+    cosigner_relay::keys::short(b)
+}
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {why}"))
+}
+
+fn party_ids(field: &str, v: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, Status> {
+    v.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.as_slice().try_into().map_err(|_| {
+                invalid(
+                    &format!("{field}[{i}]"),
+                    format!("{} bytes; a party id is 32", p.len()),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The engine's per-ceremony nonce: every party derives it from the relay session id the
+/// initiator chose, so the engine's session id is bound to the relay session.
+fn engine_nonce(session: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"cosigner/v1/engine-nonce");
+    h.update(session);
+    h.finalize().into()
+}
+
+fn committee_record(c: &Committee) -> CommitteeRecord {
+    CommitteeRecord {
+        threshold: u32::from(c.threshold()),
+        parties: c.parties().iter().map(|p| p.0.to_vec()).collect(),
+    }
+}
+
+/// How a ceremony failed, as a status and a history outcome.
+fn drive_status(e: &DriveError) -> (Status, Outcome) {
+    let msg = e.to_string();
+    match e {
+        DriveError::Timeout { .. } => (Status::deadline_exceeded(msg), Outcome::Aborted),
+        DriveError::Aborted { .. }
+        | DriveError::Envelope(_)
+        | DriveError::Engine(_)
+        | DriveError::Ready { .. } => (Status::aborted(msg), Outcome::Aborted),
+        DriveError::EpochMismatch { .. } => (Status::failed_precondition(msg), Outcome::Failed),
+        DriveError::Relay(_) => (Status::unavailable(msg), Outcome::Failed),
+        DriveError::Panicked(_) => (Status::internal(msg), Outcome::Failed),
+    }
+}
+
+fn tss_status(e: TssError) -> Status {
+    Status::invalid_argument(format!("ceremony parameters: {e}"))
+}
+
+/// Connections to relays, one channel per address (channels multiplex calls).
+struct RelayConnector {
+    own: Option<String>,
+    tls: ClientTlsConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl RelayConnector {
+    async fn client(&self, address: &str) -> Result<RelayClient<Channel>, Status> {
+        let addr = if address.is_empty() {
+            self.own.clone().ok_or_else(|| {
+                Status::failed_precondition(
+                    "relay.address is empty but this daemon hosts no relay (relay.enabled = false); name the relay",
+                )
+            })?
+        } else {
+            address.to_string()
+        };
+        let cached = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .cloned();
+        let channel = match cached {
+            Some(c) => c,
+            None => {
+                let c = Endpoint::from_shared(addr.clone())
+                    .map_err(|e| invalid("relay.address", format!("{addr:?}: {e}")))?
+                    .tls_config(self.tls.clone())
+                    .map_err(|e| Status::internal(format!("relay TLS: {e}")))?
+                    .connect_timeout(Duration::from_secs(5))
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                    .map_err(|e| {
+                        Status::unavailable(format!("cannot reach the relay at {addr}: {e}"))
+                    })?;
+                self.channels
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr, c.clone());
+                c
+            }
+        };
+        Ok(RelayClient::new(channel)
+            .max_decoding_message_size(8 << 20)
+            .max_encoding_message_size(8 << 20))
+    }
+}
+
+/// A ceremony admitted by the gate: holds its slot until dropped. (Its session id stays
+/// used: a session runs once per daemon lifetime.)
+struct Begun {
+    session: Vec<u8>,
+    record: Record,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub struct Ceremonies {
+    vaults: Arc<Vaults>,
+    history: Arc<History>,
+    settings: CeremonySettings,
+    keys: PartyKeys,
+    relays: RelayConnector,
+    slots: Arc<Semaphore>,
+    sessions: Mutex<HashSet<Vec<u8>>>,
+    /// Makes "nonce unseen, then record it" one step.
+    nonce_gate: tokio::sync::Mutex<()>,
+}
+
+pub struct RelayTls {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl Ceremonies {
+    pub fn new(
+        vaults: Arc<Vaults>,
+        history: Arc<History>,
+        settings: CeremonySettings,
+        keys: PartyKeys,
+        own_relay: Option<String>,
+        tls: RelayTls,
+    ) -> Self {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(tls.ca))
+            .identity(Identity::from_pem(tls.cert, tls.key));
+        Ceremonies {
+            vaults,
+            history,
+            slots: Arc::new(Semaphore::new(settings.max_concurrent)),
+            settings,
+            keys,
+            relays: RelayConnector {
+                own: own_relay,
+                tls,
+                channels: Mutex::new(HashMap::new()),
+            },
+            sessions: Mutex::new(HashSet::new()),
+            nonce_gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn me(&self) -> [u8; 32] {
+        self.keys.party_id()
+    }
+
+    /// First check of every request: its signature over the exact body, and the allow
+    /// list. Returns the requester.
+    fn authenticate(
+        &self,
+        method: &str,
+        body: &[u8],
+        auth: Option<&RequestAuth>,
+    ) -> Result<[u8; 32], Status> {
+        let skew = self.settings.max_clock_skew.as_millis() as i64;
+        let requester = cosigner_relay::request::check(auth, method, body, now_ms(), skew)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        if !self.settings.allowed_requesters.contains(&requester) {
+            return Err(Status::permission_denied(format!(
+                "party {} may not request ceremonies here (not in ceremonies.allowed_requesters)",
+                short(&requester)
+            )));
+        }
+        Ok(requester)
+    }
+
+    /// The rest of the gate: session id, a free slot, a fresh nonce; records STARTED.
+    async fn begin(
+        &self,
+        requester: [u8; 32],
+        auth: Option<&RequestAuth>,
+        caller: &Caller,
+        relay: &RelayRef,
+        mut record: Record,
+    ) -> Result<Begun, Status> {
+        if !(16..=64).contains(&relay.session_id.len()) {
+            return Err(invalid(
+                "relay.session_id",
+                format!("{} bytes; 16 to 64 are required", relay.session_id.len()),
+            ));
+        }
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} ceremonies are already running (ceremonies.max_concurrent)",
+                self.settings.max_concurrent
+            ))
+        })?;
+        let nonce = auth.map(|a| a.nonce.clone()).unwrap_or_default();
+        let _gate = self.nonce_gate.lock().await;
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if !sessions.insert(relay.session_id.clone()) {
+                return Err(Status::already_exists(format!(
+                    "session {} already ran or is running on this daemon; a ceremony uses a fresh session",
+                    short(&relay.session_id)
+                )));
+            }
+        }
+        let (n, r) = (nonce.clone(), requester.to_vec());
+        if let Some(seq) = blocking(&self.history, move |h| h.nonce_seen(&r, &n)).await? {
+            return Err(Status::already_exists(format!(
+                "this request's nonce was already used (history entry {seq}): a replay"
+            )));
+        }
+        record.requester = requester.to_vec();
+        record.nonce = nonce;
+        record.tls_identity = caller.uri.clone();
+        record.session_id = relay.session_id.clone();
+        record.started_at_ms = now_ms();
+        let started = Record {
+            outcome: Outcome::Started,
+            ..record.clone()
+        };
+        blocking(&self.history, move |h| h.append(started)).await?;
+        Ok(Begun {
+            session: relay.session_id.clone(),
+            record,
+            _permit: permit,
+        })
+    }
+
+    /// Records the outcome; only then may the answer leave.
+    async fn finish(
+        &self,
+        begun: &Begun,
+        outcome: Outcome,
+        result: Option<ResultRecord>,
+        epoch: Option<u64>,
+    ) -> Result<u64, Status> {
+        let mut rec = begun.record.clone();
+        rec.outcome = outcome;
+        rec.ended_at_ms = now_ms();
+        rec.result = result;
+        if let Some(e) = epoch {
+            rec.epoch = e;
+        }
+        let receipt = blocking(&self.history, move |h| h.append(rec)).await?;
+        Ok(receipt.seq)
+    }
+
+    async fn fail(&self, begun: &Begun, status: Status, outcome: Outcome) -> Status {
+        tracing::warn!(
+            kind = begun.record.kind.as_str(),
+            vault = %begun.record.vault_id,
+            session = %short(&begun.session),
+            error = %status.message(),
+            "ceremony failed"
+        );
+        match self
+            .finish(
+                begun,
+                outcome,
+                Some(ResultRecord::Error(status.message().to_string())),
+                None,
+            )
+            .await
+        {
+            Ok(_) => status,
+            Err(e) => e,
+        }
+    }
+
+    async fn driver(
+        &self,
+        relay: &RelayRef,
+        participants: Vec<Member>,
+    ) -> Result<Driver, DriveError> {
+        let client = self
+            .relays
+            .client(&relay.address)
+            .await
+            .map_err(|s| DriveError::Relay(s.message().to_string()))?;
+        Driver::open(
+            client,
+            self.keys.clone(),
+            SessionSpec {
+                session_id: relay.session_id.clone(),
+                participants,
+                round_timeout: self.settings.round_timeout,
+            },
+        )
+        .await
+    }
+
+    // ---- keygen ----
+
+    pub async fn keygen(
+        &self,
+        caller: &Caller,
+        req: KeygenRequest,
+    ) -> Result<KeygenResponse, Status> {
+        let requester = self.authenticate(KEYGEN, &req.body, req.auth.as_ref())?;
+        let body = KeygenBody::decode(req.body.as_slice())
+            .map_err(|e| invalid("body", format!("not a KeygenBody ({e})")))?;
+        check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
+        if body.scheme != Scheme::EcdsaSecp256k1 as i32 {
+            return Err(invalid(
+                "scheme",
+                "only SCHEME_ECDSA_SECP256K1 exists in this build",
+            ));
+        }
+        let api_committee = body
+            .committee
+            .as_ref()
+            .ok_or_else(|| invalid("committee", "missing"))?;
+        let (committee, members) =
+            committee_from_api(api_committee).map_err(|e| invalid("committee", e))?;
+        self.check_member(&members)?;
+        let slots = self.vaults.slots(&body.vault_id).await?;
+        if slots.current.is_some() || slots.pending.is_some() {
+            return Err(Status::already_exists(format!(
+                "this daemon already holds a share of vault {:?}",
+                body.vault_id
+            )));
+        }
+        let relay = body
+            .relay
+            .clone()
+            .ok_or_else(|| invalid("relay", "missing"))?;
+        let begun = self
+            .begin(
+                requester,
+                req.auth.as_ref(),
+                caller,
+                &relay,
+                Record {
+                    vault_id: body.vault_id.clone(),
+                    committee: Some(committee_record(&committee)),
+                    ..Record::new(Kind::Keygen, Outcome::Started)
+                },
+            )
+            .await?;
+        let vault_id = body.vault_id.clone();
+        let run = async {
+            let mut d = self.driver(&relay, members.clone()).await?;
+            d.hello(
+                Hello {
+                    epoch: None,
+                    pending: None,
+                },
+                &|_| None,
+            )
+            .await?;
+            let keygen = Keygen::new(
+                KeygenParams {
+                    vault_id: vault_id.clone(),
+                    committee: committee.clone(),
+                    nonce: engine_nonce(&relay.session_id),
+                },
+                PartyId(self.me()),
+            )?;
+            let share = d.run(keygen).await?;
+            Ok::<_, DriveError>((d, share))
+        };
+        let (mut d, share) = match run.await {
+            Ok(v) => v,
+            Err(e) => {
+                let (s, o) = drive_status(&e);
+                return Err(self.fail(&begun, s, o).await);
+            }
+        };
+        let record = match VaultRecord::new(share.public().clone(), members, now_ms(), 0)
+            .and_then(|r| Held::new(r, share))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                d.abort(&format!(
+                    "{} could not record the vault: {e}",
+                    short(&self.me())
+                ))
+                .await;
+                return Err(self
+                    .fail(&begun, Status::internal(e.to_string()), Outcome::Failed)
+                    .await);
+            }
+        };
+        let parties: Vec<[u8; 32]> = committee.parties().iter().map(|p| p.0).collect();
+        let vault = self.commit(&begun, &mut d, record, &parties).await?;
+        let seq = self
+            .finish(
+                &begun,
+                Outcome::Succeeded,
+                Some(ResultRecord::PublicKey(vault.public_key.clone())),
+                Some(0),
+            )
+            .await?;
+        tracing::info!(vault = %vault_id, seq, "keygen succeeded");
+        Ok(KeygenResponse {
+            vault: Some(vault),
+            history_seq: seq,
+        })
+    }
+
+    /// The atomic end of keygen and reshare: seal pending, exchange READY, promote. On any
+    /// failure the pending share is discarded and the current one (if any) stays.
+    async fn commit(
+        &self,
+        begun: &Begun,
+        d: &mut Driver,
+        held: Held,
+        new_parties: &[[u8; 32]],
+    ) -> Result<Vault, Status> {
+        let vault_id = held.record.vault_id().to_string();
+        let epoch = held.record.epoch();
+        let public_key = held.record.public.public_key.0.to_vec();
+        if let Err(s) = self.vaults.seal_pending(&held).await {
+            d.abort(&format!(
+                "{} could not seal its new share",
+                short(&self.me())
+            ))
+            .await;
+            return Err(self.fail(begun, s, Outcome::Failed).await);
+        }
+        if let Err(e) = d
+            .ready(new_parties, Some((&public_key, epoch)), &public_key, epoch)
+            .await
+        {
+            let (s, o) = drive_status(&e);
+            if let Err(x) = self.vaults.discard_pending(&vault_id).await {
+                tracing::error!(vault = %vault_id, error = %x.message(), "could not discard the pending share");
+            }
+            return Err(self.fail(begun, s, o).await);
+        }
+        if let Err(s) = self.vaults.promote(&vault_id).await {
+            return Err(self.fail(begun, s, Outcome::Failed).await);
+        }
+        let slots = self.vaults.slots(&vault_id).await?;
+        Ok(held.record.to_api(Some(slots_to_api(&slots))))
+    }
+
+    fn check_member(&self, members: &[Member]) -> Result<(), Status> {
+        let me = self.me();
+        match members.iter().find(|m| m.id == me) {
+            None => Err(Status::failed_precondition(format!(
+                "this daemon (party {}) is not in the committee",
+                short(&me)
+            ))),
+            Some(m) if m.encryption_key != self.keys.encryption_public() => {
+                Err(Status::failed_precondition(format!(
+                    "the committee lists another encryption key for this daemon (party {}); take it from `cosignerctl status`",
+                    short(&me)
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    // ---- sign ----
+
+    pub async fn sign(&self, caller: &Caller, req: SignRequest) -> Result<SignResponse, Status> {
+        let requester = self.authenticate(SIGN, &req.body, req.auth.as_ref())?;
+        let body = SignBody::decode(req.body.as_slice())
+            .map_err(|e| invalid("body", format!("not a SignBody ({e})")))?;
+        check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
+        let hashed = payload::hash(body.payload.as_ref())?;
+        if !body.expected_hashes.is_empty() && body.expected_hashes != [hashed.hash.to_vec()] {
+            return Err(Status::failed_precondition(
+                "expected_hashes differ from the hash this daemon computed from the payload; refusing to sign",
+            ));
+        }
+        let path = DerivationPath::parse(&body.derivation_path)
+            .map_err(|e| invalid("derivation_path", e))?;
+        let signers = party_ids("signers", &body.signers)?;
+        let relay = body
+            .relay
+            .clone()
+            .ok_or_else(|| invalid("relay", "missing"))?;
+        let held = self.vaults.current(&body.vault_id).await?.ok_or_else(|| {
+            Status::not_found(format!(
+                "this daemon holds no share of vault {:?}",
+                body.vault_id
+            ))
+        })?;
+        let epoch = held.record.epoch();
+        if body.epoch != epoch {
+            return Err(Status::failed_precondition(format!(
+                "the request is for epoch {}, this daemon holds epoch {epoch} of vault {:?}: {}",
+                body.epoch,
+                body.vault_id,
+                if body.epoch < epoch {
+                    "the requester missed a reshare and must be reshared in (its old share is useless now)"
+                } else {
+                    "this daemon missed the end of a reshare: if it holds a pending share of that epoch, an operator runs `cosignerctl vault resolve --promote`"
+                }
+            )));
+        }
+        if held.record.member(&requester).is_none() {
+            return Err(Status::permission_denied(format!(
+                "party {} is not in the committee of vault {:?}",
+                short(&requester),
+                body.vault_id
+            )));
+        }
+        let mut members = Vec::with_capacity(signers.len());
+        for s in &signers {
+            members.push(held.record.member(s).cloned().ok_or_else(|| {
+                invalid(
+                    "signers",
+                    format!("{} is not in the vault's committee", short(s)),
+                )
+            })?);
+        }
+        let params = SignParams {
+            signers: signers.iter().map(|s| PartyId(*s)).collect(),
+            message_hash: hashed.hash,
+            path,
+            nonce: engine_nonce(&relay.session_id),
+        };
+        let ceremony = Sign::new(&held.share, params).map_err(tss_status)?;
+        let expected_key = held
+            .record
+            .public
+            .derive(&ceremony_path(&body.derivation_path)?)
+            .map_err(tss_status)?;
+        let begun = self
+            .begin(
+                requester,
+                req.auth.as_ref(),
+                caller,
+                &relay,
+                Record {
+                    vault_id: body.vault_id.clone(),
+                    epoch,
+                    committee: Some(committee_record(&held.record.public.committee)),
+                    payload_digest: hashed.digest.clone(),
+                    ..Record::new(Kind::Sign, Outcome::Started)
+                },
+            )
+            .await?;
+        let pending = self.vaults.slots(&body.vault_id).await?.pending;
+        drop(held); // the engine holds its own copy of the secret state from here
+        let run = async {
+            let mut d = self.driver(&relay, members).await?;
+            d.hello(
+                Hello {
+                    epoch: Some(epoch),
+                    pending,
+                },
+                &|_| Some(epoch),
+            )
+            .await?;
+            d.run(ceremony).await
+        };
+        let sig = match run.await {
+            Ok(s) => s,
+            Err(e) => {
+                let (s, o) = drive_status(&e);
+                return Err(self.fail(&begun, s, o).await);
+            }
+        };
+        // Verified again here, independently of the engine's own check, before it leaves.
+        if sig.public_key != expected_key
+            || !cosigner_tss::verify_ecdsa(&expected_key, &hashed.hash, &sig.r, &sig.s)
+        {
+            return Err(self
+                .fail(
+                    &begun,
+                    Status::internal(
+                        "the ceremony's signature does not verify under the vault key",
+                    ),
+                    Outcome::Failed,
+                )
+                .await);
+        }
+        let seq = self
+            .finish(
+                &begun,
+                Outcome::Succeeded,
+                Some(ResultRecord::Signatures(vec![SignatureRecord {
+                    hash: hashed.hash.to_vec(),
+                    r: sig.r.to_vec(),
+                    s: sig.s.to_vec(),
+                    recovery_id: u32::from(sig.recovery_id),
+                }])),
+                None,
+            )
+            .await?;
+        self.drop_previous_after_first_signature(&body.vault_id, epoch, caller)
+            .await;
+        Ok(SignResponse {
+            signatures: vec![Signature {
+                hash: hashed.hash.to_vec(),
+                r: sig.r.to_vec(),
+                s: sig.s.to_vec(),
+                recovery_id: u32::from(sig.recovery_id),
+                der: der(&sig.r, &sig.s),
+            }],
+            public_key: expected_key.0.to_vec(),
+            decoded: Some(DecodedPayload {
+                chain: hashed.chain.into(),
+                hashes: vec![hashed.hash.to_vec()],
+                ..Default::default()
+            }),
+            history_seq: seq,
+        })
+    }
+
+    /// The previous epoch's share is kept until the new epoch has produced a verified
+    /// signature: now it has.
+    async fn drop_previous_after_first_signature(&self, vault: &str, epoch: u64, caller: &Caller) {
+        let Ok(slots) = self.vaults.slots(vault).await else {
+            return;
+        };
+        let Some(previous) = slots.previous else {
+            return;
+        };
+        match self.vaults.drop_previous(vault).await {
+            Ok(()) => {
+                let rec = Record {
+                    vault_id: vault.to_string(),
+                    epoch: previous,
+                    tls_identity: caller.uri.clone(),
+                    started_at_ms: now_ms(),
+                    ended_at_ms: now_ms(),
+                    ..Record::new(Kind::DropPrevious, Outcome::Succeeded)
+                };
+                if let Err(e) = blocking(&self.history, move |h| h.append(rec)).await {
+                    tracing::error!(error = %e.message(), "could not record dropping the previous share");
+                }
+                tracing::info!(
+                    vault,
+                    dropped = previous,
+                    epoch,
+                    "epoch signed once; previous share dropped"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(vault, error = %e.message(), "could not drop the previous share")
+            }
+        }
+    }
+
+    // ---- reshare ----
+
+    pub async fn reshare(
+        &self,
+        caller: &Caller,
+        req: ReshareRequest,
+    ) -> Result<ReshareResponse, Status> {
+        let requester = self.authenticate(RESHARE, &req.body, req.auth.as_ref())?;
+        let body = ReshareBody::decode(req.body.as_slice())
+            .map_err(|e| invalid("body", format!("not a ReshareBody ({e})")))?;
+        check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
+        let old = VaultRecord::decode(&body.old_vault).map_err(|e| invalid("old_vault", e))?;
+        if old.vault_id() != body.vault_id || old.epoch() != body.old_epoch {
+            return Err(invalid(
+                "old_vault",
+                format!(
+                    "describes vault {:?} epoch {}, the request vault {:?} epoch {}",
+                    old.vault_id(),
+                    old.epoch(),
+                    body.vault_id,
+                    body.old_epoch
+                ),
+            ));
+        }
+        let dealers = party_ids("dealers", &body.dealers)?;
+        let api_new = body
+            .new_committee
+            .as_ref()
+            .ok_or_else(|| invalid("new_committee", "missing"))?;
+        let (new_committee, new_members) =
+            committee_from_api(api_new).map_err(|e| invalid("new_committee", e))?;
+        let relay = body
+            .relay
+            .clone()
+            .ok_or_else(|| invalid("relay", "missing"))?;
+        let me = self.me();
+        let held = self.vaults.current(&body.vault_id).await?;
+        if let Some(h) = &held
+            && h.record.public != old.public
+        {
+            return Err(Status::failed_precondition(format!(
+                "the request's old vault record (epoch {}) differs from this daemon's (epoch {}): {}",
+                old.epoch(),
+                h.record.epoch(),
+                if old.epoch() > h.record.epoch() {
+                    "this daemon missed a reshare; if it holds a pending share of that epoch, run `cosignerctl vault resolve --promote`"
+                } else {
+                    "the requester's record is stale"
+                }
+            )));
+        }
+        let is_dealer = dealers.contains(&me);
+        if is_dealer && held.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "this daemon is named as a dealer but holds no share of vault {:?}",
+                body.vault_id
+            )));
+        }
+        if new_committee.contains(&PartyId(me)) {
+            self.check_member(&new_members)?;
+        } else if !is_dealer {
+            return Err(Status::failed_precondition(format!(
+                "this daemon (party {}) is neither a dealer nor in the new committee",
+                short(&me)
+            )));
+        }
+        if old.member(&requester).is_none() && !new_members.iter().any(|m| m.id == requester) {
+            return Err(Status::permission_denied(format!(
+                "party {} is in neither the old nor the new committee of vault {:?}",
+                short(&requester),
+                body.vault_id
+            )));
+        }
+        // Everyone who takes part: the dealers (from the old record) and the new committee.
+        let mut participants: Vec<Member> = new_members.clone();
+        for d in &dealers {
+            let m = old.member(d).ok_or_else(|| {
+                invalid(
+                    "dealers",
+                    format!("{} is not in the old committee", short(d)),
+                )
+            })?;
+            match participants.iter().find(|p| p.id == *d) {
+                Some(p) if p.encryption_key != m.encryption_key => {
+                    return Err(invalid(
+                        "new_committee",
+                        format!(
+                            "{} has another encryption key than in the old committee",
+                            short(d)
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => participants.push(m.clone()),
+            }
+        }
+        let params = ReshareParams {
+            old: old.public.clone(),
+            dealers: dealers.iter().map(|d| PartyId(*d)).collect(),
+            new_committee: new_committee.clone(),
+            nonce: engine_nonce(&relay.session_id),
+        };
+        let ceremony = Reshare::new(params, PartyId(me), held.as_ref().map(|h| &h.share))
+            .map_err(tss_status)?;
+        let my_epoch = held.as_ref().map(|h| h.record.epoch());
+        drop(held);
+        let begun = self
+            .begin(
+                requester,
+                req.auth.as_ref(),
+                caller,
+                &relay,
+                Record {
+                    vault_id: body.vault_id.clone(),
+                    epoch: old.epoch(),
+                    committee: Some(committee_record(&new_committee)),
+                    ..Record::new(Kind::Reshare, Outcome::Started)
+                },
+            )
+            .await?;
+        let pending = self.vaults.slots(&body.vault_id).await?.pending;
+        let old_epoch = old.epoch();
+        let dealer_set: HashSet<[u8; 32]> = dealers.iter().copied().collect();
+        let run = async {
+            let mut d = self.driver(&relay, participants).await?;
+            d.hello(
+                Hello {
+                    epoch: my_epoch,
+                    pending,
+                },
+                &|id| dealer_set.contains(id).then_some(old_epoch),
+            )
+            .await?;
+            let out = d.run(ceremony).await?;
+            Ok::<_, DriveError>((d, out))
+        };
+        let (mut d, out) = match run.await {
+            Ok(v) => v,
+            Err(e) => {
+                let (s, o) = drive_status(&e);
+                return Err(self.fail(&begun, s, o).await);
+            }
+        };
+        let new_parties: Vec<[u8; 32]> = new_committee.parties().iter().map(|p| p.0).collect();
+        let new_epoch = old_epoch + 1;
+        let public_key = old.public.public_key.0.to_vec();
+        let vault = match out {
+            ReshareOutput::NewShare(share) => {
+                let held = match VaultRecord::new(
+                    share.public().clone(),
+                    new_members,
+                    old.created_at_ms,
+                    now_ms(),
+                )
+                .and_then(|r| Held::new(r, *share))
+                {
+                    Ok(h) => h,
+                    Err(e) => {
+                        d.abort(&format!("{} could not record the vault: {e}", short(&me)))
+                            .await;
+                        return Err(self
+                            .fail(&begun, Status::internal(e.to_string()), Outcome::Failed)
+                            .await);
+                    }
+                };
+                self.commit(&begun, &mut d, held, &new_parties).await?
+            }
+            ReshareOutput::Dealt => {
+                if let Err(e) = d.ready(&new_parties, None, &public_key, new_epoch).await {
+                    let (s, o) = drive_status(&e);
+                    return Err(self.fail(&begun, s, o).await);
+                }
+                let mut v = old.to_api(None);
+                v.committee = Some(committee_to_api(&new_committee, &new_members_of(api_new)?));
+                v.epoch = new_epoch;
+                v
+            }
+        };
+        let seq = self
+            .finish(
+                &begun,
+                Outcome::Succeeded,
+                Some(ResultRecord::PublicKey(public_key)),
+                Some(new_epoch),
+            )
+            .await?;
+        tracing::info!(vault = %body.vault_id, epoch = new_epoch, seq, "reshare succeeded");
+        Ok(ReshareResponse {
+            vault: Some(vault),
+            history_seq: seq,
+        })
+    }
+
+    // ---- operator repairs ----
+
+    pub async fn resolve_pending(
+        &self,
+        caller: &Caller,
+        vault: &str,
+        promote: bool,
+    ) -> Result<Vault, Status> {
+        check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
+        let slots = self.vaults.slots(vault).await?;
+        let Some(pending) = slots.pending else {
+            return Err(Status::failed_precondition(format!(
+                "vault {vault:?} has no pending share here"
+            )));
+        };
+        // Unseal it first: never promote a file that does not open.
+        self.vaults.load(vault, Slot::Pending).await?;
+        if promote {
+            self.vaults.promote(vault).await?;
+        } else {
+            self.vaults.discard_pending(vault).await?;
+        }
+        let rec = Record {
+            vault_id: vault.to_string(),
+            epoch: pending,
+            tls_identity: caller.uri.clone(),
+            started_at_ms: now_ms(),
+            ended_at_ms: now_ms(),
+            result: Some(ResultRecord::Error(
+                if promote {
+                    "operator promoted the pending share"
+                } else {
+                    "operator discarded the pending share"
+                }
+                .into(),
+            )),
+            ..Record::new(Kind::Reshare, Outcome::Succeeded)
+        };
+        blocking(&self.history, move |h| h.append(rec)).await?;
+        self.vaults.describe(vault).await
+    }
+
+    pub async fn drop_previous(&self, caller: &Caller, vault: &str) -> Result<u64, Status> {
+        check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
+        let slots = self.vaults.slots(vault).await?;
+        let Some(previous) = slots.previous else {
+            return Err(Status::failed_precondition(format!(
+                "vault {vault:?} has no previous share here"
+            )));
+        };
+        self.vaults.drop_previous(vault).await?;
+        let rec = Record {
+            vault_id: vault.to_string(),
+            epoch: previous,
+            tls_identity: caller.uri.clone(),
+            started_at_ms: now_ms(),
+            ended_at_ms: now_ms(),
+            ..Record::new(Kind::DropPrevious, Outcome::Succeeded)
+        };
+        blocking(&self.history, move |h| h.append(rec)).await?;
+        Ok(previous)
+    }
+}
+
+fn new_members_of(c: &cosigner_api::v1::Committee) -> Result<Vec<Member>, Status> {
+    committee_from_api(c)
+        .map(|(_, m)| m)
+        .map_err(|e| invalid("new_committee", e))
+}
+
+fn ceremony_path(p: &str) -> Result<DerivationPath, Status> {
+    DerivationPath::parse(p).map_err(|e| invalid("derivation_path", e))
+}
+
+/// DER encoding of an ECDSA signature (r, s as positive INTEGERs).
+pub fn der(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
+    fn int(v: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.is_empty() || v[0] & 0x80 != 0 {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    }
+    let (r, s) = (int(r), int(s));
+    let mut out = vec![0x30, (r.len() + s.len()) as u8];
+    out.extend(r);
+    out.extend(s);
+    out
+}
