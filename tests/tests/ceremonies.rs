@@ -211,3 +211,82 @@ async fn keygen_two_of_three_then_every_pair_signs() {
     assert_eq!(count("sign", "succeeded"), 2, "{a:?}");
     assert_eq!(count("sign", "started"), 2, "{a:?}");
 }
+
+/// Starts `party reshare` on d1 (2-of-3 -> 3-of-4 adding device-2) and lets device-2 join
+/// from the request file. Returns both outputs.
+async fn reshare_adding_device_2(s: &Setup) -> (Output, Output) {
+    let req = s.d1.file.with_extension("request.json");
+    let _ = std::fs::remove_file(&req);
+    let add = s.d2.member_spec().unwrap();
+    let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
+    let reqs = req.to_string_lossy().into_owned();
+    let coordinator = s
+        .d1
+        .spawn(
+            &s.pki,
+            &[
+                "reshare", "--vault", "v1", "--threshold", "3", "--dealer", "device-1", "--dealer",
+                "server-a", "--add", &add, "--daemon", &da, "--daemon", &db, "--request-out",
+                &reqs, "--json",
+            ],
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !req.exists() {
+        assert!(std::time::Instant::now() < deadline, "no request file");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let joiner = s.d2.spawn(&s.pki, &["join", "--request", &reqs, "--json"]).unwrap();
+    let (c, j) = tokio::task::block_in_place(|| {
+        (coordinator.wait_with_output().unwrap(), joiner.wait_with_output().unwrap())
+    });
+    (c, j)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reshare_two_of_three_to_three_of_four_keeps_the_key_and_retires_old_shares() {
+    let s = setup().await;
+    let key = keygen(&s)["public_key"].as_str().unwrap().to_string();
+    let old_file = s.d1.file.with_extension("epoch0");
+    std::fs::copy(&s.d1.file, &old_file).unwrap();
+
+    let (c, j) = reshare_adding_device_2(&s).await;
+    let cv = ok(&c);
+    let jv = ok(&j);
+    for v in [&cv, &jv] {
+        assert_eq!(v["public_key"].as_str().unwrap(), key);
+        assert_eq!(v["epoch"], 1);
+        assert_eq!(v["threshold"], 3);
+        assert_eq!(v["members"].as_array().unwrap().len(), 4);
+    }
+    for d in [&s.a, &s.b] {
+        let v = ok(&d.ctl(&s.pki, "admin", &["vault", "show", "v1"]));
+        assert_eq!(v["public_key"].as_str().unwrap(), key);
+        assert_eq!(v["epoch"], 1);
+        assert_eq!(v["slots"]["previous_epoch"], 0, "{v}");
+        assert_eq!(v["slots"]["pending_epoch"], Value::Null, "{v}");
+    }
+
+    // The new committee signs under the same key, with 3 signers; device-2 can lead.
+    let out = ok(&sign(&s, &s.d2, &["device-2", "server-a", "server-b"], "after reshare"));
+    verify_independently(&out, "after reshare", &key);
+    assert_eq!(out["epoch"], 1);
+    // The first signature of the new epoch retires the previous shares.
+    for d in [&s.a, &s.b] {
+        let v = ok(&d.ctl(&s.pki, "admin", &["vault", "show", "v1"]));
+        assert_eq!(v["slots"]["previous_epoch"], Value::Null, "{v}");
+    }
+    // Two signers are no longer enough.
+    let e = err(&sign(&s, &s.d1, &["device-1", "server-a"], "too few"));
+    assert!(e.contains("threshold") || e.contains("exactly 3"), "{e}");
+
+    // A share of the old epoch (a backup of device-1's file) can no longer join.
+    let old = Party {
+        name: "device-1".into(),
+        file: old_file,
+        pass_file: s.d1.pass_file.clone(),
+    };
+    let e = err(&sign(&s, &old, &["device-1", "server-a"], "old share"));
+    assert!(e.contains("epoch 0") && e.contains("epoch 1"), "{e}");
+}
