@@ -179,6 +179,7 @@ pub struct Ceremonies {
     sessions: Mutex<HashSet<Vec<u8>>>,
     /// Makes "nonce unseen, then record it" one step.
     nonce_gate: tokio::sync::Mutex<()>,
+    kill_at: Option<String>,
 }
 
 pub struct RelayTls {
@@ -212,6 +213,7 @@ impl Ceremonies {
             },
             sessions: Mutex::new(HashSet::new()),
             nonce_gate: tokio::sync::Mutex::new(()),
+            kill_at: std::env::var("COSIGNERD_TEST_KILL_AT").ok(),
         }
     }
 
@@ -335,8 +337,29 @@ impl Ceremonies {
         }
     }
 
+    /// The crash-test hook: with `COSIGNERD_TEST_KILL_AT=<kind>:<point>` in its environment
+    /// (testing only; see docs/ceremonies.md) the daemon SIGKILLs itself at that point of
+    /// that ceremony kind, so tests can kill a party at an exact round.
+    fn fault_hook(&self, kind: Kind) -> Option<cosigner_relay::driver::FaultHook> {
+        let target = self.kill_at.clone()?;
+        let kind = kind.as_str();
+        Some(Arc::new(move |point: &str| {
+            if target == format!("{kind}:{point}") {
+                tracing::warn!(%target, "COSIGNERD_TEST_KILL_AT reached: killing this process");
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            }
+        }))
+    }
+
+    fn fault_point(&self, kind: Kind, point: &str) {
+        if let Some(f) = self.fault_hook(kind) {
+            f(point);
+        }
+    }
+
     async fn driver(
         &self,
+        kind: Kind,
         relay: &RelayRef,
         participants: Vec<Member>,
     ) -> Result<Driver, DriveError> {
@@ -352,6 +375,7 @@ impl Ceremonies {
                 session_id: relay.session_id.clone(),
                 participants,
                 round_timeout: self.settings.round_timeout,
+                fault: self.fault_hook(kind),
             },
         )
         .await
@@ -407,7 +431,7 @@ impl Ceremonies {
             .await?;
         let vault_id = body.vault_id.clone();
         let run = async {
-            let mut d = self.driver(&relay, members.clone()).await?;
+            let mut d = self.driver(Kind::Keygen, &relay, members.clone()).await?;
             d.hello(
                 Hello {
                     epoch: None,
@@ -496,6 +520,7 @@ impl Ceremonies {
             }
             return Err(self.fail(begun, s, o).await);
         }
+        self.fault_point(begun.record.kind, "promote");
         if let Err(s) = self.vaults.promote(&vault_id).await {
             return Err(self.fail(begun, s, Outcome::Failed).await);
         }
@@ -605,7 +630,7 @@ impl Ceremonies {
         let pending = self.vaults.slots(&body.vault_id).await?.pending;
         drop(held); // the engine holds its own copy of the secret state from here
         let run = async {
-            let mut d = self.driver(&relay, members).await?;
+            let mut d = self.driver(Kind::Sign, &relay, members).await?;
             d.hello(
                 Hello {
                     epoch: Some(epoch),
@@ -829,7 +854,7 @@ impl Ceremonies {
         let old_epoch = old.epoch();
         let dealer_set: HashSet<[u8; 32]> = dealers.iter().copied().collect();
         let run = async {
-            let mut d = self.driver(&relay, participants).await?;
+            let mut d = self.driver(Kind::Reshare, &relay, participants).await?;
             d.hello(
                 Hello {
                     epoch: my_epoch,
@@ -905,7 +930,7 @@ impl Ceremonies {
         caller: &Caller,
         vault: &str,
         promote: bool,
-    ) -> Result<Vault, Status> {
+    ) -> Result<Option<Vault>, Status> {
         check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
         let slots = self.vaults.slots(vault).await?;
         let Some(pending) = slots.pending else {
@@ -937,7 +962,12 @@ impl Ceremonies {
             ..Record::new(Kind::Reshare, Outcome::Succeeded)
         };
         blocking(&self.history, move |h| h.append(rec)).await?;
-        self.vaults.describe(vault).await
+        match self.vaults.describe(vault).await {
+            Ok(v) => Ok(Some(v)),
+            // Discarding the only share of a vault (an unfinished keygen) leaves nothing.
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
     }
 
     pub async fn drop_previous(&self, caller: &Caller, vault: &str) -> Result<u64, Status> {

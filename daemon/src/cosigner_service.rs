@@ -149,16 +149,25 @@ impl Cosigner for CosignerService {
         request: Request<KeygenRequest>,
     ) -> Result<Response<KeygenResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let r = self
-            .ceremonies
-            .keygen(&caller, request.into_inner())
-            .await?;
+        let c = self.ceremonies.clone();
+        let req = request.into_inner();
+        // Detached: a client that hangs up must not cut a ceremony short (the other
+        // parties would be left waiting, and the outcome would go unrecorded).
+        let r = tokio::spawn(async move { c.keygen(&caller, req).await })
+            .await
+            .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;
         Ok(Response::new(r))
     }
 
     async fn sign(&self, request: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let r = self.ceremonies.sign(&caller, request.into_inner()).await?;
+        let c = self.ceremonies.clone();
+        let req = request.into_inner();
+        // Detached: a client that hangs up must not cut a ceremony short (the other
+        // parties would be left waiting, and the outcome would go unrecorded).
+        let r = tokio::spawn(async move { c.sign(&caller, req).await })
+            .await
+            .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;
         Ok(Response::new(r))
     }
 
@@ -167,10 +176,13 @@ impl Cosigner for CosignerService {
         request: Request<ReshareRequest>,
     ) -> Result<Response<ReshareResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let r = self
-            .ceremonies
-            .reshare(&caller, request.into_inner())
-            .await?;
+        let c = self.ceremonies.clone();
+        let req = request.into_inner();
+        // Detached: a client that hangs up must not cut a ceremony short (the other
+        // parties would be left waiting, and the outcome would go unrecorded).
+        let r = tokio::spawn(async move { c.reshare(&caller, req).await })
+            .await
+            .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;
         Ok(Response::new(r))
     }
 
@@ -184,7 +196,7 @@ impl Cosigner for CosignerService {
             .ceremonies
             .resolve_pending(&caller, &r.vault_id, r.promote)
             .await?;
-        Ok(Response::new(ResolvePendingResponse { vault: Some(vault) }))
+        Ok(Response::new(ResolvePendingResponse { vault }))
     }
 
     async fn refresh(

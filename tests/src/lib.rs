@@ -105,6 +105,7 @@ pub struct Daemon {
     pub log: PathBuf,
     child: Option<Child>,
     tpm: Option<SwTpm>,
+    env: Vec<(String, String)>,
 }
 
 /// The `[seal]` section for a TPM reached through `tcti`.
@@ -187,6 +188,7 @@ impl Daemon {
         let config = write_config(dir, pki, addr, &data_dir, extra_tls, seal, extra)?;
         let mut d = Self::spawn(&config, addr, data_dir, dir.join("cosignerd.log"))?;
         d.tpm = tpm;
+        d.env.clear();
         d.wait_serving(pki).await?;
         Ok(d)
     }
@@ -194,6 +196,16 @@ impl Daemon {
     /// Starts the daemon again with the same config, data and TPM (after it exited), and
     /// waits until it serves. The log file is appended to.
     pub async fn respawn(&mut self, pki: &Pki) -> Result<()> {
+        self.respawn_with_env(pki, &[]).await
+    }
+
+    /// As `respawn`, with extra environment variables for the new process (and later
+    /// `respawn`s forget them).
+    pub async fn respawn_with_env(&mut self, pki: &Pki, env: &[(&str, &str)]) -> Result<()> {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -207,6 +219,7 @@ impl Daemon {
                 .arg("--config")
                 .arg(&self.config)
                 .env("TSS2_LOG", "all+NONE")
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -239,7 +252,24 @@ impl Daemon {
             log,
             child: Some(child),
             tpm: None,
+            env: Vec::new(),
         })
+    }
+
+    /// Waits (up to `limit`) for the process to exit by itself; its exit status.
+    pub async fn exited(&mut self, limit: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {

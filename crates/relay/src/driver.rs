@@ -78,11 +78,16 @@ struct Ready {
     epoch: u64,
 }
 
+/// Called with the name of each point a party reaches ("hello", "round-1", ..., "ready")
+/// just before it posts there. Crash tests use it to kill a process at an exact round.
+pub type FaultHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct SessionSpec {
     pub session_id: Vec<u8>,
     /// Everyone who takes part, this party included.
     pub participants: Vec<Member>,
     pub round_timeout: Duration,
+    pub fault: Option<FaultHook>,
 }
 
 pub struct Driver {
@@ -98,6 +103,8 @@ pub struct Driver {
     early: VecDeque<Opened>,
     hellos: BTreeMap<[u8; 32], Hello>,
     readies: BTreeMap<[u8; 32], Ready>,
+    fault: Option<FaultHook>,
+    last_round_posted: u32,
 }
 
 fn now_ms() -> i64 {
@@ -152,6 +159,8 @@ impl Driver {
             early: VecDeque::new(),
             hellos: BTreeMap::new(),
             readies: BTreeMap::new(),
+            fault: spec.fault,
+            last_round_posted: 0,
         })
     }
 
@@ -176,6 +185,12 @@ impl Driver {
         }
     }
 
+    fn fault(&self, point: &str) {
+        if let Some(f) = &self.fault {
+            f(point);
+        }
+    }
+
     async fn post(
         &mut self,
         to: Option<[u8; 32]>,
@@ -183,6 +198,15 @@ impl Driver {
         kind: EnvelopeKind,
         payload: &[u8],
     ) -> Result<(), DriveError> {
+        match kind {
+            EnvelopeKind::Hello => self.fault("hello"),
+            EnvelopeKind::Ready => self.fault("ready"),
+            EnvelopeKind::Protocol if round != self.last_round_posted => {
+                self.last_round_posted = round;
+                self.fault(&format!("round-{round}"));
+            }
+            _ => {}
+        }
         self.counter += 1;
         let recipient = match to {
             Some(id) => Some(

@@ -109,6 +109,38 @@ fn pcr_selection(pcrs: &[u8]) -> Result<PcrSelectionList, SealError> {
         .map_err(|e| tpm_err("PCR selection", e))
 }
 
+/// Flushes transient objects and loaded sessions a previous process left in the TPM.
+///
+/// Under the kernel's resource manager (/dev/tpmrm0) every connection sees only its own
+/// handles, so this finds nothing. Without one (swtpm, /dev/tpm0), whatever is loaded was
+/// left by a process that died holding it (cosignerd is the TPM's only user), and a few
+/// such deaths fill the TPM's handful of slots (TPM_RC_OBJECT_MEMORY) until it restarts.
+fn flush_leftovers(ctx: &mut Context) {
+    use tss_esapi::constants::CapabilityType;
+    use tss_esapi::constants::tss::{TPM2_LOADED_SESSION_FIRST, TPM2_TRANSIENT_FIRST};
+    use tss_esapi::structures::CapabilityData;
+    let mut flushed = 0;
+    for first in [TPM2_TRANSIENT_FIRST, TPM2_LOADED_SESSION_FIRST] {
+        let handles = match ctx.get_capability(CapabilityType::Handles, first, 64) {
+            Ok((CapabilityData::Handles(list), _)) => list.to_vec(),
+            _ => continue,
+        };
+        for h in handles {
+            if let Ok(obj) = ctx.tr_from_tpm_public(h)
+                && ctx.flush_context(obj).is_ok()
+            {
+                flushed += 1;
+            }
+        }
+    }
+    if flushed > 0 {
+        tracing::warn!(
+            flushed,
+            "flushed TPM objects and sessions left by an earlier process"
+        );
+    }
+}
+
 impl TpmBackend {
     /// Connects through `tcti` ("device:/dev/tpmrm0", "swtpm:host=127.0.0.1,port=2321") and
     /// re-creates the storage primary. `pcrs` (indexes 0-23) bind new seals to the current
@@ -124,6 +156,7 @@ impl TpmBackend {
                 "cannot open the TPM through {tcti:?}: {e} (libtss2 logs the cause on stderr)"
             ))
         })?;
+        flush_leftovers(&mut ctx);
         let primary = ctx
             .execute_with_nullauth_session(|c| {
                 c.create_primary(

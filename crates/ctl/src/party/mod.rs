@@ -264,6 +264,7 @@ impl Ctx<'_> {
                 session_id: session.to_vec(),
                 participants,
                 round_timeout: self.round_timeout,
+                fault: None,
             },
         )
         .await
@@ -362,6 +363,21 @@ async fn aborted<T>(d: &mut Driver, r: Result<T>) -> Result<T> {
         d.abort(&format!("{e}")).await;
     }
     r
+}
+
+/// On failure: waits (bounded) for the daemons to end their part too, so their errors are
+/// reported and their outcomes recorded before this command exits.
+async fn failed_with<T, U>(
+    r: Result<T>,
+    calls: &mut Vec<DaemonCall<U>>,
+    limit: Duration,
+) -> Result<T> {
+    let Err(e) = r else { return r };
+    let calls = std::mem::take(calls);
+    match tokio::time::timeout(limit, collect(calls)).await {
+        Ok(Err(daemons)) => Err(e.context(format!("daemons: {daemons}"))),
+        _ => Err(e),
+    }
 }
 
 pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
@@ -585,7 +601,9 @@ async fn keygen(
         Ok(share)
     })
     .await;
-    let share = aborted(&mut d, share).await?;
+    let share = aborted(&mut d, share).await;
+    let mut calls = calls;
+    let share = failed_with(share, &mut calls, ctx.round_timeout * 3).await?;
     let held = Held::new(
         VaultRecord::new(share.public().clone(), all.clone(), now_ms(), 0)?,
         share,
@@ -694,7 +712,7 @@ async fn sign(
     if clients.len() != others.len() {
         bail!("every other signer needs a --daemon NAME=ADDR (devices cannot be asked remotely)");
     }
-    let calls = spawn_calls(clients, fail_tx, |mut c| {
+    let mut calls = spawn_calls(clients, fail_tx, |mut c| {
         let req = api::SignRequest {
             body: body.clone(),
             auth: Some(auth.clone()),
@@ -730,7 +748,8 @@ async fn sign(
             Ok(d.run(ceremony).await?)
         })
         .await;
-        let sig = aborted(&mut d, sig).await?;
+        let sig = aborted(&mut d, sig).await;
+        let sig = failed_with(sig, &mut calls, ctx.round_timeout * 3).await?;
         let _ = d.close().await;
         Some(sig)
     } else {
@@ -910,7 +929,8 @@ async fn reshare(
         &mut fail_rx,
     )
     .await;
-    let record = result?;
+    let mut calls = calls;
+    let record = failed_with(result, &mut calls, ctx.round_timeout * 3).await?;
     collect(calls).await?;
     match &record {
         Some(r) => print_vault(r, json),

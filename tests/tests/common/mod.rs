@@ -1,0 +1,222 @@
+//! Shared set-up for the ceremony tests: two daemons and two device parties.
+#![allow(dead_code)]
+
+use std::process::Output;
+
+use cosigner_tests::{Daemon, Party, Pki, test_dir};
+use serde_json::Value;
+
+pub struct Setup {
+    pub _tmp: tempfile::TempDir,
+    pub pki: Pki,
+    pub a: Daemon,
+    pub b: Daemon,
+    pub d1: Party,
+    pub d2: Party,
+}
+
+pub fn ok(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(out.lines().last().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+pub fn err(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "expected failure, got {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub async fn setup() -> Setup {
+    let tmp = test_dir();
+    let pki = Pki::init(tmp.path(), "certs").unwrap();
+    let d1 = Party::init(&tmp.path().join("devices"), "device-1").unwrap();
+    let d2 = Party::init(&tmp.path().join("devices"), "device-2").unwrap();
+    let allowed = format!(
+        "[ceremonies]\nallowed_requesters = [\"{}\", \"{}\"]\nround_timeout_secs = 5\n",
+        d1.show().unwrap()["party_id"].as_str().unwrap(),
+        d2.show().unwrap()["party_id"].as_str().unwrap()
+    );
+    let a = Daemon::start_with(&tmp.path().join("a"), &pki, "", &allowed)
+        .await
+        .unwrap();
+    let b = Daemon::start_with(&tmp.path().join("b"), &pki, "", &allowed)
+        .await
+        .unwrap();
+    Setup {
+        _tmp: tmp,
+        pki,
+        a,
+        b,
+        d1,
+        d2,
+    }
+}
+
+pub fn keygen(s: &Setup) -> Value {
+    let a = s.a.member_spec(&s.pki, "server-a").unwrap();
+    let b = s.b.member_spec(&s.pki, "server-b").unwrap();
+    let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
+    ok(&s.d1.run(
+        &s.pki,
+        &[
+            "keygen",
+            "--vault",
+            "v1",
+            "--threshold",
+            "2",
+            "--member",
+            &a,
+            "--member",
+            &b,
+            "--daemon",
+            &da,
+            "--daemon",
+            &db,
+            "--json",
+        ],
+    ))
+}
+
+pub fn sign(s: &Setup, who: &Party, signers: &[&str], message: &str) -> Output {
+    let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
+    let mut args = vec![
+        "sign",
+        "--vault",
+        "v1",
+        "--message",
+        message,
+        "--daemon",
+        &da,
+        "--daemon",
+        &db,
+        "--json",
+    ];
+    for x in signers {
+        args.push("--signer");
+        args.push(x);
+    }
+    who.run(&s.pki, &args)
+}
+
+/// Checks a `party sign --json` output with libsecp256k1: the signature verifies under the
+/// printed key for the EIP-191 hash of `message`, and recovers that key.
+pub fn verify_independently(out: &Value, message: &str, expected_key: &str) {
+    use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
+    use secp256k1::{Message, PublicKey, Secp256k1};
+    let unhex = |s: &str| -> Vec<u8> {
+        (0..s.len() / 2)
+            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    };
+    assert_eq!(out["public_key"].as_str().unwrap(), expected_key);
+    // The hash is recomputed here, not taken from the output.
+    use sha3::Digest;
+    let mut h = sha3::Keccak256::new();
+    h.update(format!("\x19Ethereum Signed Message:\n{}", message.len()).as_bytes());
+    h.update(message.as_bytes());
+    let hash: [u8; 32] = h.finalize().into();
+    assert_eq!(out["hash"].as_str().unwrap(), hex(&hash));
+    let mut rs = unhex(out["r"].as_str().unwrap());
+    rs.extend(unhex(out["s"].as_str().unwrap()));
+    let secp = Secp256k1::verification_only();
+    let msg = Message::from_digest(hash);
+    let key = PublicKey::from_slice(&unhex(expected_key)).unwrap();
+    let sig = Signature::from_compact(&rs).unwrap();
+    secp.verify_ecdsa(&msg, &sig, &key)
+        .expect("libsecp256k1 verifies the signature");
+    let mut normalized = sig;
+    normalized.normalize_s();
+    assert_eq!(normalized, sig, "s is low");
+    let rec = RecoverableSignature::from_compact(
+        &rs,
+        RecoveryId::from_i32(out["recovery_id"].as_i64().unwrap() as i32).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(secp.recover_ecdsa(&msg, &rec).unwrap(), key);
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn history_kinds(d: &Daemon, pki: &Pki) -> Vec<(String, String)> {
+    let o = d.ctl(
+        pki,
+        "admin",
+        &["history", "list", "--json", "--limit", "1000"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["kind"].as_str().unwrap_or("").to_string(),
+                v["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Starts `party reshare` on d1 (2-of-3 -> 3-of-4 adding device-2) and lets device-2 join
+/// from the request file. Returns both outputs.
+pub async fn reshare_adding_device_2(s: &Setup) -> (Output, Output) {
+    let req = s.d1.file.with_extension("request.json");
+    let _ = std::fs::remove_file(&req);
+    let add = s.d2.member_spec().unwrap();
+    let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
+    let reqs = req.to_string_lossy().into_owned();
+    let coordinator =
+        s.d1.spawn(
+            &s.pki,
+            &[
+                "reshare",
+                "--vault",
+                "v1",
+                "--threshold",
+                "3",
+                "--dealer",
+                "device-1",
+                "--dealer",
+                "server-a",
+                "--add",
+                &add,
+                "--daemon",
+                &da,
+                "--daemon",
+                &db,
+                "--request-out",
+                &reqs,
+                "--json",
+            ],
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !req.exists() {
+        assert!(std::time::Instant::now() < deadline, "no request file");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let joiner =
+        s.d2.spawn(&s.pki, &["join", "--request", &reqs, "--json"])
+            .unwrap();
+    let (c, j) = tokio::task::block_in_place(|| {
+        (
+            coordinator.wait_with_output().unwrap(),
+            joiner.wait_with_output().unwrap(),
+        )
+    });
+    (c, j)
+}
