@@ -378,12 +378,12 @@ impl Driver {
             EnvelopeKind::Hello => {
                 let h: Hello =
                     postcard::from_bytes(&o.payload).map_err(|e| EnvelopeError::Malformed {
-                        sender: short(&o.sender),
+                        sender: self.who(&o.sender),
                         detail: format!("HELLO: {e}"),
                     })?;
                 if self.hellos.insert(o.sender, h).is_some() {
                     return Err(EnvelopeError::Malformed {
-                        sender: short(&o.sender),
+                        sender: self.who(&o.sender),
                         detail: "a second HELLO".into(),
                     }
                     .into());
@@ -392,7 +392,7 @@ impl Driver {
             EnvelopeKind::Ready => {
                 let r: Ready =
                     postcard::from_bytes(&o.payload).map_err(|e| EnvelopeError::Malformed {
-                        sender: short(&o.sender),
+                        sender: self.who(&o.sender),
                         detail: format!("READY: {e}"),
                     })?;
                 self.readies.insert(o.sender, r);
@@ -446,7 +446,7 @@ impl Driver {
                 || u32::from(msg.round) != o.round
             {
                 return Err(EnvelopeError::Malformed {
-                    sender: short(&o.sender),
+                    sender: self.who(&o.sender),
                     detail: "the protocol message inside does not match its envelope (sender, recipient or round)".into(),
                 }
                 .into());

@@ -212,8 +212,19 @@ impl Opener {
         }
     }
 
+    /// "name (0123abcd...)" for a known participant, the short id otherwise.
+    fn who(&self, id: &[u8]) -> String {
+        match <[u8; 32]>::try_from(id)
+            .ok()
+            .and_then(|i| self.participants.get(&i))
+        {
+            Some(m) if !m.name.is_empty() => format!("{} ({})", m.name, short(id)),
+            _ => short(id),
+        }
+    }
+
     pub fn open(&mut self, env: &Envelope) -> Result<Opened, EnvelopeError> {
-        let sender_short = short(&env.sender);
+        let sender_short = self.who(&env.sender);
         if env.version != ENVELOPE_VERSION {
             return Err(EnvelopeError::Version(env.version));
         }

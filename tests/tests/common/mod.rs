@@ -37,14 +37,24 @@ pub fn err(o: &Output) -> String {
 }
 
 pub async fn setup() -> Setup {
+    setup_allowing(&[]).await
+}
+
+/// As `setup`, with more party ids (hex) on the daemons' allow lists.
+pub async fn setup_allowing(extra: &[String]) -> Setup {
     let tmp = test_dir();
     let pki = Pki::init(tmp.path(), "certs").unwrap();
     let d1 = Party::init(&tmp.path().join("devices"), "device-1").unwrap();
     let d2 = Party::init(&tmp.path().join("devices"), "device-2").unwrap();
+    let mut ids = vec![
+        d1.show().unwrap()["party_id"].as_str().unwrap().to_string(),
+        d2.show().unwrap()["party_id"].as_str().unwrap().to_string(),
+    ];
+    ids.extend(extra.iter().cloned());
+    let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
     let allowed = format!(
-        "[ceremonies]\nallowed_requesters = [\"{}\", \"{}\"]\nround_timeout_secs = 5\n",
-        d1.show().unwrap()["party_id"].as_str().unwrap(),
-        d2.show().unwrap()["party_id"].as_str().unwrap()
+        "[ceremonies]\nallowed_requesters = [{}]\nround_timeout_secs = 5\n",
+        list.join(", ")
     );
     let a = Daemon::start_with(&tmp.path().join("a"), &pki, "", &allowed)
         .await

@@ -1,0 +1,359 @@
+//! Who may take part, and a relay that lies: a party outside the committee cannot join, a
+//! relay that alters, drops or replays an envelope makes the ceremony abort naming the
+//! sender, and a client without a valid certificate is refused.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use cosigner_api::v1 as api;
+use cosigner_api::v1::relay_server::{Relay as RelayApi, RelayServer};
+use cosigner_relay::mailbox::{Limits, Relay};
+use cosigner_relay::service::RelayService;
+use cosigner_tests::{Pki, free_port};
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Lie {
+    Alter,
+    Drop,
+    Replay,
+}
+
+/// A relay that tells one lie about the first round-2 protocol envelope from `victim`.
+struct LyingRelay {
+    inner: RelayService,
+    lie: Lie,
+    victim: Vec<u8>,
+    told: AtomicUsize,
+}
+
+fn target(env: &api::Envelope, victim: &[u8]) -> bool {
+    env.sender == victim && env.round == 2 && env.kind == api::EnvelopeKind::Protocol as i32
+}
+
+#[tonic::async_trait]
+impl RelayApi for LyingRelay {
+    async fn create_session(
+        &self,
+        r: Request<api::CreateSessionRequest>,
+    ) -> Result<Response<api::CreateSessionResponse>, Status> {
+        self.inner.create_session(r).await
+    }
+
+    async fn post(
+        &self,
+        r: Request<api::PostRequest>,
+    ) -> Result<Response<api::PostResponse>, Status> {
+        let mut req = r.into_inner();
+        let env = req.envelope.clone().unwrap_or_default();
+        if target(&env, &self.victim) && self.told.fetch_add(1, Ordering::SeqCst) == 0 {
+            match self.lie {
+                Lie::Alter => {
+                    if let Some(e) = req.envelope.as_mut() {
+                        e.payload[0] ^= 0x01;
+                    }
+                }
+                Lie::Drop => return Ok(Response::new(api::PostResponse { seq: 0 })),
+                Lie::Replay => {
+                    self.inner.post(Request::new(req.clone())).await?;
+                }
+            }
+        }
+        self.inner.post(Request::new(req)).await
+    }
+
+    type SubscribeStream = <RelayService as RelayApi>::SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        r: Request<api::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.inner.subscribe(r).await
+    }
+
+    async fn close_session(
+        &self,
+        r: Request<api::CloseSessionRequest>,
+    ) -> Result<Response<api::CloseSessionResponse>, Status> {
+        self.inner.close_session(r).await
+    }
+}
+
+/// Serves a lying relay over TLS (with the daemon certificate of `pki`); its address.
+async fn lying_relay(pki: &Pki, lie: Lie, victim: Vec<u8>) -> String {
+    let port = free_port();
+    let tls = tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(pki.file("cosignerd.pem")).unwrap(),
+            std::fs::read(pki.file("cosignerd.key")).unwrap(),
+        ))
+        .client_ca_root(tonic::transport::Certificate::from_pem(
+            std::fs::read(pki.file("ca.pem")).unwrap(),
+        ));
+    let svc = LyingRelay {
+        inner: RelayService::new(Arc::new(Relay::new(Limits::default())), |_| None),
+        lie,
+        victim,
+        told: AtomicUsize::new(0),
+    };
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .tls_config(tls)
+            .unwrap()
+            .add_service(RelayServer::new(svc))
+            .serve(addr),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    format!("https://{addr}")
+}
+
+fn party_id_of(spec: &str) -> Vec<u8> {
+    let hex = spec.split(':').nth(1).unwrap();
+    (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_that_alters_drops_or_replays_makes_the_ceremony_abort_naming_the_sender() {
+    let s = setup().await;
+    let key = keygen(&s)["public_key"].as_str().unwrap().to_string();
+    let b_spec = s.b.member_spec(&s.pki, "server-b").unwrap();
+    let b_id = party_id_of(&b_spec);
+    for (lie, expect) in [
+        (Lie::Alter, "bad signature"),
+        (Lie::Replay, "replayed"),
+        (Lie::Drop, "timed out"),
+    ] {
+        let relay = lying_relay(&s.pki, lie, b_id.clone()).await;
+        let da = s.a.daemon_spec("server-a");
+        let db = s.b.daemon_spec("server-b");
+        let o = s.d1.run(
+            &s.pki,
+            &[
+                "sign",
+                "--vault",
+                "v1",
+                "--message",
+                "lied to",
+                "--signer",
+                "device-1",
+                "--signer",
+                "server-b",
+                "--daemon",
+                &da,
+                "--daemon",
+                &db,
+                "--relay",
+                &relay,
+                "--json",
+            ],
+        );
+        let e = err(&o);
+        assert!(e.contains(expect), "{lie:?}: {e}");
+        assert!(
+            e.contains("server-b"),
+            "{lie:?} does not name server-b: {e}"
+        );
+    }
+    // The honest relay still works afterwards: nobody lost anything.
+    let out = ok(&sign(&s, &s.d1, &["device-1", "server-b"], "honest"));
+    verify_independently(&out, "honest", &key);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_party_outside_the_committee_cannot_take_part() {
+    // `outsider` may ask for ceremonies on these daemons (it is on their allow lists), but
+    // it is not in v1's committee.
+    let outsider = cosigner_relay::PartyKeys::generate();
+    let s = setup_allowing(&[cosigner_relay::keys::hex(&outsider.party_id())]).await;
+    keygen(&s);
+    let a_spec = s.a.member_spec(&s.pki, "server-a").unwrap();
+    let sign_body = |signer: &cosigner_relay::PartyKeys| {
+        api::SignBody {
+            vault_id: "v1".into(),
+            epoch: 0,
+            signers: vec![party_id_of(&a_spec), signer.party_id().to_vec()],
+            payload: Some(api::Payload {
+                kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
+                    message: b"x".to_vec(),
+                })),
+            }),
+            derivation_path: String::new(),
+            expected_hashes: vec![],
+            relay: Some(api::RelayRef {
+                address: String::new(),
+                session_id: vec![7; 32],
+            }),
+        }
+        .encode_to_vec()
+    };
+    let ch = s.pki.channel(s.a.addr, Some("device-2")).await.unwrap();
+    let mut c = api::cosigner_client::CosignerClient::new(ch.clone());
+    let body = sign_body(&outsider);
+    let auth =
+        cosigner_relay::request::sign(&outsider, "/cosigner.v1.Cosigner/Sign", &body, now_ms());
+    let e = c
+        .sign(api::SignRequest {
+            body,
+            auth: Some(auth),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not in the committee"), "{e:?}");
+
+    // A party on no allow list is refused before anything else.
+    let keys = cosigner_relay::PartyKeys::generate();
+    let body = sign_body(&keys);
+    let auth = cosigner_relay::request::sign(&keys, "/cosigner.v1.Cosigner/Sign", &body, now_ms());
+    let e = c
+        .sign(api::SignRequest {
+            body: body.clone(),
+            auth: Some(auth),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("allowed_requesters"), "{e:?}");
+
+    // A relay session does not let a non-participant read or post.
+    let mut relay = api::relay_client::RelayClient::new(ch);
+    let sid = vec![9u8; 32];
+    let member = cosigner_relay::PartyKeys::generate();
+    let other = cosigner_relay::PartyKeys::generate();
+    relay
+        .create_session(api::CreateSessionRequest {
+            session_id: sid.clone(),
+            participants: vec![member.party_id().to_vec(), other.party_id().to_vec()],
+            ttl_seconds: 60,
+        })
+        .await
+        .unwrap();
+    let ts = now_ms();
+    let sig = keys.sign(&cosigner_relay::mailbox::subscribe_bytes(
+        &sid,
+        &keys.party_id(),
+        0,
+        ts,
+    ));
+    let e = relay
+        .subscribe(api::SubscribeRequest {
+            session_id: sid.clone(),
+            party_id: keys.party_id().to_vec(),
+            after_seq: 0,
+            timestamp_ms: ts,
+            signature: sig.to_vec(),
+        })
+        .await
+        .err()
+        .expect("a stranger cannot subscribe");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // Nor subscribe as a participant without that participant's key.
+    let sig = keys.sign(&cosigner_relay::mailbox::subscribe_bytes(
+        &sid,
+        &member.party_id(),
+        0,
+        ts,
+    ));
+    let e = relay
+        .subscribe(api::SubscribeRequest {
+            session_id: sid.clone(),
+            party_id: member.party_id().to_vec(),
+            after_seq: 0,
+            timestamp_ms: ts,
+            signature: sig.to_vec(),
+        })
+        .await
+        .err()
+        .expect("an impostor cannot subscribe");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let env = cosigner_relay::envelope::seal(
+        &keys,
+        &sid,
+        None,
+        1,
+        1,
+        api::EnvelopeKind::Protocol,
+        b"junk",
+    )
+    .unwrap();
+    let e = relay
+        .post(api::PostRequest {
+            envelope: Some(env),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ceremony_and_relay_calls_need_a_valid_client_certificate() {
+    let s = setup().await;
+    let other_ca = Pki::init(s.pki.dir.parent().unwrap(), "other-ca").unwrap();
+    // A certificate from another CA, and no certificate at all.
+    for who in [Some("device-1"), None] {
+        let pki = if who.is_some() { &other_ca } else { &s.pki };
+        let ch = pki.channel(s.a.addr, who).await;
+        let Ok(ch) = ch else { continue }; // refused during the handshake: fine
+        let mut c = api::cosigner_client::CosignerClient::new(ch.clone());
+        let e = c.sign(api::SignRequest::default()).await.unwrap_err();
+        assert!(
+            matches!(
+                e.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ),
+            "{who:?}: {e:?}"
+        );
+        let mut r = api::relay_client::RelayClient::new(ch);
+        let e = r
+            .create_session(api::CreateSessionRequest::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+            ),
+            "{who:?}: {e:?}"
+        );
+    }
+    // The device party itself, with the other CA's certificate, cannot start a keygen.
+    let a = s.a.member_spec(&s.pki, "server-a").unwrap();
+    let da = s.a.daemon_spec("server-a");
+    let o = s.d1.run(
+        &other_ca,
+        &[
+            "keygen",
+            "--vault",
+            "x",
+            "--threshold",
+            "2",
+            "--member",
+            &a,
+            "--daemon",
+            &da,
+        ],
+    );
+    let e = err(&o);
+    assert!(!e.is_empty());
+}
