@@ -100,3 +100,54 @@ async fn reshare_two_of_three_to_three_of_four_keeps_the_key_and_retires_old_sha
     let e = err(&sign(&s, &old, &["device-1", "server-a"], "old share"));
     assert!(e.contains("epoch 0") && e.contains("epoch 1"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_sign_reports_percentiles_without_failures() {
+    let s = setup().await;
+    keygen(&s);
+    let file = s.d1.file.to_string_lossy().into_owned();
+    let pass = s.d1.pass_file.to_string_lossy().into_owned();
+    let certs = s.pki.dir.to_string_lossy().into_owned();
+    let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
+    let o = cosigner_tests::ctl(&[
+        "--certs",
+        &certs,
+        "--as",
+        "device-1",
+        "bench",
+        "sign",
+        "--file",
+        &file,
+        "--passphrase-file",
+        &pass,
+        "--vault",
+        "v1",
+        "--count",
+        "12",
+        "--concurrency",
+        "4",
+        "--in-process",
+        "3",
+        "--daemon",
+        &da,
+        "--daemon",
+        &db,
+        "--json",
+    ]);
+    let r = ok(&o);
+    assert_eq!(r["failures"], 0, "{r}");
+    for k in ["p50", "p95", "p99"] {
+        assert!(r["end_to_end_ms"][k].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["in_process_ms"][k].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(r["signatures_per_second"].as_f64().unwrap() > 0.0);
+    // 12 signatures (+2 warm-up) succeeded on each daemon, and their sessions were closed.
+    let a = history_kinds(&s.a, &s.pki);
+    assert_eq!(
+        a.iter()
+            .filter(|(k, o)| k == "sign" && o == "succeeded")
+            .count(),
+        14
+    );
+}

@@ -1,5 +1,6 @@
 //! `cosignerctl`: the operator's command line for cosignerd.
 
+mod bench;
 mod connect;
 mod history;
 mod party;
@@ -54,6 +55,11 @@ enum Command {
     /// A device party: keys and shares in a passphrase-encrypted file; starts or joins
     /// keygen, sign and reshare.
     Party(party::PartyArgs),
+    /// Benchmarks against running daemons.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// The daemon's vaults and share slots (admin).
     Vault {
         #[command(subcommand)]
@@ -194,6 +200,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::History { command } => history::run(cli.connect.channel().await?, command).await,
         Command::Vault { command } => vault::run(cli.connect.channel().await?, command).await,
+        Command::Bench { command } => {
+            bench::run(&cli.connect, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Party(args) => {
             party::run(&cli.connect, args).await?;
             Ok(ExitCode::SUCCESS)

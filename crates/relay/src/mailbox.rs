@@ -421,36 +421,46 @@ impl Relay {
             .collect()
     }
 
-    /// Ends a session at a participant's signed request.
+    /// Ends a session at a participant's signed request, or at the request of the client
+    /// that created it (`party_id` empty; `caller` is the TLS identity that created it).
     pub fn close(
         &self,
+        caller: &str,
         session_id: &[u8],
         party_id: &[u8],
         ts_ms: i64,
         signature: &[u8],
     ) -> Result<(), RelayError> {
         check_session_id(session_id)?;
-        let p = party(party_id, "party_id")?;
-        let skew = now_ms().saturating_sub(ts_ms).saturating_abs();
-        if skew > self.limits.max_skew.as_millis() as i64 {
-            return Err(RelayError::Invalid(format!(
-                "timestamp is {skew} ms away from the relay's clock"
-            )));
-        }
-        if !crate::keys::verify(&p, &close_bytes(session_id, party_id, ts_ms), signature) {
-            return Err(RelayError::NotParticipant(format!(
-                "the close request for {} is not signed by its identity key",
-                short(&p)
-            )));
-        }
+        let by_party = if party_id.is_empty() {
+            None
+        } else {
+            let p = party(party_id, "party_id")?;
+            let skew = now_ms().saturating_sub(ts_ms).saturating_abs();
+            if skew > self.limits.max_skew.as_millis() as i64 {
+                return Err(RelayError::Invalid(format!(
+                    "timestamp is {skew} ms away from the relay's clock"
+                )));
+            }
+            if !crate::keys::verify(&p, &close_bytes(session_id, party_id, ts_ms), signature) {
+                return Err(RelayError::NotParticipant(format!(
+                    "the close request for {} is not signed by its identity key",
+                    short(&p)
+                )));
+            }
+            Some(p)
+        };
         let mut sessions = self.lock();
         let s = sessions
             .get_mut(session_id)
             .ok_or_else(|| RelayError::NoSession(sid(session_id)))?;
-        if !s.participants.contains(&p) {
+        let allowed = match by_party {
+            Some(p) => s.participants.contains(&p),
+            None => !caller.is_empty() && s.owner == caller,
+        };
+        if !allowed {
             return Err(RelayError::NotParticipant(format!(
-                "{} is not a participant of session {}",
-                short(&p),
+                "only a participant or the session's creator may close session {}",
                 sid(session_id)
             )));
         }

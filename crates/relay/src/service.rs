@@ -119,9 +119,16 @@ impl RelayApi for RelayService {
         &self,
         req: Request<CloseSessionRequest>,
     ) -> Result<Response<CloseSessionResponse>, Status> {
+        let caller = (self.client_key)(req.extensions()).unwrap_or_default();
         let r = req.into_inner();
         self.relay
-            .close(&r.session_id, &r.party_id, r.timestamp_ms, &r.signature)
+            .close(
+                &caller,
+                &r.session_id,
+                &r.party_id,
+                r.timestamp_ms,
+                &r.signature,
+            )
             .map_err(status)?;
         Ok(Response::new(CloseSessionResponse {}))
     }

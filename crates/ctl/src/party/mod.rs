@@ -756,6 +756,15 @@ async fn sign(
         None
     };
     let results = collect(calls).await?;
+    if !i_sign {
+        // Not a participant: close the session as its creator.
+        let _ = relay
+            .close_session(api::CloseSessionRequest {
+                session_id: sid.clone(),
+                ..Default::default()
+            })
+            .await;
+    }
     let (r, s, v) = match (&own, results.first()) {
         (Some(sig), _) => (sig.r.to_vec(), sig.s.to_vec(), u32::from(sig.recovery_id)),
         (None, Some((_, resp))) => {
