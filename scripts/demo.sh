@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job, run locally: start a software TPM, make development certificates, start
-# cosignerd with them (its identity keys sealed by the TPM at first start), show
-# it healthy over mutual TLS, show its status and its history, show refused clients, and
-# stop it cleanly.
-# Later issues extend this to swtpm + two daemons + a device party: keygen, sign, reshare.
+# The main job, run locally: two cosignerd daemons (each with its own software TPM and
+# embedded relay) and two device parties (cosignerctl party). Device-1 generates a 2-of-3
+# vault with the two daemons, signs with each pair (each signature checked by OpenSSL, an
+# implementation independent of ours), reshares the vault to 3-of-4 adding device-2 (same
+# public key), signs with the new committee, shows that its old share is refused, and
+# prints both daemons' histories. Everything stops cleanly at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -12,70 +13,128 @@ cargo build --workspace --bins --locked -q
 BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug"
 WORK="${COSIGNER_DEMO_DIR:-$(mktemp -d -t cosigner-demo-XXXXXX)}"
 PORT="${COSIGNER_DEMO_PORT:-17443}"
-ADDR="https://127.0.0.1:$PORT"
 say() { printf '\n>>> %s\n' "$*"; }
-
-say "a software TPM (swtpm) for this demo, state in $WORK/tpm"
-mkdir -p "$WORK/tpm"
-TPM_PORT=$((PORT + 100))
-swtpm socket --tpm2 --tpmstate dir="$WORK/tpm" \
-  --server type=tcp,port=$TPM_PORT,bindaddr=127.0.0.1 \
-  --ctrl type=tcp,port=$((TPM_PORT + 1)),bindaddr=127.0.0.1 \
-  --flags not-need-init,startup-clear &
-TPM_PID=$!
-trap 'kill $TPM_PID 2>/dev/null || true' EXIT
-sleep 0.3
+# The first string value of key $1 in the JSON on stdin (enough for our flat outputs).
+jget() { grep -o "\"$1\": *\"[^\"]*\"" | head -1 | sed 's/.*: *"\(.*\)"/\1/'; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
 
 say "development certificates in $WORK/certs"
-"$BIN/cosignerctl" certs init --dir "$WORK/certs" --force --party device-1 --party device-2
+"$BIN/cosignerctl" certs init --dir "$WORK/certs" --force --party device-1 --party device-2 >/dev/null
+CERTS="$WORK/certs"
 
-cat > "$WORK/cosignerd.toml" <<TOML
+say "two device parties, keys in passphrase-encrypted files (Argon2id + ChaCha20-Poly1305)"
+mkdir -p "$WORK/devices"
+echo "demo passphrase, not for real use" > "$WORK/devices/pass"
+party() { local who=$1; shift; "$BIN/cosignerctl" --certs "$CERTS" --as "$who" party --file "$WORK/devices/$who.party" --passphrase-file "$WORK/devices/pass" "$@"; }
+party device-1 init --name device-1
+party device-2 init --name device-2
+D1=$(party device-1 show --json | jget party_id)
+D2=$(party device-2 show --json | jget party_id)
+D2_SPEC="device-2:$D2:$(party device-2 show --json | jget encryption_key)"
+
+start_daemon() { # name port tpm-port
+  local name=$1 port=$2 dir="$WORK/$1" tpm=$3
+  mkdir -p "$dir/tpm"
+  swtpm socket --tpm2 --tpmstate dir="$dir/tpm" \
+    --server type=tcp,port=$tpm,bindaddr=127.0.0.1 \
+    --ctrl type=tcp,port=$((tpm + 1)),bindaddr=127.0.0.1 \
+    --flags not-need-init,startup-clear &
+  PIDS+=($!)
+  cat > "$dir/cosignerd.toml" <<TOML
 [server]
-listen = "127.0.0.1:$PORT"
+listen = "127.0.0.1:$port"
 
 [tls]
-ca = "certs/ca.pem"
-cert = "certs/cosignerd.pem"
-key = "certs/cosignerd.key"
+ca = "$CERTS/ca.pem"
+cert = "$CERTS/cosignerd.pem"
+key = "$CERTS/cosignerd.key"
 
 [data]
 dir = "data"
 
 [seal]
 backend = "tpm"
-tcti = "swtpm:host=127.0.0.1,port=$TPM_PORT"
-TOML
-say "cosignerd --check-config"
-"$BIN/cosignerd" --check-config "$WORK/cosignerd.toml"
+tcti = "swtpm:host=127.0.0.1,port=$tpm"
 
-say "starting cosignerd (log: $WORK/cosignerd.log)"
-"$BIN/cosignerd" --config "$WORK/cosignerd.toml" 2>"$WORK/cosignerd.log" &
-PID=$!
-trap 'kill $PID $TPM_PID 2>/dev/null || true' EXIT
-ctl() { "$BIN/cosignerctl" --addr "$ADDR" --certs "$WORK/certs" "$@"; }
-for _ in $(seq 100); do
-  ctl health >/dev/null 2>&1 && break
-  kill -0 $PID 2>/dev/null || { cat "$WORK/cosignerd.log"; exit 1; }
-  sleep 0.1
+[ceremonies]
+# Until the signing policy exists, this list is the only gate on ceremonies.
+allowed_requesters = ["$D1", "$D2"]
+TOML
+  sleep 0.3
+  "$BIN/cosignerd" --config "$dir/cosignerd.toml" 2>"$dir/cosignerd.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    "$BIN/cosignerctl" --addr "https://127.0.0.1:$port" --certs "$CERTS" health >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  cat "$dir/cosignerd.log"; exit 1
+}
+say "server-a and server-b: cosignerd, each with its own swtpm"
+start_daemon server-a "$PORT" "$((PORT + 100))"
+start_daemon server-b "$((PORT + 1))" "$((PORT + 110))"
+A="https://127.0.0.1:$PORT"; B="https://127.0.0.1:$((PORT + 1))"
+admin() { local addr=$1; shift; "$BIN/cosignerctl" --addr "$addr" --certs "$CERTS" "$@"; }
+spec() { # name addr -> NAME:ID:KEY
+  local s; s=$(admin "$2" status --json)
+  echo "$1:$(echo "$s" | jget party_id):$(echo "$s" | jget encryption_key)"
+}
+SA=$(spec server-a "$A"); SB=$(spec server-b "$B")
+DAEMONS=(--daemon "server-a=$A" --daemon "server-b=$B")
+
+say "keygen 2-of-3: device-1, server-a, server-b (relay: server-a's embedded relay)"
+party device-1 keygen --vault demo --threshold 2 --member "$SA" --member "$SB" "${DAEMONS[@]}"
+admin "$A" vault show demo
+
+verify() { # json output of party sign -> OpenSSL check
+  local out=$1
+  local pub hash der
+  pub=$(echo "$out" | jget public_key)
+  hash=$(echo "$out" | jget hash)
+  der=$(echo "$out" | jget der)
+  perl -e 'print pack("H*", shift)' "3036301006072a8648ce3d020106052b8104000a032200$pub" > "$WORK/pub.der"
+  openssl pkey -pubin -inform DER -in "$WORK/pub.der" -out "$WORK/pub.pem" 2>/dev/null
+  perl -e 'print pack("H*", shift)' "$hash" > "$WORK/hash.bin"
+  perl -e 'print pack("H*", shift)' "$der" > "$WORK/sig.der"
+  openssl pkeyutl -verify -pubin -inkey "$WORK/pub.pem" -in "$WORK/hash.bin" -sigfile "$WORK/sig.der"
+}
+for pair in "server-a server-b" "device-1 server-a" "device-1 server-b"; do
+  set -- $pair
+  say "sign with $1 + $2 (EIP-191 message), checked by OpenSSL"
+  out=$(party device-1 sign --vault demo --message "pay 1 ETH ($1+$2)" --signer "$1" --signer "$2" "${DAEMONS[@]}" --json)
+  echo "$out"
+  verify "$out"
 done
 
-say "cosignerctl health (as admin)"
-ctl health
-say "cosignerctl status (as admin)"
-ctl status
-say "cosignerctl status as a party: operator-only, so refused"
-ctl --as device-1 status || true
-say "a client without a certificate: refused by mutual TLS"
-"$BIN/cosignerctl" --addr "$ADDR" --ca "$WORK/certs/ca.pem" health || true
+cp "$WORK/devices/device-1.party" "$WORK/devices/device-1.epoch0.party"
+say "reshare 2-of-3 -> 3-of-4 adding device-2 (dealers: device-1, server-a); device-2 joins"
+party device-1 reshare --vault demo --threshold 3 --dealer device-1 --dealer server-a \
+  --add "$D2_SPEC" \
+  "${DAEMONS[@]}" --request-out "$WORK/devices/reshare.json" &
+COORD=$!
+for _ in $(seq 200); do [ -s "$WORK/devices/reshare.json" ] && break; sleep 0.05; done
+party device-2 join --request "$WORK/devices/reshare.json"
+wait $COORD
+admin "$B" vault show demo
 
-say "cosignerctl history list / verify: every start is recorded, hash-chained"
-ctl history list
-ctl history verify
+say "sign with the new committee (device-2, server-a, server-b): same public key"
+out=$(party device-2 sign --vault demo --message "after the reshare" --signer device-2 --signer server-a --signer server-b "${DAEMONS[@]}" --json)
+echo "$out"
+verify "$out"
 
-say "SIGTERM"
-kill -TERM $PID
-wait $PID && echo "cosignerd exited with status 0"
-kill $TPM_PID 2>/dev/null || true
+say "device-1's share of epoch 0 (a copy of its old file) is refused"
+"$BIN/cosignerctl" --certs "$CERTS" --as device-1 party --file "$WORK/devices/device-1.epoch0.party" \
+  --passphrase-file "$WORK/devices/pass" sign --vault demo --message "old share" \
+  --signer device-1 --signer server-a "${DAEMONS[@]}" && { echo "old share was accepted!"; exit 1; } || true
+
+say "history of server-a (every request and ceremony, hash-chained)"
+admin "$A" history list
+admin "$A" history verify
+say "history of server-b"
+admin "$B" history list --limit 5
+
+say "stopping"
+cleanup
 trap - EXIT
-say "daemon log"
-cat "$WORK/cosignerd.log"
+echo "demo complete; files in $WORK"

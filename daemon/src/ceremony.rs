@@ -683,7 +683,7 @@ impl Ceremonies {
                 r: sig.r.to_vec(),
                 s: sig.s.to_vec(),
                 recovery_id: u32::from(sig.recovery_id),
-                der: der(&sig.r, &sig.s),
+                der: cosigner_tss::der_signature(&sig.r, &sig.s),
             }],
             public_key: expected_key.0.to_vec(),
             decoded: Some(DecodedPayload {
@@ -1000,22 +1000,4 @@ fn new_members_of(c: &cosigner_api::v1::Committee) -> Result<Vec<Member>, Status
 
 fn ceremony_path(p: &str) -> Result<DerivationPath, Status> {
     DerivationPath::parse(p).map_err(|e| invalid("derivation_path", e))
-}
-
-/// DER encoding of an ECDSA signature (r, s as positive INTEGERs).
-pub fn der(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
-    fn int(v: &[u8]) -> Vec<u8> {
-        let mut v: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
-        if v.is_empty() || v[0] & 0x80 != 0 {
-            v.insert(0, 0);
-        }
-        let mut out = vec![0x02, v.len() as u8];
-        out.extend(v);
-        out
-    }
-    let (r, s) = (int(r), int(s));
-    let mut out = vec![0x30, (r.len() + s.len()) as u8];
-    out.extend(r);
-    out.extend(s);
-    out
 }

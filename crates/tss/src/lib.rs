@@ -31,7 +31,7 @@ pub(crate) mod secp {
     pub type Party = dkls23::protocols::Party<k256::Secp256k1>;
 }
 
-pub use curve::{PointBytes, verify_ecdsa};
+pub use curve::{PointBytes, der_signature, verify_ecdsa};
 pub use derive::DerivationPath;
 pub use error::TssError;
 pub use keygen::{Keygen, KeygenParams};

@@ -680,6 +680,14 @@ async fn sign(
     signer_members.sort_by_key(|m| m.id);
     let me = ctx.file.keys.party_id();
     let i_sign = signer_members.iter().any(|m| m.id == me);
+    let t = usize::from(record.public.committee.threshold());
+    if signer_members.len() != t {
+        bail!(
+            "{} signers named; vault {vault:?} at epoch {} needs exactly {t} (its threshold)",
+            signer_members.len(),
+            record.epoch()
+        );
+    }
     let hash = personal_hash(message);
     let relay_addr = relay_addr(relay, &daemons)?;
     let mut relay = ctx.relay(&relay_addr).await?;
@@ -805,6 +813,7 @@ async fn sign(
         "r": hex(&r),
         "s": hex(&s),
         "recovery_id": v,
+        "der": hex(&cosigner_tss::der_signature(&r32, &s32)),
         "signers": signer_members.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
     });
     if json {
