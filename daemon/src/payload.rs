@@ -12,6 +12,7 @@ use tonic::Status;
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// The hash to sign and a short description for the history.
+#[derive(Debug)]
 pub struct Hashed {
     pub hash: [u8; 32],
     pub chain: &'static str,

@@ -31,7 +31,7 @@ pub enum VaultCommand {
 }
 
 pub fn vault_json(v: &pb::Vault) -> serde_json::Value {
-    let slots = v.slots.clone().unwrap_or_default();
+    let slots = v.slots.unwrap_or_default();
     json!({
         "vault_id": v.vault_id,
         "public_key": hex(&v.public_key),

@@ -362,13 +362,13 @@ mod tests {
         let (a, b, members) = setup();
         let s = b"sessionsession16";
         let base = seal(&a, s, Some(&members[1]), 2, 5, EnvelopeKind::Protocol, b"x").unwrap();
-        let cases: Vec<Box<dyn Fn(&mut Envelope)>> = vec![
-            Box::new(|e| e.payload[0] ^= 1),
-            Box::new(|e| e.round = 3),
-            Box::new(|e| e.counter = 6),
-            Box::new(|e| e.kind = EnvelopeKind::Abort as i32),
-            Box::new(|e| e.signature[0] ^= 1),
-            Box::new(|e| e.recipient = vec![]),
+        let cases: [fn(&mut Envelope); 6] = [
+            |e| e.payload[0] ^= 1,
+            |e| e.round = 3,
+            |e| e.counter = 6,
+            |e| e.kind = EnvelopeKind::Abort as i32,
+            |e| e.signature[0] ^= 1,
+            |e| e.recipient = vec![],
         ];
         for (i, f) in cases.iter().enumerate() {
             let mut e = base.clone();

@@ -495,3 +495,121 @@ impl Relay {
         self.lock().values().filter(|s| s.live(now)).count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::seal;
+    use crate::keys::PartyKeys;
+    use cosigner_api::v1::EnvelopeKind;
+
+    fn relay(f: impl FnOnce(&mut Limits)) -> Relay {
+        let mut l = Limits::default();
+        f(&mut l);
+        Relay::new(l)
+    }
+
+    const S: &[u8] = b"session-0123456789";
+
+    #[test]
+    fn sessions_are_idempotent_and_conflicts_refused() {
+        let r = relay(|_| {});
+        let (a, b, c) = (
+            PartyKeys::generate(),
+            PartyKeys::generate(),
+            PartyKeys::generate(),
+        );
+        let ps = vec![a.party_id().to_vec(), b.party_id().to_vec()];
+        let t = r.create("x", S, &ps, 60).unwrap();
+        assert_eq!(r.create("x", S, &ps, 60).unwrap(), t);
+        let other = vec![a.party_id().to_vec(), c.party_id().to_vec()];
+        assert!(matches!(
+            r.create("x", S, &other, 60),
+            Err(RelayError::Conflict(_))
+        ));
+        assert!(matches!(
+            r.create("x", b"short", &ps, 60),
+            Err(RelayError::Invalid(_))
+        ));
+        assert!(matches!(
+            r.create("x", b"0123456789abcdef", &ps[..1], 60),
+            Err(RelayError::Invalid(_))
+        ));
+        assert!(matches!(
+            r.create("x", b"0123456789abcdef", &ps, 4000),
+            Err(RelayError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn limits_name_what_was_exceeded() {
+        let r = relay(|l| {
+            l.sessions_per_client = 1;
+            l.mailbox_depth = 2;
+            l.max_payload_bytes = 100;
+        });
+        let (a, b) = (PartyKeys::generate(), PartyKeys::generate());
+        let ps = vec![a.party_id().to_vec(), b.party_id().to_vec()];
+        r.create("alice", S, &ps, 60).unwrap();
+        let e = r
+            .create("alice", b"another-session-00", &ps, 60)
+            .unwrap_err();
+        assert!(
+            matches!(&e, RelayError::Limit(m) if m.contains("alice")),
+            "{e}"
+        );
+        r.create("bob", b"another-session-00", &ps, 60).unwrap();
+
+        let big = seal(&a, S, None, 1, 1, EnvelopeKind::Protocol, &[0; 101]).unwrap();
+        assert!(matches!(r.post(big), Err(RelayError::Limit(_))));
+        for i in 1..=2 {
+            let e = seal(&a, S, None, 1, i, EnvelopeKind::Protocol, b"x").unwrap();
+            assert_eq!(r.post(e).unwrap(), i);
+        }
+        let e = seal(&a, S, None, 1, 3, EnvelopeKind::Protocol, b"x").unwrap();
+        assert!(matches!(r.post(e), Err(RelayError::Limit(m)) if m.contains("full")));
+        // Mailboxes are per recipient: b's is full, a's is empty.
+        assert_eq!(r.read(S, &b.party_id(), 0, 10).len(), 2);
+        assert_eq!(r.read(S, &a.party_id(), 0, 10).len(), 0);
+    }
+
+    #[test]
+    fn only_participants_or_the_creator_close_and_closed_sessions_refuse_posts() {
+        let r = relay(|_| {});
+        let (a, b, c) = (
+            PartyKeys::generate(),
+            PartyKeys::generate(),
+            PartyKeys::generate(),
+        );
+        let ps = vec![a.party_id().to_vec(), b.party_id().to_vec()];
+        r.create("coordinator", S, &ps, 60).unwrap();
+        let ts = now_ms();
+        let sig = c.sign(&close_bytes(S, &c.party_id(), ts));
+        assert!(matches!(
+            r.close("x", S, &c.party_id(), ts, &sig),
+            Err(RelayError::NotParticipant(_))
+        ));
+        assert!(matches!(
+            r.close("someone-else", S, &[], 0, &[]),
+            Err(RelayError::NotParticipant(_))
+        ));
+        r.close("coordinator", S, &[], 0, &[]).unwrap();
+        let e = seal(&a, S, None, 1, 1, EnvelopeKind::Protocol, b"x").unwrap();
+        assert!(matches!(r.post(e), Err(RelayError::Closed(_))));
+        // A forged envelope is refused before it reaches any mailbox.
+        r.create("coordinator", b"session-abcdefghij", &ps, 60)
+            .unwrap();
+        let mut e = seal(
+            &a,
+            b"session-abcdefghij",
+            None,
+            1,
+            1,
+            EnvelopeKind::Protocol,
+            b"x",
+        )
+        .unwrap();
+        e.payload[0] ^= 1;
+        assert!(matches!(r.post(e), Err(RelayError::Invalid(m)) if m.contains("signature")));
+    }
+}

@@ -119,6 +119,25 @@ pub fn verify_ecdsa(public_key: &PointBytes, hash: &[u8; 32], r: &[u8; 32], s: &
     vk.verify_prehash(hash, &sig).is_ok()
 }
 
+/// DER encoding of an ECDSA signature (SEQUENCE of two positive INTEGERs), as Bitcoin and
+/// OpenSSL expect it.
+pub fn der_signature(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
+    fn int(v: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.is_empty() || v[0] & 0x80 != 0 {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    }
+    let (r, s) = (int(r), int(s));
+    let mut out = vec![0x30, (r.len() + s.len()) as u8];
+    out.extend(r);
+    out.extend(s);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,23 +173,4 @@ mod tests {
         assert_eq!(decode_point(&PointBytes([0xff; 33])), None);
         assert_eq!(decode_scalar(&[0xff; 32]), None);
     }
-}
-
-/// DER encoding of an ECDSA signature (SEQUENCE of two positive INTEGERs), as Bitcoin and
-/// OpenSSL expect it.
-pub fn der_signature(r: &[u8; 32], s: &[u8; 32]) -> Vec<u8> {
-    fn int(v: &[u8]) -> Vec<u8> {
-        let mut v: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
-        if v.is_empty() || v[0] & 0x80 != 0 {
-            v.insert(0, 0);
-        }
-        let mut out = vec![0x02, v.len() as u8];
-        out.extend(v);
-        out
-    }
-    let (r, s) = (int(r), int(s));
-    let mut out = vec![0x30, (r.len() + s.len()) as u8];
-    out.extend(r);
-    out.extend(s);
-    out
 }

@@ -144,6 +144,8 @@ pub fn verify_independently(out: &Value, message: &str, expected_key: &str) {
     let msg = Message::from_digest(hash);
     let key = PublicKey::from_slice(&unhex(expected_key)).unwrap();
     let sig = Signature::from_compact(&rs).unwrap();
+    let der = Signature::from_der(&unhex(out["der"].as_str().unwrap())).expect("DER parses");
+    assert_eq!(der, sig, "the DER form is the same signature");
     secp.verify_ecdsa(&msg, &sig, &key)
         .expect("libsecp256k1 verifies the signature");
     let mut normalized = sig;

@@ -837,7 +837,7 @@ struct JoinFile {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         bail!("not hex");
     }
     (0..s.len() / 2)
