@@ -9,77 +9,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-cargo build --workspace --bins --locked -q
-BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug"
-WORK="${COSIGNER_DEMO_DIR:-$(mktemp -d -t cosigner-demo-XXXXXX)}"
-PORT="${COSIGNER_DEMO_PORT:-17443}"
-say() { printf '\n>>> %s\n' "$*"; }
-# The first string value of key $1 in the JSON on stdin (enough for our flat outputs).
-jget() { grep -o "\"$1\": *\"[^\"]*\"" | head -1 | sed 's/.*: *"\(.*\)"/\1/'; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-
-say "development certificates in $WORK/certs"
-"$BIN/cosignerctl" certs init --dir "$WORK/certs" --force --party device-1 --party device-2 >/dev/null
-CERTS="$WORK/certs"
+source scripts/cluster.sh
+say "development certificates in $CERTS"
 
 say "two device parties, keys in passphrase-encrypted files (Argon2id + ChaCha20-Poly1305)"
-mkdir -p "$WORK/devices"
-echo "demo passphrase, not for real use" > "$WORK/devices/pass"
-party() { local who=$1; shift; "$BIN/cosignerctl" --certs "$CERTS" --as "$who" party --file "$WORK/devices/$who.party" --passphrase-file "$WORK/devices/pass" "$@"; }
 party device-1 init --name device-1
 party device-2 init --name device-2
 D1=$(party device-1 show --json | jget party_id)
 D2=$(party device-2 show --json | jget party_id)
 D2_SPEC="device-2:$D2:$(party device-2 show --json | jget encryption_key)"
 
-start_daemon() { # name port tpm-port
-  local name=$1 port=$2 dir="$WORK/$1" tpm=$3
-  mkdir -p "$dir/tpm"
-  swtpm socket --tpm2 --tpmstate dir="$dir/tpm" \
-    --server type=tcp,port=$tpm,bindaddr=127.0.0.1 \
-    --ctrl type=tcp,port=$((tpm + 1)),bindaddr=127.0.0.1 \
-    --flags not-need-init,startup-clear &
-  PIDS+=($!)
-  cat > "$dir/cosignerd.toml" <<TOML
-[server]
-listen = "127.0.0.1:$port"
-
-[tls]
-ca = "$CERTS/ca.pem"
-cert = "$CERTS/cosignerd.pem"
-key = "$CERTS/cosignerd.key"
-
-[data]
-dir = "data"
-
-[seal]
-backend = "tpm"
-tcti = "swtpm:host=127.0.0.1,port=$tpm"
-
-[ceremonies]
-# Until the signing policy exists, this list is the only gate on ceremonies.
-allowed_requesters = ["$D1", "$D2"]
-TOML
-  sleep 0.3
-  "$BIN/cosignerd" --config "$dir/cosignerd.toml" 2>"$dir/cosignerd.log" &
-  PIDS+=($!)
-  for _ in $(seq 100); do
-    "$BIN/cosignerctl" --addr "https://127.0.0.1:$port" --certs "$CERTS" health >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  cat "$dir/cosignerd.log"; exit 1
-}
 say "server-a and server-b: cosignerd, each with its own swtpm"
 start_daemon server-a "$PORT" "$((PORT + 100))"
 start_daemon server-b "$((PORT + 1))" "$((PORT + 110))"
 A="https://127.0.0.1:$PORT"; B="https://127.0.0.1:$((PORT + 1))"
-admin() { local addr=$1; shift; "$BIN/cosignerctl" --addr "$addr" --certs "$CERTS" "$@"; }
-spec() { # name addr -> NAME:ID:KEY
-  local s; s=$(admin "$2" status --json)
-  echo "$1:$(echo "$s" | jget party_id):$(echo "$s" | jget encryption_key)"
-}
 SA=$(spec server-a "$A"); SB=$(spec server-b "$B")
 DAEMONS=(--daemon "server-a=$A" --daemon "server-b=$B")
 

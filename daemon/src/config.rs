@@ -269,7 +269,9 @@ impl Config {
         }
         let env: config::Map<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("COSIGNER_"))
+            // Every key lives in a section, so only SECTION__KEY names are config: other
+            // COSIGNER_* variables (scripts, tools) must not be mistaken for unknown keys.
+            .filter(|(k, _)| k.starts_with("COSIGNER_") && k.contains("__"))
             .collect();
         let load_err = |e: config::ConfigError| ConfigError::Load {
             path: path.to_path_buf(),

@@ -43,9 +43,10 @@ async fn healthy_daemon_answers_ctl_and_reflection() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|u| u.as_str().unwrap().starts_with("Sign: ")),
-        "status does not list Sign as unavailable: {status}"
+            .any(|u| u.as_str().unwrap().starts_with("ExportBackup: ")),
+        "status does not list ExportBackup as unavailable: {status}"
     );
+    assert_eq!(status["relay_enabled"], true, "{status}");
 
     // Reflection lists our services, so grpcurl and friends can discover the API.
     let ch = pki.channel(d.addr, Some("device-1")).await.unwrap();
@@ -180,14 +181,22 @@ async fn roles_gate_the_rpcs() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
-    // A party may call Sign; it is not built yet and says so, naming the issue.
+    // A party may call Sign; without the request's own signature it is refused.
     let err = party
         .clone()
         .sign(SignRequest::default())
         .await
         .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("RequestAuth"), "{}", err.message());
+    // An RPC of a later issue says so, naming it.
+    let err = admin
+        .clone()
+        .export_backup(cosigner_api::v1::ExportBackupRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("issue #6"), "{}", err.message());
+    assert!(err.message().contains("issue #8"), "{}", err.message());
 
     // The admin reads the status.
     let status = admin

@@ -220,7 +220,7 @@ impl PartyFile {
     }
 }
 
-/// The passphrase: from a file (first line) or COSIGNER_PASSPHRASE. Never from an argument
+/// The passphrase: from a file (first line) or COSIGNERCTL_PASSPHRASE. Never from an argument
 /// (it would show in `ps` and shell history).
 pub fn passphrase(file: Option<&Path>) -> Result<Zeroizing<String>> {
     let p = match file {
@@ -231,8 +231,10 @@ pub fn passphrase(file: Option<&Path>) -> Result<Zeroizing<String>> {
             );
             Zeroizing::new(s.lines().next().unwrap_or("").to_string())
         }
-        None => Zeroizing::new(std::env::var("COSIGNER_PASSPHRASE").map_err(|_| {
-            anyhow::anyhow!("no passphrase: pass --passphrase-file FILE or set COSIGNER_PASSPHRASE")
+        None => Zeroizing::new(std::env::var("COSIGNERCTL_PASSPHRASE").map_err(|_| {
+            anyhow::anyhow!(
+                "no passphrase: pass --passphrase-file FILE or set COSIGNERCTL_PASSPHRASE"
+            )
         })?),
     };
     if p.chars().count() < MIN_PASSPHRASE {

@@ -42,7 +42,7 @@ pub struct PartyArgs {
     /// The party's encrypted file.
     #[arg(long, env = "COSIGNERCTL_PARTY_FILE", value_name = "FILE")]
     pub file: PathBuf,
-    /// File whose first line is the passphrase (default: $COSIGNER_PASSPHRASE).
+    /// File whose first line is the passphrase (default: $COSIGNERCTL_PASSPHRASE).
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
     /// Seconds to wait for the next ceremony message before naming who is missing.
