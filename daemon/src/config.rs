@@ -45,7 +45,8 @@ pub struct Config {
     pub log: LogSettings,
     /// Prune history entries older than this many days; 0 keeps everything.
     pub history_retention_days: u32,
-    pub seal: SealSettings,
+    /// None only for a relay-only daemon (`relay.only = true`), which holds no secrets.
+    pub seal: Option<SealSettings>,
     pub relay: RelaySettings,
     pub ceremonies: CeremonySettings,
 }
@@ -54,6 +55,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
     pub enabled: bool,
+    /// Run only the relay: no sealing, history, vaults or ceremonies.
+    pub only: bool,
     pub limits: cosigner_relay::mailbox::Limits,
 }
 
@@ -129,7 +132,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     history: RawHistory,
-    seal: RawSeal,
+    #[serde(default)]
+    seal: Option<RawSeal>,
     #[serde(default)]
     relay: RawRelay,
     #[serde(default)]
@@ -140,6 +144,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields, default)]
 struct RawRelay {
     enabled: bool,
+    only: bool,
     max_payload_bytes: usize,
     mailbox_depth: usize,
     sessions_per_client: usize,
@@ -152,6 +157,7 @@ impl Default for RawRelay {
         let l = cosigner_relay::mailbox::Limits::default();
         RawRelay {
             enabled: true,
+            only: false,
             max_payload_bytes: l.max_payload_bytes,
             mailbox_depth: l.mailbox_depth,
             sessions_per_client: l.sessions_per_client,
@@ -361,53 +367,23 @@ impl Config {
             });
         }
         let data_dir = base.join(&raw.data.dir);
-        let seal = match raw.seal.backend {
-            SealBackend::Tpm => {
-                if let Some(p) = raw.seal.pcrs.iter().find(|p| **p > 23) {
-                    return Err(ConfigError::Invalid {
-                        key: "seal.pcrs",
-                        why: format!("PCR {p} does not exist (0-23)"),
-                    });
-                }
-                if raw.seal.software_key_file.is_some() || raw.seal.allow_insecure_software_seal {
-                    return Err(ConfigError::Invalid {
-                        key: "seal.backend",
-                        why: "software seal keys are set but the backend is \"tpm\"; remove them"
-                            .into(),
-                    });
-                }
-                SealSettings {
-                    backend: cosigner_seal::BackendConfig::Tpm {
-                        tcti: raw.seal.tcti.unwrap_or_else(|| "device:/dev/tpmrm0".into()),
-                        pcrs: raw.seal.pcrs,
-                    },
-                    insecure: false,
-                }
+        let relay = validate_relay(raw.relay)?;
+        let seal = match (raw.seal, relay.only) {
+            (Some(_), true) => {
+                return Err(ConfigError::Invalid {
+                    key: "seal",
+                    why: "a relay-only daemon (relay.only = true) holds no secrets; remove [seal]"
+                        .into(),
+                });
             }
-            SealBackend::Software => {
-                if !raw.seal.allow_insecure_software_seal {
-                    return Err(ConfigError::Invalid {
-                        key: "seal.allow_insecure_software_seal",
-                        why: "the software sealer keeps the key to every share in a file beside the data, so a copy of the disk is a copy of the shares; set it to true only for development".into(),
-                    });
-                }
-                if raw.seal.tcti.is_some() || !raw.seal.pcrs.is_empty() {
-                    return Err(ConfigError::Invalid {
-                        key: "seal.backend",
-                        why: "tcti and pcrs need the \"tpm\" backend".into(),
-                    });
-                }
-                SealSettings {
-                    backend: cosigner_seal::BackendConfig::Software {
-                        key_file: raw
-                            .seal
-                            .software_key_file
-                            .map(|f| base.join(f))
-                            .unwrap_or_else(|| data_dir.join("software-seal.key")),
-                    },
-                    insecure: true,
-                }
+            (None, true) => None,
+            (None, false) => {
+                return Err(ConfigError::Invalid {
+                    key: "seal",
+                    why: "missing: the [seal] section is required (backend = \"tpm\"), unless relay.only = true".into(),
+                });
             }
+            (Some(raw_seal), false) => Some(validate_seal(raw_seal, base, &data_dir)?),
         };
         let level = raw.log.level.unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
@@ -416,7 +392,6 @@ impl Config {
                 why: format!("{level:?} is not a tracing filter (try \"info\" or \"debug\")"),
             });
         }
-        let relay = validate_relay(raw.relay)?;
         let ceremonies = validate_ceremonies(raw.ceremonies)?;
         Ok(Config {
             relay,
@@ -434,6 +409,61 @@ impl Config {
             seal,
         })
     }
+}
+
+fn validate_seal(
+    raw_seal: RawSeal,
+    base: &Path,
+    data_dir: &Path,
+) -> Result<SealSettings, ConfigError> {
+    let seal = match raw_seal.backend {
+        SealBackend::Tpm => {
+            if let Some(p) = raw_seal.pcrs.iter().find(|p| **p > 23) {
+                return Err(ConfigError::Invalid {
+                    key: "seal.pcrs",
+                    why: format!("PCR {p} does not exist (0-23)"),
+                });
+            }
+            if raw_seal.software_key_file.is_some() || raw_seal.allow_insecure_software_seal {
+                return Err(ConfigError::Invalid {
+                    key: "seal.backend",
+                    why: "software seal keys are set but the backend is \"tpm\"; remove them"
+                        .into(),
+                });
+            }
+            SealSettings {
+                backend: cosigner_seal::BackendConfig::Tpm {
+                    tcti: raw_seal.tcti.unwrap_or_else(|| "device:/dev/tpmrm0".into()),
+                    pcrs: raw_seal.pcrs,
+                },
+                insecure: false,
+            }
+        }
+        SealBackend::Software => {
+            if !raw_seal.allow_insecure_software_seal {
+                return Err(ConfigError::Invalid {
+                        key: "seal.allow_insecure_software_seal",
+                        why: "the software sealer keeps the key to every share in a file beside the data, so a copy of the disk is a copy of the shares; set it to true only for development".into(),
+                    });
+            }
+            if raw_seal.tcti.is_some() || !raw_seal.pcrs.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "seal.backend",
+                    why: "tcti and pcrs need the \"tpm\" backend".into(),
+                });
+            }
+            SealSettings {
+                backend: cosigner_seal::BackendConfig::Software {
+                    key_file: raw_seal
+                        .software_key_file
+                        .map(|f| base.join(f))
+                        .unwrap_or_else(|| data_dir.join("software-seal.key")),
+                },
+                insecure: true,
+            }
+        }
+    };
+    Ok(seal)
 }
 
 fn validate_relay(r: RawRelay) -> Result<RelaySettings, ConfigError> {
@@ -462,8 +492,15 @@ fn validate_relay(r: RawRelay) -> Result<RelaySettings, ConfigError> {
     )?;
     range("relay.max_sessions", r.max_sessions as u64, 1, 1 << 20)?;
     range("relay.default_ttl_secs", r.default_ttl_secs, 1, 3600)?;
+    if r.only && !r.enabled {
+        return Err(ConfigError::Invalid {
+            key: "relay.only",
+            why: "a relay-only daemon needs relay.enabled = true".into(),
+        });
+    }
     Ok(RelaySettings {
         enabled: r.enabled,
+        only: r.only,
         limits: cosigner_relay::mailbox::Limits {
             max_payload_bytes: r.max_payload_bytes,
             mailbox_depth: r.mailbox_depth,
@@ -651,12 +688,39 @@ tcti = "swtpm:host=127.0.0.1,port=2321"
     }
 
     #[test]
+    fn relay_only_needs_no_seal_and_refuses_one() {
+        let start = GOOD.find("[seal]").unwrap();
+        let end = GOOD[start..]
+            .find("\n\n")
+            .map(|e| start + e)
+            .unwrap_or(GOOD.len());
+        let no_seal = format!("{}{}", &GOOD[..start], &GOOD[end..]);
+        let (_dir, path) = setup(&no_seal);
+        let err = Config::load_with_env(&path, no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`seal`") && err.contains("relay.only"),
+            "{err}"
+        );
+        std::fs::write(&path, format!("{no_seal}\n[relay]\nonly = true\n")).unwrap();
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        assert!(c.seal.is_none() && c.relay.only);
+        std::fs::write(&path, format!("{GOOD}\n[relay]\nonly = true\n")).unwrap();
+        let err = Config::load_with_env(&path, no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("remove [seal]"), "{err}");
+    }
+
+    #[test]
     fn seal_backends() {
         let (dir, path) = setup(GOOD);
         let c = Config::load_with_env(&path, no_env()).unwrap();
-        assert!(!c.seal.insecure);
+        let seal = c.seal.unwrap();
+        assert!(!seal.insecure);
         assert_eq!(
-            c.seal.backend,
+            seal.backend,
             cosigner_seal::BackendConfig::Tpm {
                 tcti: "swtpm:host=127.0.0.1,port=2321".into(),
                 pcrs: vec![]
@@ -668,9 +732,10 @@ tcti = "swtpm:host=127.0.0.1,port=2321"
         );
         std::fs::write(&path, soft).unwrap();
         let c = Config::load_with_env(&path, no_env()).unwrap();
-        assert!(c.seal.insecure);
+        let seal = c.seal.unwrap();
+        assert!(seal.insecure);
         assert_eq!(
-            c.seal.backend,
+            seal.backend,
             cosigner_seal::BackendConfig::Software {
                 key_file: dir.path().join("data/software-seal.key")
             }

@@ -65,14 +65,26 @@ fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ServeError
     })
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. Returns after the lock is released.
-pub async fn run(config: Config) -> Result<(), ServeError> {
-    let data_dir = DataDir::open_locked(&config.data_dir)?;
-    let identity_uri = config.identity.uri(&config.tls.trust_domain);
+/// What a co-signer (as opposed to a relay-only daemon) runs: sealing, identity, history,
+/// vaults and ceremonies.
+struct Core {
+    sealer: Sealer,
+    history: Arc<History>,
+    service: CosignerService,
+    party_id: [u8; 32],
+    started_at_ms: i64,
+}
 
+async fn start_core(
+    config: &Config,
+    seal: &crate::config::SealSettings,
+    data_dir: &DataDir,
+    relay: Option<&Arc<Relay>>,
+    identity_uri: &str,
+) -> Result<Core, ServeError> {
     // Sealing first: the party identity (created and sealed at first start) is part of
     // what the start record says.
-    let sealing = match &config.seal.backend {
+    let sealing = match &seal.backend {
         BackendConfig::Tpm { tcti, pcrs } if pcrs.is_empty() => format!("tpm ({tcti})"),
         BackendConfig::Tpm { tcti, pcrs } => format!("tpm ({tcti}, bound to PCRs {pcrs:?})"),
         BackendConfig::Software { key_file } => format!(
@@ -80,12 +92,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             key_file.display()
         ),
     };
-    if config.seal.insecure {
+    if seal.insecure {
         tracing::warn!(
             "INSECURE: shares are sealed with a software key kept on this disk (seal.allow_insecure_software_seal = true); use backend = \"tpm\" for anything but development"
         );
     }
-    let backend = config.seal.backend.clone();
+    let backend = seal.backend.clone();
     let sealer = tokio::task::spawn_blocking(move || Sealer::start(backend, 64))
         .await
         .map_err(|e| SealError::Tpm(format!("sealing start-up task failed: {e}")))??;
@@ -105,20 +117,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         ));
     }
 
-    let mut tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            read("tls.cert", &config.tls.cert)?,
-            read("tls.key", &config.tls.key)?,
-        ))
-        .client_ca_root(Certificate::from_pem(read("tls.ca", &config.tls.ca)?))
-        .timeout(Duration::from_secs(10));
-    if config.tls.client_auth == ClientAuth::Optional {
-        tracing::warn!(
-            "tls.client_auth = \"optional\": clients without a certificate may call the health service (and nothing else)"
-        );
-        tls = tls.client_auth_optional(true);
-    }
-
     let keys = PartyKeys::new(
         identity.signing_key().clone(),
         identity.encryption_secret().clone(),
@@ -126,13 +124,6 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     drop(identity);
     let store = ShareStore::open(data_dir.path(), sealer.clone())?;
     let vaults = Arc::new(Vaults::new(store, keys.clone()));
-    let relay = config
-        .relay
-        .enabled
-        .then(|| Arc::new(Relay::new(config.relay.limits.clone())));
-    if let Some(r) = &relay {
-        tokio::spawn(sweep_relay(r.clone()));
-    }
     let own_relay = relay.as_ref().map(|_| {
         let host = if config.listen.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -160,6 +151,62 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         tracing::warn!(
             "ceremonies.allowed_requesters is empty: every keygen, sign and reshare request will be refused"
         );
+    }
+
+    let service = CosignerService::new(
+        DaemonInfo {
+            identity_uri: identity_uri.to_string(),
+            sealing,
+            party_id,
+            encryption_key: keys.encryption_public(),
+        },
+        history.clone(),
+        vaults,
+        ceremonies,
+        relay.is_some(),
+    );
+    Ok(Core {
+        sealer,
+        history,
+        service,
+        party_id,
+        started_at_ms,
+    })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Returns after the lock is released.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let data_dir = DataDir::open_locked(&config.data_dir)?;
+    let identity_uri = config.identity.uri(&config.tls.trust_domain);
+    let relay = config
+        .relay
+        .enabled
+        .then(|| Arc::new(Relay::new(config.relay.limits.clone())));
+    if let Some(r) = &relay {
+        tokio::spawn(sweep_relay(r.clone()));
+    }
+    let core = match &config.seal {
+        Some(seal) => {
+            Some(start_core(&config, seal, &data_dir, relay.as_ref(), &identity_uri).await?)
+        }
+        None => {
+            tracing::info!("relay.only = true: this daemon hosts the relay and nothing else");
+            None
+        }
+    };
+
+    let mut tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read("tls.cert", &config.tls.cert)?,
+            read("tls.key", &config.tls.key)?,
+        ))
+        .client_ca_root(Certificate::from_pem(read("tls.ca", &config.tls.ca)?))
+        .timeout(Duration::from_secs(10));
+    if config.tls.client_auth == ClientAuth::Optional {
+        tracing::warn!(
+            "tls.client_auth = \"optional\": clients without a certificate may call the health service (and nothing else)"
+        );
+        tls = tls.client_auth_optional(true);
     }
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -190,18 +237,24 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         source,
     })?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let start = history.append(Record {
-        tls_identity: identity_uri.clone(),
-        requester: party_id.to_vec(),
-        started_at_ms,
-        ended_at_ms: now_ms(),
-        ..Record::new(Kind::ConfigStart, Outcome::Succeeded)
-    })?;
-    tracing::info!(
-        seq = start.seq,
-        entries = history.len()?,
-        "start recorded in the history"
-    );
+    let (cosigner, sealer) = match core {
+        Some(core) => {
+            let start = core.history.append(Record {
+                tls_identity: identity_uri.clone(),
+                requester: core.party_id.to_vec(),
+                started_at_ms: core.started_at_ms,
+                ended_at_ms: now_ms(),
+                ..Record::new(Kind::ConfigStart, Outcome::Succeeded)
+            })?;
+            tracing::info!(
+                seq = start.seq,
+                entries = core.history.len()?,
+                "start recorded in the history"
+            );
+            (Some(CosignerServer::new(core.service)), Some(core.sealer))
+        }
+        None => (None, None),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
@@ -214,18 +267,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(CosignerServer::new(CosignerService::new(
-            DaemonInfo {
-                identity_uri: identity_uri.clone(),
-                sealing,
-                party_id,
-                encryption_key: keys.encryption_public(),
-            },
-            history.clone(),
-            vaults,
-            ceremonies,
-            relay.is_some(),
-        )))
+        .add_optional_service(cosigner)
         .add_optional_service(relay.map(|r| {
             RelayServer::new(RelayService::new(r, relay_client_key))
                 .max_decoding_message_size(8 << 20)
@@ -277,7 +319,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         ),
     }
     // Release the TPM cleanly (flush what it holds) before giving up the data directory.
-    sealer.stop().await;
+    if let Some(sealer) = sealer {
+        sealer.stop().await;
+    }
     drop(data_dir);
     tracing::info!("stopped");
     Ok(())

@@ -151,3 +151,77 @@ async fn bench_sign_reports_percentiles_without_failures() {
         14
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_only_daemon_carries_keygen_and_signing() {
+    let s = setup().await;
+    let relay_dir = s.pki.dir.parent().unwrap().join("relay");
+    let relay = cosigner_tests::Daemon::start_with_seal(
+        &relay_dir,
+        &s.pki,
+        "",
+        "",
+        "[relay]\nonly = true\n",
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(relay.log_text().contains("relay.only = true"));
+    // It holds nothing and offers no Cosigner service.
+    let o = relay.ctl(&s.pki, "admin", &["status"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("UNIMPLEMENTED"),
+        "{o:?}"
+    );
+    assert!(!relay_dir.join("data/identity").exists());
+
+    let via = format!("https://{}", relay.addr);
+    let a = s.a.member_spec(&s.pki, "server-a").unwrap();
+    let b = s.b.member_spec(&s.pki, "server-b").unwrap();
+    let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
+    let v = ok(&s.d1.run(
+        &s.pki,
+        &[
+            "keygen",
+            "--vault",
+            "v1",
+            "--threshold",
+            "2",
+            "--member",
+            &a,
+            "--member",
+            &b,
+            "--daemon",
+            &da,
+            "--daemon",
+            &db,
+            "--relay",
+            &via,
+            "--json",
+        ],
+    ));
+    let out = ok(&s.d1.run(
+        &s.pki,
+        &[
+            "sign",
+            "--vault",
+            "v1",
+            "--message",
+            "via the relay",
+            "--signer",
+            "server-a",
+            "--signer",
+            "server-b",
+            "--daemon",
+            &da,
+            "--daemon",
+            &db,
+            "--relay",
+            &via,
+            "--json",
+        ],
+    ));
+    verify_independently(&out, "via the relay", v["public_key"].as_str().unwrap());
+}

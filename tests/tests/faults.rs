@@ -67,32 +67,6 @@ fn slots(d: &Daemon, pki: &Pki, vault: &str) -> Option<Value> {
     o.status.success().then(|| ok(&o)["slots"].clone())
 }
 
-fn keygen_named(s: &Setup, vault: &str) -> Output {
-    let a = s.a.member_spec(&s.pki, "server-a").unwrap();
-    let b = s.b.member_spec(&s.pki, "server-b").unwrap();
-    let da = s.a.daemon_spec("server-a");
-    let db = s.b.daemon_spec("server-b");
-    s.d1.run(
-        &s.pki,
-        &[
-            "keygen",
-            "--vault",
-            vault,
-            "--threshold",
-            "2",
-            "--member",
-            &a,
-            "--member",
-            &b,
-            "--daemon",
-            &da,
-            "--daemon",
-            &db,
-            "--json",
-        ],
-    )
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_party_killed_in_each_keygen_round_stops_the_others_and_the_next_keygen_works() {
     let mut s = setup().await;

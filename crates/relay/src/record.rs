@@ -117,19 +117,31 @@ impl VaultRecord {
     }
 }
 
+/// A committee as the API carries it, with indices from the sorted ids.
 pub fn committee_to_api(c: &Committee, members: &[Member]) -> api::Committee {
+    let mut out = members_to_api(u32::from(c.threshold()), members);
+    for p in &mut out.parties {
+        if let Ok(id) = <[u8; 32]>::try_from(p.party_id.as_slice()) {
+            p.index = c
+                .index_of(&PartyId(id))
+                .map(|i| u32::from(i.as_u8()))
+                .unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// A committee for a request (indices 0: every party recomputes them from the sorted ids).
+pub fn members_to_api(threshold: u32, members: &[Member]) -> api::Committee {
     api::Committee {
-        threshold: u32::from(c.threshold()),
+        threshold,
         parties: members
             .iter()
             .map(|m| api::Party {
                 party_id: m.id.to_vec(),
                 encryption_key: m.encryption_key.to_vec(),
                 name: m.name.clone(),
-                index: c
-                    .index_of(&PartyId(m.id))
-                    .map(|i| u32::from(i.as_u8()))
-                    .unwrap_or(0),
+                index: 0,
             })
             .collect(),
     }

@@ -73,16 +73,21 @@ pub async fn setup_allowing(extra: &[String]) -> Setup {
 }
 
 pub fn keygen(s: &Setup) -> Value {
+    ok(&keygen_named(s, "v1"))
+}
+
+/// Device-1 starts a 2-of-3 keygen of `vault` with server-a and server-b.
+pub fn keygen_named(s: &Setup, vault: &str) -> Output {
     let a = s.a.member_spec(&s.pki, "server-a").unwrap();
     let b = s.b.member_spec(&s.pki, "server-b").unwrap();
     let da = s.a.daemon_spec("server-a");
     let db = s.b.daemon_spec("server-b");
-    ok(&s.d1.run(
+    s.d1.run(
         &s.pki,
         &[
             "keygen",
             "--vault",
-            "v1",
+            vault,
             "--threshold",
             "2",
             "--member",
@@ -95,7 +100,7 @@ pub fn keygen(s: &Setup) -> Value {
             &db,
             "--json",
         ],
-    ))
+    )
 }
 
 pub fn sign(s: &Setup, who: &Party, signers: &[&str], message: &str) -> Output {

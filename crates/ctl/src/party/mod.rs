@@ -17,7 +17,7 @@ use cosigner_api::v1 as api;
 use cosigner_api::v1::cosigner_client::CosignerClient;
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_relay::keys::{hex, parse_id, short};
-use cosigner_relay::record::committee_from_api;
+use cosigner_relay::record::{committee_from_api, members_to_api};
 use cosigner_relay::{Driver, Held, Hello, Member, SessionSpec, VaultRecord};
 use cosigner_tss::{
     DerivationPath, Keygen, KeygenParams, PartyId, Reshare, ReshareOutput, ReshareParams, Sign,
@@ -176,21 +176,6 @@ fn member_by_name<'a>(members: &'a [Member], name: &str) -> Result<&'a Member> {
         .iter()
         .find(|m| m.name == name)
         .ok_or_else(|| anyhow!("no member named {name:?} in the committee"))
-}
-
-fn api_committee(threshold: u32, members: &[Member]) -> api::Committee {
-    api::Committee {
-        threshold,
-        parties: members
-            .iter()
-            .map(|m| api::Party {
-                party_id: m.id.to_vec(),
-                encryption_key: m.encryption_key.to_vec(),
-                name: m.name.clone(),
-                index: 0,
-            })
-            .collect(),
-    }
 }
 
 fn session_id() -> Vec<u8> {
@@ -560,7 +545,7 @@ async fn keygen(
     for m in members {
         all.push(parse_member(m)?);
     }
-    let api_c = api_committee(threshold, &all);
+    let api_c = members_to_api(threshold, &all);
     let (committee, all) = committee_from_api(&api_c).map_err(|e| anyhow!("{e}"))?;
     for (name, _) in &daemons {
         member_by_name(&all, name)?;
@@ -874,7 +859,7 @@ async fn reshare(
         new_members.push(parse_member(a)?);
     }
     let t = threshold.unwrap_or(u32::from(old.public.committee.threshold()));
-    let api_new = api_committee(t, &new_members);
+    let api_new = members_to_api(t, &new_members);
     let (new_committee, new_members) = committee_from_api(&api_new).map_err(|e| anyhow!("{e}"))?;
     let mut dealer_members = Vec::new();
     for d in dealers {
