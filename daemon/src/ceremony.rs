@@ -45,6 +45,8 @@ use crate::vaults::{Vaults, slots_to_api};
 const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
 const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
 const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
+/// How long a used relay session id is remembered (relay sessions live at most an hour).
+const SESSION_MEMORY: Duration = Duration::from_secs(2 * 3600);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -161,6 +163,32 @@ impl RelayConnector {
     }
 }
 
+/// Session ids in the order they were used, forgotten after `SESSION_MEMORY`.
+#[derive(Default)]
+struct UsedSessions {
+    set: HashSet<Vec<u8>>,
+    order: std::collections::VecDeque<(std::time::Instant, Vec<u8>)>,
+}
+
+impl UsedSessions {
+    /// False if `id` was used within `SESSION_MEMORY`.
+    fn insert(&mut self, id: &[u8]) -> bool {
+        let now = std::time::Instant::now();
+        while let Some((at, old)) = self.order.front() {
+            if now.duration_since(*at) < SESSION_MEMORY {
+                break;
+            }
+            self.set.remove(old);
+            self.order.pop_front();
+        }
+        if !self.set.insert(id.to_vec()) {
+            return false;
+        }
+        self.order.push_back((now, id.to_vec()));
+        true
+    }
+}
+
 /// A ceremony admitted by the gate: holds its slot until dropped. (Its session id stays
 /// used: a session runs once per daemon lifetime.)
 struct Begun {
@@ -176,7 +204,10 @@ pub struct Ceremonies {
     keys: PartyKeys,
     relays: RelayConnector,
     slots: Arc<Semaphore>,
-    sessions: Mutex<HashSet<Vec<u8>>>,
+    /// Relay session ids used here, with when, so none runs twice. Forgotten after
+    /// `SESSION_MEMORY` (longer than any relay session lives; the nonce check still refuses
+    /// a replayed request after that).
+    sessions: Mutex<UsedSessions>,
     /// Makes "nonce unseen, then record it" one step.
     nonce_gate: tokio::sync::Mutex<()>,
     kill_at: Option<String>,
@@ -211,7 +242,7 @@ impl Ceremonies {
                 tls,
                 channels: Mutex::new(HashMap::new()),
             },
-            sessions: Mutex::new(HashSet::new()),
+            sessions: Mutex::new(UsedSessions::default()),
             nonce_gate: tokio::sync::Mutex::new(()),
             kill_at: std::env::var("COSIGNERD_TEST_KILL_AT").ok(),
         }
@@ -266,7 +297,7 @@ impl Ceremonies {
         let _gate = self.nonce_gate.lock().await;
         {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            if !sessions.insert(relay.session_id.clone()) {
+            if !sessions.insert(&relay.session_id) {
                 return Err(Status::already_exists(format!(
                     "session {} already ran or is running on this daemon; a ceremony uses a fresh session",
                     short(&relay.session_id)

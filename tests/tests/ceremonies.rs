@@ -225,3 +225,59 @@ async fn a_relay_only_daemon_carries_keygen_and_signing() {
     ));
     verify_independently(&out, "via the relay", v["public_key"].as_str().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_join_keygen_and_signing_from_request_files() {
+    let s = setup().await;
+    // A 2-of-3 vault of two devices and one daemon; device-2 joins from a request file.
+    let a = s.a.member_spec(&s.pki, "server-a").unwrap();
+    let d2 = s.d2.member_spec().unwrap();
+    let da = s.a.daemon_spec("server-a");
+    let args = [
+        "keygen",
+        "--vault",
+        "v1",
+        "--threshold",
+        "2",
+        "--member",
+        &a,
+        "--member",
+        &d2,
+        "--daemon",
+        &da,
+        "--json",
+    ];
+    let (c, j) = with_joiner(&s, &s.d1, &args, &s.d2).await;
+    let (cv, jv) = (ok(&c), ok(&j));
+    let key = cv["public_key"].as_str().unwrap().to_string();
+    assert_eq!(jv["public_key"].as_str().unwrap(), key);
+
+    // The two devices sign together, without any daemon.
+    let args = [
+        "sign",
+        "--vault",
+        "v1",
+        "--message",
+        "device to device",
+        "--signer",
+        "device-1",
+        "--signer",
+        "device-2",
+        "--relay",
+        &format!("https://{}", s.a.addr),
+        "--json",
+    ];
+    let (c, j) = with_joiner(&s, &s.d1, &args, &s.d2).await;
+    let (cv, jv) = (ok(&c), ok(&j));
+    verify_independently(&cv, "device to device", &key);
+    assert_eq!(cv["r"], jv["r"]);
+    assert_eq!(cv["s"], jv["s"]);
+    // And each device with the daemon.
+    let out = ok(&sign(
+        &s,
+        &s.d2,
+        &["device-2", "server-a"],
+        "device-2 and server-a",
+    ));
+    verify_independently(&out, "device-2 and server-a", &key);
+}

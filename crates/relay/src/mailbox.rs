@@ -49,7 +49,7 @@ impl Default for Limits {
             max_ttl: Duration::from_secs(3600),
             max_participants: 64,
             max_skew: Duration::from_secs(300),
-            linger: Duration::from_secs(10),
+            linger: Duration::from_secs(60),
         }
     }
 }

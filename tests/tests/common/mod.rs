@@ -103,6 +103,7 @@ pub fn keygen_named(s: &Setup, vault: &str) -> Output {
     )
 }
 
+/// `party sign` of vault v1 by `who`, with both daemons reachable.
 pub fn sign(s: &Setup, who: &Party, signers: &[&str], message: &str) -> Output {
     let da = s.a.daemon_spec("server-a");
     let db = s.b.daemon_spec("server-b");
@@ -190,50 +191,53 @@ pub fn history_kinds(d: &Daemon, pki: &Pki) -> Vec<(String, String)> {
 /// Starts `party reshare` on d1 (2-of-3 -> 3-of-4 adding device-2) and lets device-2 join
 /// from the request file. Returns both outputs.
 pub async fn reshare_adding_device_2(s: &Setup) -> (Output, Output) {
-    let req = s.d1.file.with_extension("request.json");
-    let _ = std::fs::remove_file(&req);
     let add = s.d2.member_spec().unwrap();
     let da = s.a.daemon_spec("server-a");
     let db = s.b.daemon_spec("server-b");
+    let args = [
+        "reshare",
+        "--vault",
+        "v1",
+        "--threshold",
+        "3",
+        "--dealer",
+        "device-1",
+        "--dealer",
+        "server-a",
+        "--add",
+        &add,
+        "--daemon",
+        &da,
+        "--daemon",
+        &db,
+        "--json",
+    ];
+    with_joiner(s, &s.d1, &args, &s.d2).await
+}
+
+/// Runs `coordinator` with `args` plus `--request-out FILE`, and `joiner` with
+/// `join --request FILE` once the file exists. Returns both outputs.
+pub async fn with_joiner(
+    s: &Setup,
+    coordinator: &Party,
+    args: &[&str],
+    joiner: &Party,
+) -> (Output, Output) {
+    let req = coordinator.file.with_extension("request.json");
+    let _ = std::fs::remove_file(&req);
     let reqs = req.to_string_lossy().into_owned();
-    let coordinator =
-        s.d1.spawn(
-            &s.pki,
-            &[
-                "reshare",
-                "--vault",
-                "v1",
-                "--threshold",
-                "3",
-                "--dealer",
-                "device-1",
-                "--dealer",
-                "server-a",
-                "--add",
-                &add,
-                "--daemon",
-                &da,
-                "--daemon",
-                &db,
-                "--request-out",
-                &reqs,
-                "--json",
-            ],
-        )
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--request-out", &reqs]);
+    let c = coordinator.spawn(&s.pki, &all).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !req.exists() {
         assert!(std::time::Instant::now() < deadline, "no request file");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let joiner =
-        s.d2.spawn(&s.pki, &["join", "--request", &reqs, "--json"])
-            .unwrap();
-    let (c, j) = tokio::task::block_in_place(|| {
-        (
-            coordinator.wait_with_output().unwrap(),
-            joiner.wait_with_output().unwrap(),
-        )
-    });
-    (c, j)
+    // Let the writer finish the file.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let j = joiner
+        .spawn(&s.pki, &["join", "--request", &reqs, "--json"])
+        .unwrap();
+    tokio::task::block_in_place(|| (c.wait_with_output().unwrap(), j.wait_with_output().unwrap()))
 }

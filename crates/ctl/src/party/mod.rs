@@ -83,6 +83,9 @@ pub enum PartyCommand {
         /// Relay address (default: the first daemon's embedded relay).
         #[arg(long)]
         relay: Option<String>,
+        /// Write the signed request here for device members that join (`party join`).
+        #[arg(long, value_name = "FILE")]
+        request_out: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -102,6 +105,9 @@ pub enum PartyCommand {
         daemons: Vec<String>,
         #[arg(long)]
         relay: Option<String>,
+        /// Write the signed request here for device signers that join (`party join`).
+        #[arg(long, value_name = "FILE")]
+        request_out: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -131,7 +137,7 @@ pub enum PartyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Take part in a keygen or reshare another party started, from its request file.
+    /// Take part in a keygen, sign or reshare another party started, from its request file.
     Join {
         #[arg(long, value_name = "FILE")]
         request: PathBuf,
@@ -401,8 +407,21 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
             members,
             daemons,
             relay,
+            request_out,
             json,
-        } => keygen(&mut ctx, &vault, threshold, &members, &daemons, relay, json).await,
+        } => {
+            keygen(
+                &mut ctx,
+                &vault,
+                threshold,
+                &members,
+                &daemons,
+                relay,
+                request_out,
+                json,
+            )
+            .await
+        }
         PartyCommand::Sign {
             vault,
             message,
@@ -410,6 +429,7 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
             signers,
             daemons,
             relay,
+            request_out,
             json,
         } => {
             sign(
@@ -420,6 +440,7 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
                 &signers,
                 &daemons,
                 relay,
+                request_out,
                 json,
             )
             .await
@@ -523,6 +544,7 @@ fn relay_addr(relay: Option<String>, daemons: &[(String, String)]) -> Result<Str
         .ok_or_else(|| anyhow!("no relay: pass --relay ADDR or at least one --daemon"))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn keygen(
     ctx: &mut Ctx<'_>,
     vault: &str,
@@ -530,6 +552,7 @@ async fn keygen(
     members: &[String],
     daemons: &[String],
     relay: Option<String>,
+    request_out: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
     if ctx
@@ -564,6 +587,16 @@ async fn keygen(
     }
     .encode_to_vec();
     let auth = cosigner_relay::request::sign(&ctx.file.keys, KEYGEN, &body, now_ms());
+    if let Some(out) = &request_out {
+        write_request(
+            out,
+            KEYGEN,
+            &api::KeygenRequest {
+                body: body.clone(),
+                auth: Some(auth.clone()),
+            },
+        )?;
+    }
     let (fail_tx, mut fail_rx) = mpsc::channel(8);
     let clients = daemon_clients(ctx, &daemons, &all).await?;
     let calls = spawn_calls(clients, fail_tx, |mut c| {
@@ -573,33 +606,44 @@ async fn keygen(
         };
         async move { c.keygen(req).await }
     });
-    let mut d = ctx.driver(relay.clone(), &sid, all.clone()).await?;
+    let r = take_part_keygen(ctx, relay, &sid, vault, committee, all, &mut fail_rx).await;
+    let mut calls = calls;
+    let record = failed_with(r, &mut calls, ctx.round_timeout * 3).await?;
+    collect(calls).await?;
+    print_vault(&record, json);
+    Ok(())
+}
+
+/// This party's part of a keygen: HELLO, the rounds, then pending / READY / promote in the
+/// party file. On failure the others have been told (ABORT).
+async fn take_part_keygen(
+    ctx: &mut Ctx<'_>,
+    relay: RelayClient<Channel>,
+    sid: &[u8],
+    vault: &str,
+    committee: cosigner_tss::Committee,
+    members: Vec<Member>,
+    fail_rx: &mut mpsc::Receiver<String>,
+) -> Result<VaultRecord> {
+    let mut d = ctx.driver(relay, sid, members.clone()).await?;
     let me = PartyId(ctx.file.keys.party_id());
     let params = KeygenParams {
         vault_id: vault.to_string(),
-        committee: committee.clone(),
-        nonce: engine_nonce(&sid),
+        committee,
+        nonce: engine_nonce(sid),
     };
-    let share = own_part(&mut fail_rx, async {
+    let share = own_part(fail_rx, async {
         d_hello_none(&mut d).await?;
-        let share = d.run(Keygen::new(params, me)?).await?;
-        Ok(share)
+        Ok(d.run(Keygen::new(params, me)?).await?)
     })
     .await;
-    let share = aborted(&mut d, share).await;
-    let mut calls = calls;
-    let share = failed_with(share, &mut calls, ctx.round_timeout * 3).await?;
-    let held = Held::new(
-        VaultRecord::new(share.public().clone(), all.clone(), now_ms(), 0)?,
-        share,
-    )?;
-    let record = held.record.clone();
-    let ids: Vec<[u8; 32]> = all.iter().map(|m| m.id).collect();
+    let share = aborted(&mut d, share).await?;
+    let record = VaultRecord::new(share.public().clone(), members, now_ms(), 0)?;
+    let held = Held::new(record.clone(), share)?;
+    let ids: Vec<[u8; 32]> = record.members.iter().map(|m| m.id).collect();
     ctx.commit(&mut d, held, &ids).await?;
-    collect(calls).await?;
     let _ = d.close().await;
-    print_vault(&record, json);
-    Ok(())
+    Ok(record)
 }
 
 async fn d_hello_none(d: &mut Driver) -> Result<()> {
@@ -653,6 +697,7 @@ async fn sign(
     signers: &[String],
     daemons: &[String],
     relay: Option<String>,
+    request_out: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
     let daemons = parse_daemons(daemons)?;
@@ -702,8 +747,20 @@ async fn sign(
         .cloned()
         .collect();
     let clients = daemon_clients(ctx, &daemons, &others).await?;
-    if clients.len() != others.len() {
-        bail!("every other signer needs a --daemon NAME=ADDR (devices cannot be asked remotely)");
+    if clients.len() != others.len() && request_out.is_none() {
+        bail!(
+            "every other signer needs a --daemon NAME=ADDR, or --request-out FILE for devices that join with `party join`"
+        );
+    }
+    if let Some(out) = &request_out {
+        write_request(
+            out,
+            SIGN,
+            &api::SignRequest {
+                body: body.clone(),
+                auth: Some(auth.clone()),
+            },
+        )?;
     }
     let mut calls = spawn_calls(clients, fail_tx, |mut c| {
         let req = api::SignRequest {
@@ -714,35 +771,20 @@ async fn sign(
     });
     let derivation = DerivationPath::parse(path)?;
     let public_key = record.public.derive(&derivation)?;
+    let epoch = record.epoch();
     let own = if i_sign {
-        let mut d = ctx
-            .driver(relay.clone(), &sid, signer_members.clone())
-            .await?;
-        let ceremony = Sign::new(
-            &held.share,
-            SignParams {
-                signers: signer_members.iter().map(|m| PartyId(m.id)).collect(),
-                message_hash: hash,
-                path: derivation,
-                nonce: engine_nonce(&sid),
-            },
-        )?;
-        drop(held);
-        let epoch = record.epoch();
-        let sig = own_part(&mut fail_rx, async {
-            d.hello(
-                Hello {
-                    epoch: Some(epoch),
-                    pending: None,
-                },
-                &|_| Some(epoch),
-            )
-            .await?;
-            Ok(d.run(ceremony).await?)
-        })
+        let r = take_part_sign(
+            ctx,
+            relay.clone(),
+            &sid,
+            held,
+            &signer_members,
+            hash,
+            derivation,
+            &mut fail_rx,
+        )
         .await;
-        let sig = aborted(&mut d, sig).await;
-        let sig = failed_with(sig, &mut calls, ctx.round_timeout * 3).await?;
+        let (mut d, sig) = failed_with(r, &mut calls, ctx.round_timeout * 3).await?;
         let _ = d.close().await;
         Some(sig)
     } else {
@@ -790,28 +832,105 @@ async fn sign(
     if !cosigner_tss::verify_ecdsa(&public_key, &hash, &r32, &s32) {
         bail!("the signature does not verify under the vault key");
     }
-    let out = json!({
-        "vault_id": vault,
-        "epoch": record.epoch(),
-        "public_key": hex(&public_key.0),
-        "hash": hex(&hash),
-        "r": hex(&r),
-        "s": hex(&s),
-        "recovery_id": v,
-        "der": hex(&cosigner_tss::der_signature(&r32, &s32)),
-        "signers": signer_members.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
-    });
+    print_signature(
+        vault,
+        epoch,
+        &public_key,
+        &hash,
+        &r32,
+        &s32,
+        v,
+        &signer_members,
+        json,
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_signature(
+    vault: &str,
+    epoch: u64,
+    public_key: &cosigner_tss::PointBytes,
+    hash: &[u8; 32],
+    r: &[u8; 32],
+    s: &[u8; 32],
+    v: u32,
+    signers: &[Member],
+    json: bool,
+) {
     if json {
-        println!("{out}");
+        println!(
+            "{}",
+            json!({
+                "vault_id": vault,
+                "epoch": epoch,
+                "public_key": hex(&public_key.0),
+                "hash": hex(hash),
+                "r": hex(r),
+                "s": hex(s),
+                "recovery_id": v,
+                "der": hex(&cosigner_tss::der_signature(r, s)),
+                "signers": signers.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+            })
+        );
     } else {
         println!(
             "signature r={} s={} v={v} (verified under {})",
-            hex(&r),
-            hex(&s),
+            hex(r),
+            hex(s),
             hex(&public_key.0)
         );
     }
-    Ok(())
+}
+
+/// This party's part of a signature: HELLO at its epoch, the rounds, the result (verified
+/// by the engine against the derived key). On failure the others have been told (ABORT).
+#[allow(clippy::too_many_arguments)]
+async fn take_part_sign(
+    ctx: &Ctx<'_>,
+    relay: RelayClient<Channel>,
+    sid: &[u8],
+    held: Held,
+    signers: &[Member],
+    hash: [u8; 32],
+    path: DerivationPath,
+    fail_rx: &mut mpsc::Receiver<String>,
+) -> Result<(Driver, cosigner_tss::Signature)> {
+    let epoch = held.record.epoch();
+    let ceremony = Sign::new(
+        &held.share,
+        SignParams {
+            signers: signers.iter().map(|m| PartyId(m.id)).collect(),
+            message_hash: hash,
+            path,
+            nonce: engine_nonce(sid),
+        },
+    )?;
+    drop(held); // the ceremony holds its own copy of the secret state
+    let mut d = ctx.driver(relay, sid, signers.to_vec()).await?;
+    let sig = own_part(fail_rx, async {
+        d.hello(
+            Hello {
+                epoch: Some(epoch),
+                pending: None,
+            },
+            &|_| Some(epoch),
+        )
+        .await?;
+        Ok(d.run(ceremony).await?)
+    })
+    .await;
+    let sig = aborted(&mut d, sig).await?;
+    Ok((d, sig))
+}
+
+fn write_request(path: &Path, method: &str, req: &impl prost::Message) -> Result<()> {
+    let j = JoinFile {
+        method: method.into(),
+        request: hex(&req.encode_to_vec()),
+    };
+    std::fs::write(path, serde_json::to_vec(&j)?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A request another party wrote for a device that must join.
@@ -893,12 +1012,7 @@ async fn reshare(
         auth: Some(auth.clone()),
     };
     if let Some(out) = &request_out {
-        let j = JoinFile {
-            method: RESHARE.into(),
-            request: hex(&request.encode_to_vec()),
-        };
-        std::fs::write(out, serde_json::to_vec(&j)?)
-            .with_context(|| format!("cannot write {}", out.display()))?;
+        write_request(out, RESHARE, &request)?;
     }
     let (fail_tx, mut fail_rx) = mpsc::channel(8);
     let me = ctx.file.keys.party_id();
@@ -1008,17 +1122,154 @@ async fn join(ctx: &mut Ctx<'_>, path: &Path, json: bool) -> Result<()> {
         &std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
     )
     .with_context(|| format!("{} is not a request file", path.display()))?;
-    if j.method != RESHARE {
+    let bytes = unhex(&j.request).with_context(|| format!("{}: request", path.display()))?;
+    match j.method.as_str() {
+        KEYGEN => join_keygen(ctx, &bytes, json).await,
+        SIGN => join_sign(ctx, &bytes, json).await,
+        RESHARE => join_reshare(ctx, &bytes, json).await,
+        m => bail!("{}: unknown method {m:?}", path.display()),
+    }
+}
+
+/// Checks a request file's own signature (a device joins only what a party signed).
+fn check_request(method: &str, body: &[u8], auth: Option<&api::RequestAuth>) -> Result<[u8; 32]> {
+    // Request files may wait a while before a device joins; allow ten minutes.
+    cosigner_relay::request::check(auth, method, body, now_ms(), 600_000)
+        .map_err(|e| anyhow!("the request's signature: {e}"))
+}
+
+async fn join_keygen(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
+    let req = api::KeygenRequest::decode(bytes).context("not a keygen request")?;
+    let requester = check_request(KEYGEN, &req.body, req.auth.as_ref())?;
+    let body = api::KeygenBody::decode(req.body.as_slice()).context("keygen body")?;
+    let api_c = body
+        .committee
+        .ok_or_else(|| anyhow!("the request has no committee"))?;
+    let (committee, members) = committee_from_api(&api_c).map_err(|e| anyhow!("{e}"))?;
+    let me = ctx.file.keys.party_id();
+    match members.iter().find(|m| m.id == me) {
+        Some(m) if m.encryption_key == ctx.file.keys.encryption_public() => {}
+        Some(_) => bail!("the committee lists another encryption key for this party"),
+        None => bail!("this party is not in the requested committee"),
+    }
+    if !members.iter().any(|m| m.id == requester) {
         bail!(
-            "{}: only reshare requests can be joined in this build (method {})",
-            path.display(),
-            j.method
+            "the request was signed by {}, who is not in the committee",
+            short(&requester)
         );
     }
-    let req = api::ReshareRequest::decode(unhex(&j.request)?.as_slice()).context("request")?;
-    let requester =
-        cosigner_relay::request::check(req.auth.as_ref(), RESHARE, &req.body, now_ms(), 600_000)
-            .map_err(|e| anyhow!("the request file's signature: {e}"))?;
+    if ctx
+        .file
+        .slots(&body.vault_id)
+        .and_then(|s| s.current.as_ref())
+        .is_some()
+    {
+        bail!(
+            "this party already holds a share of vault {:?}",
+            body.vault_id
+        );
+    }
+    let relay_ref = body
+        .relay
+        .ok_or_else(|| anyhow!("the request names no relay"))?;
+    let relay = ctx.relay(&relay_ref.address).await?;
+    let (_tx, mut rx) = mpsc::channel(1);
+    let record = take_part_keygen(
+        ctx,
+        relay,
+        &relay_ref.session_id,
+        &body.vault_id,
+        committee,
+        members,
+        &mut rx,
+    )
+    .await?;
+    print_vault(&record, json);
+    Ok(())
+}
+
+async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
+    let req = api::SignRequest::decode(bytes).context("not a sign request")?;
+    let requester = check_request(SIGN, &req.body, req.auth.as_ref())?;
+    let body = api::SignBody::decode(req.body.as_slice()).context("sign body")?;
+    let held = ctx.file.current(&body.vault_id)?;
+    let record = held.record.clone();
+    if body.epoch != record.epoch() {
+        bail!(
+            "the request is for epoch {}, this party holds epoch {} of vault {:?}",
+            body.epoch,
+            record.epoch(),
+            body.vault_id
+        );
+    }
+    if record.member(&requester).is_none() {
+        bail!(
+            "the request was signed by {}, who is not in the vault's committee",
+            short(&requester)
+        );
+    }
+    // Never blind-sign: the hash is computed here from the message.
+    let message = match body.payload.and_then(|p| p.kind) {
+        Some(api::payload::Kind::PersonalMessage(m)) => m.message,
+        _ => bail!("this device signs only EIP-191 personal messages"),
+    };
+    let hash = personal_hash(&message);
+    if !body.expected_hashes.is_empty() && body.expected_hashes != [hash.to_vec()] {
+        bail!("the request's expected hash differs from the message's; refusing to sign");
+    }
+    let mut signers = Vec::new();
+    for s in &body.signers {
+        let id: [u8; 32] = s
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow!("a signer id is not 32 bytes"))?;
+        signers.push(
+            record
+                .member(&id)
+                .cloned()
+                .ok_or_else(|| anyhow!("signer {} is not in the committee", short(&id)))?,
+        );
+    }
+    signers.sort_by_key(|m| m.id);
+    let derivation = DerivationPath::parse(&body.derivation_path)?;
+    let public_key = record.public.derive(&derivation)?;
+    let relay_ref = body
+        .relay
+        .ok_or_else(|| anyhow!("the request names no relay"))?;
+    let relay = ctx.relay(&relay_ref.address).await?;
+    let (_tx, mut rx) = mpsc::channel(1);
+    let (mut d, sig) = take_part_sign(
+        ctx,
+        relay,
+        &relay_ref.session_id,
+        held,
+        &signers,
+        hash,
+        derivation,
+        &mut rx,
+    )
+    .await?;
+    let _ = d.close().await;
+    if !cosigner_tss::verify_ecdsa(&public_key, &hash, &sig.r, &sig.s) {
+        bail!("the signature does not verify under the vault key");
+    }
+    print_signature(
+        &body.vault_id,
+        record.epoch(),
+        &public_key,
+        &hash,
+        &sig.r,
+        &sig.s,
+        u32::from(sig.recovery_id),
+        &signers,
+        json,
+    );
+    Ok(())
+}
+
+async fn join_reshare(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
+    let req = api::ReshareRequest::decode(bytes).context("not a reshare request")?;
+    let requester = check_request(RESHARE, &req.body, req.auth.as_ref())?;
     let body = api::ReshareBody::decode(req.body.as_slice()).context("request body")?;
     let old = VaultRecord::decode(&body.old_vault).map_err(|e| anyhow!("{e}"))?;
     if old.member(&requester).is_none() {
