@@ -211,6 +211,24 @@ pub struct Ceremonies {
     /// Makes "nonce unseen, then record it" one step.
     nonce_gate: tokio::sync::Mutex<()>,
     kill_at: Option<String>,
+    /// Vaults with a keygen or reshare in progress here: at most one at a time per vault
+    /// (two would fight over the same pending slot).
+    changing: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Holds a vault's "keygen or reshare in progress" mark; released on drop.
+struct Changing {
+    set: Arc<Mutex<HashSet<String>>>,
+    vault: String,
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.vault);
+    }
 }
 
 pub struct RelayTls {
@@ -245,11 +263,26 @@ impl Ceremonies {
             sessions: Mutex::new(UsedSessions::default()),
             nonce_gate: tokio::sync::Mutex::new(()),
             kill_at: std::env::var("COSIGNERD_TEST_KILL_AT").ok(),
+            changing: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
     fn me(&self) -> [u8; 32] {
         self.keys.party_id()
+    }
+
+    /// Marks `vault` as being generated or reshared here, or refuses if it already is.
+    fn exclusive(&self, vault: &str) -> Result<Changing, Status> {
+        let mut set = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(vault.to_string()) {
+            return Err(Status::aborted(format!(
+                "a keygen or reshare of vault {vault:?} is already running on this daemon; retry when it ends"
+            )));
+        }
+        Ok(Changing {
+            set: self.changing.clone(),
+            vault: vault.to_string(),
+        })
     }
 
     /// First check of every request: its signature over the exact body, and the allow
@@ -423,6 +456,7 @@ impl Ceremonies {
         let body = KeygenBody::decode(req.body.as_slice())
             .map_err(|e| invalid("body", format!("not a KeygenBody ({e})")))?;
         check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
+        let _changing = self.exclusive(&body.vault_id)?;
         if body.scheme != Scheme::EcdsaSecp256k1 as i32 {
             return Err(invalid(
                 "scheme",
@@ -772,6 +806,7 @@ impl Ceremonies {
         let body = ReshareBody::decode(req.body.as_slice())
             .map_err(|e| invalid("body", format!("not a ReshareBody ({e})")))?;
         check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
+        let _changing = self.exclusive(&body.vault_id)?;
         let old = VaultRecord::decode(&body.old_vault).map_err(|e| invalid("old_vault", e))?;
         if old.vault_id() != body.vault_id || old.epoch() != body.old_epoch {
             return Err(invalid(
@@ -963,6 +998,7 @@ impl Ceremonies {
         promote: bool,
     ) -> Result<Option<Vault>, Status> {
         check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
+        let _changing = self.exclusive(vault)?;
         let slots = self.vaults.slots(vault).await?;
         let Some(pending) = slots.pending else {
             return Err(Status::failed_precondition(format!(
