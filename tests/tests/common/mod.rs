@@ -53,7 +53,7 @@ pub async fn setup_allowing(extra: &[String]) -> Setup {
     ids.extend(extra.iter().cloned());
     let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
     let allowed = format!(
-        "[ceremonies]\nallowed_requesters = [{}]\nround_timeout_secs = 5\n",
+        "[ceremonies]\nallowed_requesters = [{}]\nround_timeout_secs = 10\n",
         list.join(", ")
     );
     let a = Daemon::start_with(&tmp.path().join("a"), &pki, "", &allowed)
