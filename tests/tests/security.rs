@@ -15,6 +15,7 @@ use cosigner_relay::mailbox::{Limits, Relay};
 use cosigner_relay::service::RelayService;
 use cosigner_tests::{Pki, free_port};
 use prost::Message as _;
+use serde_json::Value;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -24,12 +25,13 @@ enum Lie {
     Replay,
 }
 
-/// A relay that tells one lie about the first round-2 protocol envelope from `victim`.
+/// A relay that tells one lie about the first round-2 protocol envelope from `victim`:
+/// alters it on its way to a recipient, drops it, or delivers it twice.
 struct LyingRelay {
     inner: RelayService,
     lie: Lie,
     victim: Vec<u8>,
-    told: AtomicUsize,
+    told: Arc<AtomicUsize>,
 }
 
 fn target(env: &api::Envelope, victim: &[u8]) -> bool {
@@ -54,9 +56,8 @@ impl RelayApi for LyingRelay {
         if target(&env, &self.victim) && self.told.fetch_add(1, Ordering::SeqCst) == 0 {
             match self.lie {
                 Lie::Alter => {
-                    if let Some(e) = req.envelope.as_mut() {
-                        e.payload[0] ^= 0x01;
-                    }
+                    // Accepted as sent; altered on delivery (see subscribe).
+                    self.told.fetch_sub(1, Ordering::SeqCst);
                 }
                 Lie::Drop => return Ok(Response::new(api::PostResponse { seq: 0 })),
                 Lie::Replay => {
@@ -73,7 +74,23 @@ impl RelayApi for LyingRelay {
         &self,
         r: Request<api::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.inner.subscribe(r).await
+        let stream = self.inner.subscribe(r).await?.into_inner();
+        if self.lie != Lie::Alter {
+            return Ok(Response::new(stream));
+        }
+        let (victim, told) = (self.victim.clone(), self.told.clone());
+        let altered = tokio_stream::StreamExt::map(stream, move |d| {
+            let mut d = d?;
+            if let Some(e) = d.envelope.as_mut()
+                && target(e, &victim)
+                && told.fetch_add(1, Ordering::SeqCst) == 0
+            {
+                let last = e.payload.len() - 1;
+                e.payload[last] ^= 0x01;
+            }
+            Ok(d)
+        });
+        Ok(Response::new(Box::pin(altered)))
     }
 
     async fn close_session(
@@ -99,7 +116,7 @@ async fn lying_relay(pki: &Pki, lie: Lie, victim: Vec<u8>) -> String {
         inner: RelayService::new(Arc::new(Relay::new(Limits::default())), |_| None),
         lie,
         victim,
-        told: AtomicUsize::new(0),
+        told: Arc::new(AtomicUsize::new(0)),
     };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     tokio::spawn(
@@ -161,6 +178,27 @@ async fn a_relay_that_alters_drops_or_replays_makes_the_ceremony_abort_naming_th
             e.contains("server-b"),
             "{lie:?} does not name server-b: {e}"
         );
+        // server-b stopped because device-1 told it to (a signed ABORT), not by waiting for
+        // its own timeout, and recorded why. (A replayed envelope is seen by device-1 only
+        // after its own next round went out, so server-b may already have finished then.)
+        if lie == Lie::Alter {
+            let out = s.b.ctl(
+                &s.pki,
+                "admin",
+                &["history", "list", "--json", "--limit", "1"],
+            );
+            let last: Value =
+                serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
+                    .unwrap();
+            let why = last["error"].as_str().unwrap_or("");
+            assert_eq!(last["outcome"], "aborted", "{lie:?}: {last}");
+            assert!(
+                why.contains("device-1")
+                    && why.contains("aborted the ceremony")
+                    && why.contains(expect),
+                "{lie:?}: {last}"
+            );
+        }
     }
     // The honest relay still works afterwards: nobody lost anything.
     let out = ok(&sign(&s, &s.d1, &["device-1", "server-b"], "honest"));
