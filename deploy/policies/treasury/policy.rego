@@ -1,0 +1,70 @@
+# Treasury vault: signs only ERC-20 or ether transfers on Ethereum mainnet to allowlisted
+# recipients, within a per-transaction and a daily limit per asset; only the listed
+# requesters may ask. Keygen and reshare are refused here (treasury committees change by
+# an operator's hand, with another bundle).
+package cosigner
+
+import rego.v1
+
+default allow := false
+
+allow if {
+	input.request.kind == "sign"
+	input.payload.chain == "ethereum"
+	input.payload.network == "1"
+	count(input.payload.transfers) > 0
+}
+
+deny contains msg if {
+	not data.treasury.requesters[input.requester.party_id]
+	msg := sprintf("requester %s may not ask this treasury", [input.requester.party_id])
+}
+
+deny contains msg if {
+	input.request.kind != "sign"
+	msg := sprintf("%s is not allowed by the treasury policy", [input.request.kind])
+}
+
+deny contains msg if {
+	input.payload.decoded.unknown_call
+	msg := "the transaction calls a contract function this policy does not understand"
+}
+
+deny contains msg if {
+	input.payload.decoded.erc20.function == "approve"
+	msg := "token approvals are not allowed from the treasury"
+}
+
+deny contains msg if {
+	some t in input.payload.transfers
+	not data.treasury.allowlist[t.recipient]
+	msg := sprintf("recipient %s is not on the allowlist", [t.recipient])
+}
+
+deny contains msg if {
+	some t in input.payload.transfers
+	not data.treasury.limits[t.asset]
+	msg := sprintf("asset %s has no limits configured", [t.asset])
+}
+
+deny contains msg if {
+	some t in input.payload.transfers
+	limit := data.treasury.limits[t.asset].per_transaction
+	greater(t.amount, limit)
+	msg := sprintf("%s of %s exceeds the per-transaction limit %s", [t.amount, t.asset, limit])
+}
+
+deny contains msg if {
+	some asset, total in input.history.windows["24h"].spent_with_this
+	limit := data.treasury.limits[asset].daily
+	greater(total, limit)
+	msg := sprintf("this would bring %s spent in 24 hours to %s, over the daily limit %s", [asset, total, limit])
+}
+
+# a > b for non-negative decimal strings without leading zeros (exact at any size).
+greater(a, b) if count(a) > count(b)
+
+greater(a, b) if {
+	count(a) == count(b)
+	a > b
+}
