@@ -19,8 +19,10 @@ use std::time::Duration;
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_api::v1::*;
 use cosigner_history::{
-    CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, SignatureRecord,
+    CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, SignatureRecord, Summary,
 };
+use cosigner_policy::input::{self, Facts, Request, VaultFacts, WindowFacts};
+use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 use cosigner_relay::record::{committee_from_api, committee_to_api};
 use cosigner_relay::{
     DriveError, Driver, Held, Hello, Member, PartyKeys, SessionSpec, VaultRecord,
@@ -39,7 +41,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::auth::Caller;
 use crate::config::CeremonySettings;
 use crate::history_rpc::blocking;
-use crate::payload;
+use crate::policy::{self, Policy};
 use crate::vaults::{Vaults, slots_to_api};
 
 const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
@@ -200,6 +202,7 @@ struct Begun {
 pub struct Ceremonies {
     vaults: Arc<Vaults>,
     history: Arc<History>,
+    policy: Arc<Policy>,
     settings: CeremonySettings,
     keys: PartyKeys,
     relays: RelayConnector,
@@ -238,9 +241,11 @@ pub struct RelayTls {
 }
 
 impl Ceremonies {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         vaults: Arc<Vaults>,
         history: Arc<History>,
+        policy: Arc<Policy>,
         settings: CeremonySettings,
         keys: PartyKeys,
         own_relay: Option<String>,
@@ -252,6 +257,7 @@ impl Ceremonies {
         Ceremonies {
             vaults,
             history,
+            policy,
             slots: Arc::new(Semaphore::new(settings.max_concurrent)),
             settings,
             keys,
@@ -269,6 +275,31 @@ impl Ceremonies {
 
     fn me(&self) -> [u8; 32] {
         self.keys.party_id()
+    }
+
+    /// The vault's history windows (1h, 24h, 7d) and last reshare, for the policy.
+    async fn windows(
+        &self,
+        vault: &str,
+    ) -> Result<(Vec<(&'static str, WindowFacts)>, Option<i64>), Status> {
+        let v = vault.to_string();
+        let now = now_ms();
+        let a = blocking(&self.history, move |h| h.aggregates(&v, now)).await?;
+        let windows = a
+            .windows
+            .into_iter()
+            .map(|w| {
+                (
+                    w.name,
+                    WindowFacts {
+                        requests: w.requests,
+                        signatures: w.signatures,
+                        spent: w.spent.into_iter().filter(|(k, _)| !k.is_empty()).collect(),
+                    },
+                )
+            })
+            .collect();
+        Ok((windows, a.last_reshare_ms))
     }
 
     /// Marks `vault` as being generated or reshared here, or refuses if it already is.
@@ -296,9 +327,11 @@ impl Ceremonies {
         let skew = self.settings.max_clock_skew.as_millis() as i64;
         let requester = cosigner_relay::request::check(auth, method, body, now_ms(), skew)
             .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        if !self.settings.allowed_requesters.contains(&requester) {
+        // Sign and reshare requesters must be in the vault's committee (checked by each
+        // ceremony); a keygen has no committee yet, so its requesters are listed.
+        if method == KEYGEN && !self.settings.allowed_requesters.contains(&requester) {
             return Err(Status::permission_denied(format!(
-                "party {} may not request ceremonies here (not in ceremonies.allowed_requesters)",
+                "party {} may not request a keygen here (not in ceremonies.allowed_requesters)",
                 short(&requester)
             )));
         }
@@ -313,7 +346,9 @@ impl Ceremonies {
         caller: &Caller,
         relay: &RelayRef,
         mut record: Record,
+        decision: &PolicyVerdict,
     ) -> Result<Begun, Status> {
+        record.policy = Some(policy::record(decision));
         if !(16..=64).contains(&relay.session_id.len()) {
             return Err(invalid(
                 "relay.session_id",
@@ -348,6 +383,23 @@ impl Ceremonies {
         record.tls_identity = caller.uri.clone();
         record.session_id = relay.session_id.clone();
         record.started_at_ms = now_ms();
+        if decision.verdict != Verdict::Allow {
+            // Refused by the policy: recorded (with the nonce, so it cannot be replayed)
+            // and answered with the reasons.
+            let reasons = decision.reasons().join("; ");
+            let denied = Record {
+                outcome: Outcome::Denied,
+                ended_at_ms: now_ms(),
+                result: Some(ResultRecord::Error(reasons.clone())),
+                ..record
+            };
+            let receipt = blocking(&self.history, move |h| h.append(denied)).await?;
+            tracing::info!(seq = receipt.seq, %reasons, "request denied by the policy");
+            return Err(Status::permission_denied(format!(
+                "denied by the policy (history entry {}): {reasons}",
+                receipt.seq
+            )));
+        }
         let started = Record {
             outcome: Outcome::Started,
             ..record.clone()
@@ -481,6 +533,28 @@ impl Ceremonies {
             .relay
             .clone()
             .ok_or_else(|| invalid("relay", "missing"))?;
+        let decision = self.policy.decide(&input::document(&Facts {
+            request: Request {
+                kind: "keygen".into(),
+                vault_id: body.vault_id.clone(),
+                epoch: 0,
+                derivation_path: String::new(),
+                parties: Vec::new(),
+                committee: Some((u32::from(committee.threshold()), input_members(&members))),
+            },
+            requester_id: requester,
+            requester_name: members
+                .iter()
+                .find(|m| m.id == requester)
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            tls_identity: caller.uri.clone(),
+            vault: None,
+            payload: None,
+            windows: Vec::new(),
+            last_reshare_at_ms: None,
+            now_ms: now_ms(),
+        }));
         let begun = self
             .begin(
                 requester,
@@ -492,6 +566,7 @@ impl Ceremonies {
                     committee: Some(committee_record(&committee)),
                     ..Record::new(Kind::Keygen, Outcome::Started)
                 },
+                &decision,
             )
             .await?;
         let vault_id = body.vault_id.clone();
@@ -617,12 +692,19 @@ impl Ceremonies {
         let body = SignBody::decode(req.body.as_slice())
             .map_err(|e| invalid("body", format!("not a SignBody ({e})")))?;
         check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
-        let hashed = payload::hash(body.payload.as_ref())?;
-        if !body.expected_hashes.is_empty() && body.expected_hashes != [hashed.hash.to_vec()] {
+        let decoded = decode_payload(body.payload.as_ref())?;
+        let computed: Vec<Vec<u8>> = decoded.hashes.iter().map(|h| h.to_vec()).collect();
+        if !body.expected_hashes.is_empty() && body.expected_hashes != computed {
             return Err(Status::failed_precondition(
-                "expected_hashes differ from the hash this daemon computed from the payload; refusing to sign",
+                "expected_hashes differ from the hashes this daemon computed from the payload; refusing to sign",
             ));
         }
+        let [message_hash] = decoded.hashes[..] else {
+            return Err(Status::unimplemented(format!(
+                "this payload needs {} signatures; this build signs payloads with exactly one hash",
+                decoded.hashes.len()
+            )));
+        };
         let path = DerivationPath::parse(&body.derivation_path)
             .map_err(|e| invalid("derivation_path", e))?;
         let signers = party_ids("signers", &body.signers)?;
@@ -667,11 +749,38 @@ impl Ceremonies {
         }
         let params = SignParams {
             signers: signers.iter().map(|s| PartyId(*s)).collect(),
-            message_hash: hashed.hash,
+            message_hash,
             path,
             nonce: engine_nonce(&relay.session_id),
         };
         let ceremony = Sign::new(&held.share, params).map_err(tss_status)?;
+        let facts_windows = self.windows(&body.vault_id).await?;
+        let facts = Facts {
+            request: Request {
+                kind: "sign".into(),
+                vault_id: body.vault_id.clone(),
+                epoch,
+                derivation_path: body.derivation_path.clone(),
+                parties: signers
+                    .iter()
+                    .map(|s| cosigner_relay::keys::hex(s))
+                    .collect(),
+                committee: None,
+            },
+            requester_id: requester,
+            requester_name: held
+                .record
+                .member(&requester)
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            tls_identity: caller.uri.clone(),
+            vault: Some(vault_facts(&held.record)),
+            payload: Some(&decoded),
+            windows: facts_windows.0,
+            last_reshare_at_ms: facts_windows.1,
+            now_ms: now_ms(),
+        };
+        let decision = self.policy.decide(&input::document(&facts));
         let expected_key = held
             .record
             .public
@@ -687,9 +796,11 @@ impl Ceremonies {
                     vault_id: body.vault_id.clone(),
                     epoch,
                     committee: Some(committee_record(&held.record.public.committee)),
-                    payload_digest: hashed.digest.clone(),
+                    payload_digest: payload_digest(body.payload.as_ref()),
+                    summary: summary(&decoded),
                     ..Record::new(Kind::Sign, Outcome::Started)
                 },
+                &decision,
             )
             .await?;
         let pending = self.vaults.slots(&body.vault_id).await?.pending;
@@ -715,7 +826,7 @@ impl Ceremonies {
         };
         // Verified again here, independently of the engine's own check, before it leaves.
         if sig.public_key != expected_key
-            || !cosigner_tss::verify_ecdsa(&expected_key, &hashed.hash, &sig.r, &sig.s)
+            || !cosigner_tss::verify_ecdsa(&expected_key, &message_hash, &sig.r, &sig.s)
         {
             return Err(self
                 .fail(
@@ -732,7 +843,7 @@ impl Ceremonies {
                 &begun,
                 Outcome::Succeeded,
                 Some(ResultRecord::Signatures(vec![SignatureRecord {
-                    hash: hashed.hash.to_vec(),
+                    hash: message_hash.to_vec(),
                     r: sig.r.to_vec(),
                     s: sig.s.to_vec(),
                     recovery_id: u32::from(sig.recovery_id),
@@ -744,18 +855,14 @@ impl Ceremonies {
             .await;
         Ok(SignResponse {
             signatures: vec![Signature {
-                hash: hashed.hash.to_vec(),
+                hash: message_hash.to_vec(),
                 r: sig.r.to_vec(),
                 s: sig.s.to_vec(),
                 recovery_id: u32::from(sig.recovery_id),
                 der: cosigner_tss::der_signature(&sig.r, &sig.s),
             }],
             public_key: expected_key.0.to_vec(),
-            decoded: Some(DecodedPayload {
-                chain: hashed.chain.into(),
-                hashes: vec![hashed.hash.to_vec()],
-                ..Default::default()
-            }),
+            decoded: Some(decoded_to_api(&decoded)),
             history_seq: seq,
         })
     }
@@ -902,6 +1009,35 @@ impl Ceremonies {
             .map_err(tss_status)?;
         let my_epoch = held.as_ref().map(|h| h.record.epoch());
         drop(held);
+        let (windows, last_reshare_at_ms) = self.windows(&body.vault_id).await?;
+        let decision = self.policy.decide(&input::document(&Facts {
+            request: Request {
+                kind: "reshare".into(),
+                vault_id: body.vault_id.clone(),
+                epoch: old.epoch(),
+                derivation_path: String::new(),
+                parties: dealers
+                    .iter()
+                    .map(|d| cosigner_relay::keys::hex(d))
+                    .collect(),
+                committee: Some((
+                    u32::from(new_committee.threshold()),
+                    input_members(&new_members),
+                )),
+            },
+            requester_id: requester,
+            requester_name: old
+                .member(&requester)
+                .or_else(|| new_members.iter().find(|m| m.id == requester))
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            tls_identity: caller.uri.clone(),
+            vault: Some(vault_facts(&old)),
+            payload: None,
+            windows,
+            last_reshare_at_ms,
+            now_ms: now_ms(),
+        }));
         let begun = self
             .begin(
                 requester,
@@ -914,6 +1050,7 @@ impl Ceremonies {
                     committee: Some(committee_record(&new_committee)),
                     ..Record::new(Kind::Reshare, Outcome::Started)
                 },
+                &decision,
             )
             .await?;
         let pending = self.vaults.slots(&body.vault_id).await?.pending;
@@ -986,6 +1123,123 @@ impl Ceremonies {
         Ok(ReshareResponse {
             vault: Some(vault),
             history_seq: seq,
+        })
+    }
+
+    // ---- dry run ----
+
+    /// EvaluatePolicy: decodes the body, builds the same input document a real request
+    /// would get, and asks the policy; signs nothing and records nothing.
+    pub async fn evaluate(
+        &self,
+        caller: &Caller,
+        req: EvaluatePolicyRequest,
+    ) -> Result<EvaluatePolicyResponse, Status> {
+        let requester: [u8; 32] = req
+            .requester
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid("requester", "a party id is 32 bytes"))?;
+        let kind = CeremonyKind::try_from(req.kind).unwrap_or(CeremonyKind::Unspecified);
+        let (doc, decoded) = match kind {
+            CeremonyKind::Sign => {
+                let body = SignBody::decode(req.body.as_slice())
+                    .map_err(|e| invalid("body", format!("not a SignBody ({e})")))?;
+                check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
+                let decoded = decode_payload(body.payload.as_ref())?;
+                let held = self.vaults.current(&body.vault_id).await?.ok_or_else(|| {
+                    Status::not_found(format!(
+                        "this daemon holds no share of vault {:?}",
+                        body.vault_id
+                    ))
+                })?;
+                let record = held.record.clone();
+                drop(held);
+                let (windows, last_reshare_at_ms) = self.windows(&body.vault_id).await?;
+                let doc = input::document(&Facts {
+                    request: Request {
+                        kind: "sign".into(),
+                        vault_id: body.vault_id.clone(),
+                        epoch: body.epoch,
+                        derivation_path: body.derivation_path.clone(),
+                        parties: body
+                            .signers
+                            .iter()
+                            .map(|s| cosigner_relay::keys::hex(s))
+                            .collect(),
+                        committee: None,
+                    },
+                    requester_id: requester,
+                    requester_name: record
+                        .member(&requester)
+                        .map(|m| m.name.clone())
+                        .unwrap_or_default(),
+                    tls_identity: caller.uri.clone(),
+                    vault: Some(vault_facts(&record)),
+                    payload: Some(&decoded),
+                    windows,
+                    last_reshare_at_ms,
+                    now_ms: now_ms(),
+                });
+                (doc, Some(decoded_to_api(&decoded)))
+            }
+            CeremonyKind::Keygen => {
+                let body = KeygenBody::decode(req.body.as_slice())
+                    .map_err(|e| invalid("body", format!("not a KeygenBody ({e})")))?;
+                let (committee, members) = committee_from_api(
+                    body.committee
+                        .as_ref()
+                        .ok_or_else(|| invalid("committee", "missing"))?,
+                )
+                .map_err(|e| invalid("committee", e))?;
+                let doc = input::document(&Facts {
+                    request: Request {
+                        kind: "keygen".into(),
+                        vault_id: body.vault_id.clone(),
+                        epoch: 0,
+                        derivation_path: String::new(),
+                        parties: Vec::new(),
+                        committee: Some((
+                            u32::from(committee.threshold()),
+                            input_members(&members),
+                        )),
+                    },
+                    requester_id: requester,
+                    requester_name: String::new(),
+                    tls_identity: caller.uri.clone(),
+                    vault: None,
+                    payload: None,
+                    windows: Vec::new(),
+                    last_reshare_at_ms: None,
+                    now_ms: now_ms(),
+                });
+                (doc, None)
+            }
+            other => {
+                return Err(invalid(
+                    "kind",
+                    format!("{other:?}: dry runs exist for SIGN and KEYGEN requests"),
+                ));
+            }
+        };
+        let d = self.policy.decide(&doc);
+        let decision = match d.verdict {
+            Verdict::Allow => Decision::Allow,
+            Verdict::Deny(_) => Decision::Deny,
+            Verdict::NeedsApproval(_) => Decision::NeedsApproval,
+        };
+        Ok(EvaluatePolicyResponse {
+            decision: Some(PolicyDecision {
+                decision: decision as i32,
+                reasons: d.reasons(),
+                approvals_required: match d.verdict {
+                    Verdict::NeedsApproval(n) => n,
+                    _ => 0,
+                },
+                policy_hash: d.bundle_hash.clone(),
+            }),
+            decoded,
+            input_json: doc.to_string(),
         })
     }
 
@@ -1067,4 +1321,84 @@ fn new_members_of(c: &cosigner_api::v1::Committee) -> Result<Vec<Member>, Status
 
 fn ceremony_path(p: &str) -> Result<DerivationPath, Status> {
     DerivationPath::parse(p).map_err(|e| invalid("derivation_path", e))
+}
+
+/// The API payload as the policy crate reads it.
+pub fn decode_payload(p: Option<&Payload>) -> Result<cosigner_policy::Decoded, Status> {
+    use cosigner_api::v1::payload::Kind as K;
+    use cosigner_policy::{DecodeError, Payload as P};
+    let kind = p
+        .and_then(|p| p.kind.as_ref())
+        .ok_or_else(|| invalid("payload", "missing (nothing to sign)"))?;
+    let payload = match kind {
+        K::EthereumTransaction(t) => P::Ethereum(&t.unsigned_rlp),
+        K::BitcoinPsbt(b) => P::Psbt(&b.psbt),
+        K::PersonalMessage(m) => P::PersonalMessage(&m.message),
+        K::TypedData(t) => P::TypedData(&t.json),
+        K::RawHash(h) => P::RawHash(h),
+    };
+    cosigner_policy::decode(&payload).map_err(|e| match e {
+        DecodeError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        DecodeError::Unsupported(m) => Status::unimplemented(m),
+    })
+}
+
+/// SHA-256 of the payload's encoded bytes, for the history.
+fn payload_digest(p: Option<&Payload>) -> Vec<u8> {
+    let bytes = p.map(|p| p.encode_to_vec()).unwrap_or_default();
+    Sha256::digest(&bytes).to_vec()
+}
+
+/// The history's one-line view of a payload: its first transfer (which the spending
+/// aggregates add up).
+fn summary(d: &cosigner_policy::Decoded) -> Option<Summary> {
+    let t = d.transfers.iter().find(|t| !t.is_change);
+    Some(Summary {
+        chain: d.chain.clone(),
+        network: d.network.clone(),
+        recipient: t.map(|t| t.recipient.clone()).unwrap_or_default(),
+        asset: t.map(|t| t.asset.clone()).unwrap_or_default(),
+        amount: t.map(|t| t.amount.clone()).unwrap_or_default(),
+    })
+}
+
+pub fn decoded_to_api(d: &cosigner_policy::Decoded) -> DecodedPayload {
+    DecodedPayload {
+        chain: d.chain.clone(),
+        network: d.network.clone(),
+        transfers: d
+            .transfers
+            .iter()
+            .map(|t| Transfer {
+                asset: t.asset.clone(),
+                recipient: t.recipient.clone(),
+                amount: t.amount.clone(),
+                is_change: t.is_change,
+            })
+            .collect(),
+        fee: d.fee.clone(),
+        json: d.document.to_string(),
+        hashes: d.hashes.iter().map(|h| h.to_vec()).collect(),
+    }
+}
+
+pub fn vault_facts(r: &VaultRecord) -> VaultFacts {
+    VaultFacts {
+        vault_id: r.vault_id().to_string(),
+        public_key: cosigner_relay::keys::hex(&r.public.public_key.0),
+        epoch: r.epoch(),
+        threshold: u32::from(r.public.committee.threshold()),
+        members: input_members(&r.members),
+        created_at_ms: r.created_at_ms,
+        last_reshare_at_ms: r.last_reshare_at_ms,
+    }
+}
+
+fn input_members(m: &[Member]) -> Vec<input::Member> {
+    m.iter()
+        .map(|m| input::Member {
+            name: m.name.clone(),
+            party_id: cosigner_relay::keys::hex(&m.id),
+        })
+        .collect()
 }

@@ -49,6 +49,16 @@ pub struct Config {
     pub seal: Option<SealSettings>,
     pub relay: RelaySettings,
     pub ceremonies: CeremonySettings,
+    pub policy: PolicySettings,
+}
+
+/// The policy bundle (a folder of .rego and .json files) and how it is watched.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// None: no bundle, every ceremony request is refused (default deny).
+    pub bundle: Option<PathBuf>,
+    /// How often the folder is checked for changes (0: only SIGHUP and ReloadPolicy).
+    pub watch: Duration,
 }
 
 /// The embedded relay (hosted by this daemon) and its limits.
@@ -138,6 +148,24 @@ struct RawConfig {
     relay: RawRelay,
     #[serde(default)]
     ceremonies: RawCeremonies,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPolicy {
+    bundle: Option<PathBuf>,
+    watch_secs: u64,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            bundle: None,
+            watch_secs: 2,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,7 +421,30 @@ impl Config {
             });
         }
         let ceremonies = validate_ceremonies(raw.ceremonies)?;
+        if raw.policy.watch_secs > 3600 {
+            return Err(ConfigError::Invalid {
+                key: "policy.watch_secs",
+                why: format!("{} is more than 3600", raw.policy.watch_secs),
+            });
+        }
+        let bundle = raw.policy.bundle.map(|b| base.join(b));
+        if let Some(b) = &bundle
+            && !b.is_dir()
+        {
+            return Err(ConfigError::Invalid {
+                key: "policy.bundle",
+                why: format!(
+                    "{} is not a directory of .rego and .json files",
+                    b.display()
+                ),
+            });
+        }
+        let policy = PolicySettings {
+            bundle,
+            watch: Duration::from_secs(raw.policy.watch_secs),
+        };
         Ok(Config {
+            policy,
             relay,
             ceremonies,
             listen,

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::auth;
 use crate::ceremony::Ceremonies;
 use crate::history_rpc::{self, blocking};
+use crate::policy::Policy;
 use crate::vaults::Vaults;
 
 /// RPCs that later issues implement, with what brings them. Kept in one list so the status
@@ -25,8 +26,6 @@ pub const NOT_YET: &[(&str, &str)] = &[
         "Refresh",
         "a later release (a Reshare to the same committee refreshes every share today)",
     ),
-    ("EvaluatePolicy", "the signing policy (issue #7)"),
-    ("ReloadPolicy", "the signing policy (issue #7)"),
     ("ExportBackup", "share backups (issue #8)"),
     ("ImportBackup", "share backups (issue #8)"),
 ];
@@ -58,6 +57,7 @@ pub struct CosignerService {
     history: Arc<History>,
     vaults: Arc<Vaults>,
     ceremonies: Arc<Ceremonies>,
+    policy: Arc<Policy>,
     relay_enabled: bool,
 }
 
@@ -67,6 +67,7 @@ impl CosignerService {
         history: Arc<History>,
         vaults: Arc<Vaults>,
         ceremonies: Arc<Ceremonies>,
+        policy: Arc<Policy>,
         relay_enabled: bool,
     ) -> Self {
         let started_at_ms = SystemTime::now()
@@ -80,6 +81,7 @@ impl CosignerService {
             history,
             vaults,
             ceremonies,
+            policy,
             relay_enabled,
         }
     }
@@ -107,7 +109,7 @@ impl Cosigner for CosignerService {
             started_at_ms: self.started_at_ms,
             uptime_seconds: self.started.elapsed().as_secs(),
             sealing_backend: self.info.sealing.clone(),
-            policy_hash: String::new(),
+            policy_hash: self.policy.hash(),
             vaults: self.vaults.list().await?,
             relay_enabled: self.relay_enabled,
             unavailable: NOT_YET
@@ -278,16 +280,27 @@ impl Cosigner for CosignerService {
 
     async fn evaluate_policy(
         &self,
-        _: Request<EvaluatePolicyRequest>,
+        request: Request<EvaluatePolicyRequest>,
     ) -> Result<Response<EvaluatePolicyResponse>, Status> {
-        Err(not_yet("EvaluatePolicy"))
+        let caller = auth::caller(&request)?;
+        let r = self
+            .ceremonies
+            .evaluate(&caller, request.into_inner())
+            .await?;
+        Ok(Response::new(r))
     }
 
     async fn reload_policy(
         &self,
-        _: Request<ReloadPolicyRequest>,
+        request: Request<ReloadPolicyRequest>,
     ) -> Result<Response<ReloadPolicyResponse>, Status> {
-        Err(not_yet("ReloadPolicy"))
+        let caller = auth::caller(&request)?;
+        let r = self.policy.reload(&caller.uri).await;
+        Ok(Response::new(ReloadPolicyResponse {
+            replaced: r.replaced,
+            policy_hash: r.hash,
+            error: r.error,
+        }))
     }
 
     async fn export_backup(

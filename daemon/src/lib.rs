@@ -7,6 +7,6 @@ pub mod config;
 pub mod cosigner_service;
 pub mod datadir;
 pub mod history_rpc;
-pub mod payload;
+pub mod policy;
 pub mod server;
 pub mod vaults;

@@ -19,6 +19,7 @@ use crate::ceremony::{Ceremonies, RelayTls};
 use crate::config::{ClientAuth, Config};
 use crate::cosigner_service::{CosignerService, DaemonInfo};
 use crate::datadir::{DataDir, DataDirError};
+use crate::policy::Policy;
 use crate::vaults::Vaults;
 use cosigner_history::{History, HistoryError, Kind, Outcome, Record};
 use cosigner_relay::PartyKeys;
@@ -55,6 +56,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
+    #[error("config key `policy.bundle`: {0}")]
+    Policy(String),
 }
 
 fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
@@ -70,6 +73,7 @@ fn read(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ServeError
 struct Core {
     sealer: Sealer,
     history: Arc<History>,
+    policy: Arc<Policy>,
     service: CosignerService,
     party_id: [u8; 32],
     started_at_ms: i64,
@@ -135,9 +139,18 @@ async fn start_core(
         };
         format!("https://{host}:{}", config.listen.port())
     });
+    let policy = Arc::new(
+        Policy::start(config.policy.bundle.clone(), history.clone())
+            .await
+            .map_err(ServeError::Policy)?,
+    );
+    if !config.policy.watch.is_zero() {
+        tokio::spawn(policy.clone().watch(config.policy.watch));
+    }
     let ceremonies = Arc::new(Ceremonies::new(
         vaults.clone(),
         history.clone(),
+        policy.clone(),
         config.ceremonies.clone(),
         keys.clone(),
         own_relay,
@@ -163,11 +176,13 @@ async fn start_core(
         history.clone(),
         vaults,
         ceremonies,
+        policy.clone(),
         relay.is_some(),
     );
     Ok(Core {
         sealer,
         history,
+        policy,
         service,
         party_id,
         started_at_ms,
@@ -237,6 +252,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         source,
     })?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let policy = core.as_ref().map(|c| c.policy.clone());
     let (cosigner, sealer) = match core {
         Some(core) => {
             let start = core.history.append(Record {
@@ -292,14 +308,25 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     );
     notify(&[sd_notify::NotifyState::Ready]);
 
-    let signal = tokio::select! {
-        res = &mut server => {
-            // The server ended without being asked to: an accept-loop failure.
-            res?;
-            return Ok(());
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(ServeError::Signal)?;
+    let signal = loop {
+        tokio::select! {
+            res = &mut server => {
+                // The server ended without being asked to: an accept-loop failure.
+                res?;
+                return Ok(());
+            }
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                // SIGHUP: load the policy bundle again (kept if the new one is bad).
+                if let Some(p) = &policy {
+                    let p = p.clone();
+                    tokio::spawn(async move { p.reload("SIGHUP").await });
+                }
+            }
         }
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
     };
     tracing::info!(signal, grace = ?config.shutdown_grace, "shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);

@@ -492,3 +492,24 @@ impl Daemon {
         format!("{name}=https://{}", self.addr)
     }
 }
+
+/// A copy of deploy/policies/`name` in `dir`, with `data.json` passed through `edit`
+/// (tests fill in party ids). Returns the bundle folder.
+pub fn policy_bundle(dir: &Path, name: &str, edit: impl Fn(&str) -> String) -> Result<PathBuf> {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/policies")
+        .join(name);
+    let to = dir.join(format!("policy-{name}"));
+    fs::create_dir_all(&to)?;
+    for e in fs::read_dir(&from)? {
+        let e = e?;
+        let text = fs::read_to_string(e.path())?;
+        let text = if e.file_name() == "data.json" {
+            edit(&text)
+        } else {
+            text
+        };
+        fs::write(to.join(e.file_name()), text)?;
+    }
+    Ok(to)
+}

@@ -254,13 +254,20 @@ async fn a_party_outside_the_committee_cannot_take_part() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("not in the committee"), "{e:?}");
 
-    // A party on no allow list is refused before anything else.
+    // A keygen from a party on no allow list is refused before anything else.
     let keys = cosigner_relay::PartyKeys::generate();
-    let body = sign_body(&keys);
-    let auth = cosigner_relay::request::sign(&keys, "/cosigner.v1.Cosigner/Sign", &body, now_ms());
+    let body = api::KeygenBody {
+        vault_id: "v2".into(),
+        scheme: api::Scheme::EcdsaSecp256k1 as i32,
+        committee: None,
+        relay: None,
+    }
+    .encode_to_vec();
+    let auth =
+        cosigner_relay::request::sign(&keys, "/cosigner.v1.Cosigner/Keygen", &body, now_ms());
     let e = c
-        .sign(api::SignRequest {
-            body: body.clone(),
+        .keygen(api::KeygenRequest {
+            body,
             auth: Some(auth),
         })
         .await

@@ -52,9 +52,20 @@ pub async fn setup_allowing(extra: &[String]) -> Setup {
     ];
     ids.extend(extra.iter().cloned());
     let list: Vec<String> = ids.iter().map(|i| format!("\"{i}\"")).collect();
+    // The development bundle: committee members sign messages and Ethereum transactions;
+    // the listed parties may run keygen and reshare.
+    let operators: Vec<String> = ids.iter().map(|i| format!("\"{i}\": true")).collect();
+    let bundle = cosigner_tests::policy_bundle(tmp.path(), "development", |d| {
+        d.replace(
+            "\"operators\": {}",
+            &format!("\"operators\": {{{}}}", operators.join(", ")),
+        )
+    })
+    .unwrap();
     let allowed = format!(
-        "[ceremonies]\nallowed_requesters = [{}]\nround_timeout_secs = 10\n",
-        list.join(", ")
+        "[ceremonies]\nallowed_requesters = [{}]\nround_timeout_secs = 10\n\n[policy]\nbundle = \"{}\"\n",
+        list.join(", "),
+        bundle.display()
     );
     let a = Daemon::start_with(&tmp.path().join("a"), &pki, "", &allowed)
         .await
