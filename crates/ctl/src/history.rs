@@ -176,7 +176,10 @@ fn entry_json(e: &pb::HistoryEntry) -> serde_json::Value {
             "asset": t.asset, "recipient": t.recipient, "amount": t.amount,
         })).collect::<Vec<_>>()),
         "policy": e.policy.as_ref().map(|p| serde_json::json!({
-            "decision": p.decision, "reasons": p.reasons, "policy_hash": p.policy_hash,
+            "decision": pb::Decision::try_from(p.decision)
+                .map(|d| name(d.as_str_name(), "DECISION_"))
+                .unwrap_or_else(|_| p.decision.to_string()),
+            "reasons": p.reasons, "policy_hash": p.policy_hash,
         })),
         "signatures": e.signatures.iter().map(|s| serde_json::json!({
             "hash": hex(&s.hash), "r": hex(&s.r), "s": hex(&s.s), "recovery_id": s.recovery_id,

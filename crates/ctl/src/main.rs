@@ -4,6 +4,7 @@ mod bench;
 mod connect;
 mod history;
 mod party;
+mod policy;
 mod vault;
 
 use std::path::PathBuf;
@@ -59,6 +60,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,
+    },
+    /// Policy bundles: test one locally, dry-run a request on a daemon, reload (admin).
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// The daemon's vaults and share slots (admin).
     Vault {
@@ -200,6 +206,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::History { command } => history::run(cli.connect.channel().await?, command).await,
         Command::Vault { command } => vault::run(cli.connect.channel().await?, command).await,
+        Command::Policy { command } => policy::run(&cli.connect, command).await,
         Command::Bench { command } => {
             bench::run(&cli.connect, command).await?;
             Ok(ExitCode::SUCCESS)

@@ -13,6 +13,8 @@ pub struct Setup {
     pub b: Daemon,
     pub d1: Party,
     pub d2: Party,
+    /// The policy bundle both daemons load (a copy of deploy/policies/development).
+    pub bundle: std::path::PathBuf,
 }
 
 pub fn ok(o: &Output) -> Value {
@@ -74,6 +76,7 @@ pub async fn setup_allowing(extra: &[String]) -> Setup {
         .await
         .unwrap();
     Setup {
+        bundle,
         _tmp: tmp,
         pki,
         a,

@@ -89,12 +89,25 @@ pub enum PartyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Sign an EIP-191 personal message with t signers (names from the vault's committee).
+    /// Sign a payload with t signers (names from the vault's committee): an EIP-191
+    /// message, an unsigned Ethereum transaction, or EIP-712 typed data.
+    #[command(group(clap::ArgGroup::new("payload").required(true).args(["message", "eth_tx", "typed_data"])))]
     Sign {
         #[arg(long)]
         vault: String,
+        /// An EIP-191 personal message.
         #[arg(long)]
-        message: String,
+        message: Option<String>,
+        /// An unsigned Ethereum transaction (hex of its signing RLP, with the type byte).
+        #[arg(long, value_name = "HEX")]
+        eth_tx: Option<String>,
+        /// A file with EIP-712 typed data (JSON).
+        #[arg(long, value_name = "FILE")]
+        typed_data: Option<PathBuf>,
+        /// The hash the user approved (hex), sent as the request's expected hash instead of
+        /// the one computed here: the daemons refuse to sign if theirs differs.
+        #[arg(long, value_name = "HEX")]
+        expected_hash: Option<String>,
         /// BIP-32 non-hardened path ("m/44/60/0/0/7"); empty for the root key.
         #[arg(long, default_value = "")]
         path: String,
@@ -188,6 +201,29 @@ fn session_id() -> Vec<u8> {
     let mut s = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut s);
     s
+}
+
+/// The one hash a device signs for a payload, computed by the same decoder the daemon uses.
+/// A raw hash is refused: a device never signs what it cannot show its user.
+pub fn payload_hash(p: &api::Payload) -> Result<[u8; 32]> {
+    use api::payload::Kind as K;
+    use cosigner_policy::Payload as P;
+    let payload = match p.kind.as_ref() {
+        Some(K::PersonalMessage(m)) => P::PersonalMessage(&m.message),
+        Some(K::EthereumTransaction(t)) => P::Ethereum(&t.unsigned_rlp),
+        Some(K::TypedData(t)) => P::TypedData(&t.json),
+        Some(K::BitcoinPsbt(b)) => P::Psbt(&b.psbt),
+        Some(K::RawHash(_)) => bail!("a device never signs a raw hash"),
+        None => bail!("no payload"),
+    };
+    let d = cosigner_policy::decode(&payload).map_err(|e| anyhow!("payload: {e}"))?;
+    match d.hashes[..] {
+        [h] => Ok(h),
+        _ => bail!(
+            "payloads with {} hashes are not signed by this build",
+            d.hashes.len()
+        ),
+    }
 }
 
 /// EIP-191 personal_sign hash.
@@ -425,6 +461,9 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
         PartyCommand::Sign {
             vault,
             message,
+            eth_tx,
+            typed_data,
+            expected_hash,
             path,
             signers,
             daemons,
@@ -432,10 +471,31 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
             request_out,
             json,
         } => {
+            let kind = match (message, eth_tx, typed_data) {
+                (Some(m), _, _) => api::payload::Kind::PersonalMessage(api::PersonalMessage {
+                    message: m.into_bytes(),
+                }),
+                (_, Some(h), _) => {
+                    api::payload::Kind::EthereumTransaction(api::EthereumTransaction {
+                        unsigned_rlp: unhex(h.trim().trim_start_matches("0x"))
+                            .context("--eth-tx is not hex")?,
+                    })
+                }
+                (_, _, Some(f)) => api::payload::Kind::TypedData(api::TypedData {
+                    json: std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))?,
+                }),
+                _ => bail!("give --message, --eth-tx or --typed-data"),
+            };
+            let expected = expected_hash
+                .map(|h| unhex(h.trim().trim_start_matches("0x")))
+                .transpose()
+                .context("--expected-hash is not hex")?;
             sign(
                 &mut ctx,
                 &vault,
-                message.as_bytes(),
+                api::Payload { kind: Some(kind) },
+                expected,
                 &path,
                 &signers,
                 &daemons,
@@ -692,7 +752,8 @@ pub fn engine_nonce(session: &[u8]) -> [u8; 32] {
 async fn sign(
     ctx: &mut Ctx<'_>,
     vault: &str,
-    message: &[u8],
+    payload: api::Payload,
+    expected: Option<Vec<u8>>,
     path: &str,
     signers: &[String],
     daemons: &[String],
@@ -718,7 +779,7 @@ async fn sign(
             record.epoch()
         );
     }
-    let hash = personal_hash(message);
+    let hash = payload_hash(&payload)?;
     let relay_addr = relay_addr(relay, &daemons)?;
     let mut relay = ctx.relay(&relay_addr).await?;
     let sid = ctx.create_session(&mut relay, &signer_members).await?;
@@ -726,13 +787,9 @@ async fn sign(
         vault_id: vault.to_string(),
         epoch: record.epoch(),
         signers: signer_members.iter().map(|m| m.id.to_vec()).collect(),
-        payload: Some(api::Payload {
-            kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
-                message: message.to_vec(),
-            })),
-        }),
+        payload: Some(payload),
         derivation_path: path.to_string(),
-        expected_hashes: vec![hash.to_vec()],
+        expected_hashes: vec![expected.unwrap_or_else(|| hash.to_vec())],
         relay: Some(api::RelayRef {
             address: relay_addr.clone(),
             session_id: sid.clone(),
@@ -1208,12 +1265,8 @@ async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
             short(&requester)
         );
     }
-    // Never blind-sign: the hash is computed here from the message.
-    let message = match body.payload.and_then(|p| p.kind) {
-        Some(api::payload::Kind::PersonalMessage(m)) => m.message,
-        _ => bail!("this device signs only EIP-191 personal messages"),
-    };
-    let hash = personal_hash(&message);
+    // Never blind-sign: the hash is computed here from the payload.
+    let hash = payload_hash(&body.payload.unwrap_or_default())?;
     if !body.expected_hashes.is_empty() && body.expected_hashes != [hash.to_vec()] {
         bail!("the request's expected hash differs from the message's; refusing to sign");
     }

@@ -1,0 +1,141 @@
+//! `cosignerctl policy ...`: test a bundle locally, dry-run a request on a daemon, reload.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::Subcommand;
+use cosigner_api::v1 as pb;
+use cosigner_api::v1::cosigner_client::CosignerClient;
+use cosigner_policy::{Bundle, Verdict};
+use prost::Message as _;
+use serde_json::json;
+
+use crate::connect::ConnectArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Load a bundle (it must compile and pass its own test_ rules) and decide one input
+    /// document (JSON, as docs/policy.md describes). Exit 0 when allowed, 1 otherwise.
+    Test {
+        #[arg(long, value_name = "DIR")]
+        bundle: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+    },
+    /// Ask a daemon what its policy would decide for a sign request (admin); signs nothing.
+    #[command(group(clap::ArgGroup::new("payload").required(true).args(["message", "eth_tx"])))]
+    Evaluate {
+        #[arg(long)]
+        vault: String,
+        /// The requesting party (hex party id).
+        #[arg(long)]
+        requester: String,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long, value_name = "HEX")]
+        eth_tx: Option<String>,
+        /// Print the input document the policy saw.
+        #[arg(long)]
+        show_input: bool,
+    },
+    /// Make the daemon load its bundle again (admin); the old one stays if the new is bad.
+    Reload,
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>> {
+    let s = s.trim().trim_start_matches("0x");
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return Err(anyhow!("not hex"));
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| anyhow!("not hex")))
+        .collect()
+}
+
+pub async fn run(connect: &ConnectArgs, cmd: PolicyCommand) -> Result<ExitCode> {
+    match cmd {
+        PolicyCommand::Test { bundle, input } => {
+            let b = Bundle::load(&bundle)?;
+            let doc: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&input)
+                    .with_context(|| format!("cannot read {}", input.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", input.display()))?;
+            let d = b.decide(&doc);
+            let allowed = d.verdict == Verdict::Allow;
+            println!(
+                "{}",
+                json!({
+                    "bundle_hash": b.hash(),
+                    "bundle_tests_passed": b.tests(),
+                    "decision": match d.verdict { Verdict::Allow => "allow", Verdict::Deny(_) => "deny", Verdict::NeedsApproval(_) => "needs_approval" },
+                    "reasons": d.reasons(),
+                })
+            );
+            Ok(if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        PolicyCommand::Evaluate {
+            vault,
+            requester,
+            message,
+            eth_tx,
+            show_input,
+        } => {
+            let kind = match (message, eth_tx) {
+                (Some(m), _) => pb::payload::Kind::PersonalMessage(pb::PersonalMessage {
+                    message: m.into_bytes(),
+                }),
+                (_, Some(h)) => pb::payload::Kind::EthereumTransaction(pb::EthereumTransaction {
+                    unsigned_rlp: unhex(&h).context("--eth-tx")?,
+                }),
+                _ => return Err(anyhow!("give --message or --eth-tx")),
+            };
+            let body = pb::SignBody {
+                vault_id: vault,
+                payload: Some(pb::Payload { kind: Some(kind) }),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            let r = CosignerClient::new(connect.channel().await?)
+                .evaluate_policy(pb::EvaluatePolicyRequest {
+                    kind: pb::CeremonyKind::Sign as i32,
+                    body,
+                    requester: unhex(&requester).context("--requester")?,
+                })
+                .await?
+                .into_inner();
+            let d = r.decision.unwrap_or_default();
+            let mut out = json!({
+                "decision": match pb::Decision::try_from(d.decision) { Ok(pb::Decision::Allow) => "allow", Ok(pb::Decision::NeedsApproval) => "needs_approval", _ => "deny" },
+                "reasons": d.reasons,
+                "policy_hash": d.policy_hash,
+                "decoded": r.decoded.map(|x| serde_json::from_str::<serde_json::Value>(&x.json).unwrap_or_default()),
+            });
+            if show_input {
+                out["input"] = serde_json::from_str(&r.input_json).unwrap_or_default();
+            }
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Reload => {
+            let r = CosignerClient::new(connect.channel().await?)
+                .reload_policy(pb::ReloadPolicyRequest {})
+                .await?
+                .into_inner();
+            println!(
+                "{}",
+                json!({"replaced": r.replaced, "policy_hash": r.policy_hash, "error": r.error})
+            );
+            Ok(if r.error.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
