@@ -14,6 +14,7 @@ party device-1 init --name device-1 >/dev/null
 party device-2 init --name device-2 >/dev/null
 D1=$(party device-1 show --json | jget party_id)
 D2=$(party device-2 show --json | jget party_id)
+make_policy
 start_daemon server-a "$PORT" "$((PORT + 100))"
 start_daemon server-b "$((PORT + 1))" "$((PORT + 110))"
 A="https://127.0.0.1:$PORT"; B="https://127.0.0.1:$((PORT + 1))"

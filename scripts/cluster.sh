@@ -24,8 +24,16 @@ mkdir -p "$WORK/devices"
 echo "demo passphrase, not for real use" > "$WORK/devices/pass"
 # party NAME ARGS...: cosignerctl party with NAME's certificate and file.
 party() { local who=$1; shift; "$BIN/cosignerctl" --certs "$CERTS" --as "$who" party --file "$WORK/devices/$who.party" --passphrase-file "$WORK/devices/pass" "$@"; }
-# start_daemon NAME PORT TPM_PORT [EXTRA_TOML]: a swtpm and a cosignerd that trusts D1 and D2
-# (the device parties' ids) as requesters; waits until it serves.
+# make_policy: the development bundle (deploy/policies/development) with D1 and D2 as
+# operators, in $WORK/policy. Call after D1 and D2 are set.
+make_policy() {
+  mkdir -p "$WORK/policy"
+  cp deploy/policies/development/*.rego "$WORK/policy/"
+  sed "s/\"operators\": {}/\"operators\": {\"$D1\": true, \"$D2\": true}/" \
+    deploy/policies/development/data.json > "$WORK/policy/data.json"
+}
+# start_daemon NAME PORT TPM_PORT [EXTRA_TOML]: a swtpm and a cosignerd that lets D1 and D2
+# (the device parties' ids) request keygen, with the development policy; waits until it serves.
 start_daemon() { # name port tpm-port
   local name=$1 port=$2 dir="$WORK/$1" tpm=$3
   mkdir -p "$dir/tpm"
@@ -51,8 +59,11 @@ backend = "tpm"
 tcti = "swtpm:host=127.0.0.1,port=$tpm"
 
 [ceremonies]
-# Until the signing policy exists, this list is the only gate on ceremonies.
+# Parties that may request a keygen (sign and reshare need committee membership).
 allowed_requesters = ["$D1", "$D2"]
+
+[policy]
+bundle = "$WORK/policy"
 ${4:-}
 TOML
   sleep 0.3

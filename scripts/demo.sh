@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job, run locally: two cosignerd daemons (each with its own software TPM and
-# embedded relay) and two device parties (cosignerctl party). Device-1 generates a 2-of-3
-# vault with the two daemons, signs with each pair (each signature checked by OpenSSL, an
-# implementation independent of ours), reshares the vault to 3-of-4 adding device-2 (same
-# public key), signs with the new committee, shows that its old share is refused, and
-# prints both daemons' histories. Everything stops cleanly at the end.
+# embedded relay, deciding with the development policy bundle) and two device parties
+# (cosignerctl party). Device-1 generates a 2-of-3 vault with the two daemons, signs with
+# each pair (each signature checked by OpenSSL, an implementation independent of ours),
+# signs an Ethereum transaction, shows a daily limit denying the next one after a policy
+# reload, reshares the vault to 3-of-4 adding device-2 (same public key), signs with the
+# new committee, shows that its old share is refused, and prints both daemons' histories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -17,6 +18,7 @@ party device-1 init --name device-1
 party device-2 init --name device-2
 D1=$(party device-1 show --json | jget party_id)
 D2=$(party device-2 show --json | jget party_id)
+make_policy
 D2_SPEC="device-2:$D2:$(party device-2 show --json | jget encryption_key)"
 
 say "server-a and server-b: cosignerd, each with its own swtpm"
@@ -49,6 +51,20 @@ for pair in "server-a server-b" "device-1 server-a" "device-1 server-b"; do
   echo "$out"
   verify "$out"
 done
+
+say "an Ethereum transaction (EIP-155's example: 1 ETH on chain 1): decoded and hashed by the daemons, checked by OpenSSL"
+TX=ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080
+out=$(party device-1 sign --vault demo --eth-tx "$TX" --signer server-a --signer server-b "${DAEMONS[@]}" --json)
+echo "$out"
+verify "$out"
+
+say "the policy: a daily limit of 1 ETH, reloaded without a restart; the same transaction is now denied"
+sed -i 's/"operators": {/"daily_limit": {"native": "1000000000000000000"}, "operators": {/' "$WORK/policy/data.json"
+admin "$A" policy reload
+admin "$B" policy reload
+party device-1 sign --vault demo --eth-tx "$TX" --signer server-a --signer server-b "${DAEMONS[@]}" \
+  && { echo "the policy did not deny!"; exit 1; } || true
+admin "$A" history list --kind sign --limit 2
 
 cp "$WORK/devices/device-1.party" "$WORK/devices/device-1.epoch0.party"
 say "reshare 2-of-3 -> 3-of-4 adding device-2 (dealers: device-1, server-a); device-2 joins"
