@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 pub const MAX_FILES: usize = 256;
 pub const MAX_BUNDLE_BYTES: u64 = 16 << 20;
 pub const PACKAGE: &str = "cosigner";
+const RULES: [&str; 3] = ["allow", "deny", "approvals_required"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BundleError {
@@ -60,6 +61,9 @@ impl Decision {
 
 pub struct Bundle {
     engine: Mutex<Engine>,
+    /// Which of allow, deny, approvals_required the bundle defines (the others are
+    /// undefined: not evaluated at all, which also spares an error path per request).
+    defined: [bool; 3],
     hash: String,
     files: Vec<String>,
     tests: usize,
@@ -185,15 +189,19 @@ impl Bundle {
         // Compile errors in rule bodies show on first evaluation: evaluate the decision
         // rules once with an empty input.
         engine.set_input(Value::new_object());
-        for rule in ["allow", "deny", "approvals_required"] {
+        let mut defined = [false; 3];
+        for (i, rule) in RULES.iter().enumerate() {
             let path = format!("data.{PACKAGE}.{rule}");
-            if let Err(e) = engine.eval_rule(path.clone()) {
-                let msg = one_line(&e);
-                if !msg.contains("not a valid rule path") && !msg.contains("not found") {
-                    return Err(BundleError::Compile {
-                        file: "(bundle)".into(),
-                        problem: format!("{path}: {msg}"),
-                    });
+            match engine.eval_rule(path.clone()) {
+                Ok(_) => defined[i] = true,
+                Err(e) => {
+                    let msg = one_line(&e);
+                    if !msg.contains("not a valid rule path") && !msg.contains("not found") {
+                        return Err(BundleError::Compile {
+                            file: "(bundle)".into(),
+                            problem: format!("{path}: {msg}"),
+                        });
+                    }
                 }
             }
         }
@@ -213,6 +221,7 @@ impl Bundle {
         }
         Ok(Bundle {
             engine: Mutex::new(engine),
+            defined,
             hash: hex(&hasher.finalize()),
             files,
             tests: test_list.len(),
@@ -245,10 +254,15 @@ impl Bundle {
     }
 
     fn evaluate(&self, input: &serde_json::Value) -> Result<Verdict, String> {
-        let input = Value::from_json_str(&input.to_string()).map_err(one_line)?;
+        let input = Value::from(input.clone());
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         engine.set_input(input);
+        let defined = self.defined;
         let mut rule = |name: &str| -> Result<Value, String> {
+            let i = RULES.iter().position(|r| *r == name).unwrap_or(0);
+            if !defined[i] {
+                return Ok(Value::Undefined);
+            }
             match engine.eval_rule(format!("data.{PACKAGE}.{name}")) {
                 Ok(v) => Ok(v),
                 Err(e) => {
