@@ -1,10 +1,11 @@
 //! Keygen, sign and reshare as this daemon takes part in them.
 //!
-//! Every request goes through the same gate ([`Ceremonies::begin`]): the request signature
-//! over the exact body bytes, the requester on the allow list (the only gate until the
-//! policy engine exists), a nonce never seen before, a free ceremony slot, a session id not
-//! already used here, and a STARTED entry in the history (if that write fails, nothing
-//! runs). The ceremony then runs over the relay ([`cosigner_relay::Driver`]) with the share
+//! Every request goes through the same gate: the request signature over the exact body
+//! bytes, the requester on the keygen allow list or in the vault's committee, the payload
+//! decoded and hashed here, then ([`Ceremonies::begin`]) a nonce never seen before, a free
+//! ceremony slot, a session id not already used here, the policy's decision (a denial is
+//! recorded and answered with its reasons) and a STARTED entry in the history (if that
+//! write fails, nothing runs). The ceremony then runs over the relay ([`cosigner_relay::Driver`]) with the share
 //! unsealed only for its duration, the result is verified, and the outcome is recorded
 //! before the answer leaves (fail closed: no record, no answer).
 //!

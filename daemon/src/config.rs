@@ -73,8 +73,8 @@ pub struct RelaySettings {
 /// Who may ask for ceremonies and how they run.
 #[derive(Debug, Clone)]
 pub struct CeremonySettings {
-    /// Party ids allowed to request keygen, sign and reshare. Until the policy engine
-    /// (issue #7) exists this list is the only gate; empty refuses every request.
+    /// Party ids allowed to request a keygen (there is no committee to check yet); sign
+    /// and reshare requesters must be committee members. Empty refuses every keygen.
     pub allowed_requesters: Vec<[u8; 32]>,
     /// How long a ceremony waits for the next message before naming who is missing.
     pub round_timeout: Duration,

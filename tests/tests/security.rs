@@ -51,7 +51,7 @@ impl RelayApi for LyingRelay {
         &self,
         r: Request<api::PostRequest>,
     ) -> Result<Response<api::PostResponse>, Status> {
-        let mut req = r.into_inner();
+        let req = r.into_inner();
         let env = req.envelope.clone().unwrap_or_default();
         if target(&env, &self.victim) && self.told.fetch_add(1, Ordering::SeqCst) == 0 {
             match self.lie {

@@ -55,9 +55,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let treasury =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/policies/treasury");
-    for f in ["policy.rego"] {
-        std::fs::copy(treasury.join(f), dir.path().join(f)).expect("copy");
-    }
+    std::fs::copy(treasury.join("policy.rego"), dir.path().join("policy.rego")).expect("copy");
     let recipient: Address = address!("1111111111111111111111111111111111111111");
     let mut allow = serde_json::Map::new();
     for i in 0..999u32 {
@@ -108,14 +106,12 @@ fn main() {
     let (mut full, mut dec, mut eval, mut raw) = (vec![], vec![], vec![], vec![]);
     let doc = document(&make_facts(&d, requester));
     let mut engine = regorus::Engine::new();
-    for f in ["policy.rego"] {
-        engine
-            .add_policy(
-                f.into(),
-                std::fs::read_to_string(dir.path().join(f)).expect("read"),
-            )
-            .expect("policy");
-    }
+    engine
+        .add_policy(
+            "policy.rego".into(),
+            std::fs::read_to_string(dir.path().join("policy.rego")).expect("read"),
+        )
+        .expect("policy");
     engine
         .add_data(regorus::Value::from_json_str(&data.to_string()).expect("data"))
         .expect("add");
