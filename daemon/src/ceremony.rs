@@ -534,7 +534,7 @@ impl Ceremonies {
             .relay
             .clone()
             .ok_or_else(|| invalid("relay", "missing"))?;
-        let decision = self.policy.decide(&input::document(&Facts {
+        let decision = self.policy.decide(input::document(&Facts {
             request: Request {
                 kind: "keygen".into(),
                 vault_id: body.vault_id.clone(),
@@ -781,7 +781,7 @@ impl Ceremonies {
             last_reshare_at_ms: facts_windows.1,
             now_ms: now_ms(),
         };
-        let decision = self.policy.decide(&input::document(&facts));
+        let decision = self.policy.decide(input::document(&facts));
         let expected_key = held
             .record
             .public
@@ -1011,7 +1011,7 @@ impl Ceremonies {
         let my_epoch = held.as_ref().map(|h| h.record.epoch());
         drop(held);
         let (windows, last_reshare_at_ms) = self.windows(&body.vault_id).await?;
-        let decision = self.policy.decide(&input::document(&Facts {
+        let decision = self.policy.decide(input::document(&Facts {
             request: Request {
                 kind: "reshare".into(),
                 vault_id: body.vault_id.clone(),
@@ -1223,7 +1223,7 @@ impl Ceremonies {
                 ));
             }
         };
-        let d = self.policy.decide(&doc);
+        let d = self.policy.decide(doc.clone());
         let decision = match d.verdict {
             Verdict::Allow => Decision::Allow,
             Verdict::Deny(_) => Decision::Deny,

@@ -80,7 +80,7 @@ impl Policy {
     }
 
     /// The decision for one input document (default deny without a bundle).
-    pub fn decide(&self, input: &serde_json::Value) -> Decision {
+    pub fn decide(&self, input: serde_json::Value) -> Decision {
         match self.bundle() {
             Some(b) => b.decide(input),
             None => Decision {

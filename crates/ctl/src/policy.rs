@@ -62,7 +62,7 @@ pub async fn run(connect: &ConnectArgs, cmd: PolicyCommand) -> Result<ExitCode> 
                     .with_context(|| format!("cannot read {}", input.display()))?,
             )
             .with_context(|| format!("{} is not JSON", input.display()))?;
-            let d = b.decide(&doc);
+            let d = b.decide(doc);
             let allowed = d.verdict == Verdict::Allow;
             println!(
                 "{}",

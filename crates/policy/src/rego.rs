@@ -242,7 +242,8 @@ impl Bundle {
 
     /// Evaluates the decision rules for one input document. Never fails: an evaluation
     /// error is a denial that says why.
-    pub fn decide(&self, input: &serde_json::Value) -> Decision {
+    /// Takes the document by value: converting it is part of every decision's cost.
+    pub fn decide(&self, input: serde_json::Value) -> Decision {
         let verdict = match self.evaluate(input) {
             Ok(v) => v,
             Err(e) => Verdict::Deny(vec![format!("policy evaluation failed: {e}")]),
@@ -253,8 +254,8 @@ impl Bundle {
         }
     }
 
-    fn evaluate(&self, input: &serde_json::Value) -> Result<Verdict, String> {
-        let input = Value::from(input.clone());
+    fn evaluate(&self, input: serde_json::Value) -> Result<Verdict, String> {
+        let input = Value::from(input);
         let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
         engine.set_input(input);
         let defined = self.defined;

@@ -89,7 +89,7 @@ fn the_treasury_allows_an_allowlisted_transfer_and_denies_over_the_daily_limit()
     // EIP-155 example: 1 ether to 0x3535..35, not on the allowlist.
     let rlp = alloy_primitives::hex::decode("ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080").unwrap();
     let tx = decode(&Payload::Ethereum(&rlp)).unwrap();
-    let d = b.decide(&document(&facts(&tx, requester, "0")));
+    let d = b.decide(document(&facts(&tx, requester, "0")));
     match &d.verdict {
         Verdict::Deny(r) => assert!(
             r.iter().any(|m| m.contains("not on the allowlist")),
@@ -112,16 +112,16 @@ fn the_treasury_allows_an_allowlisted_transfer_and_denies_over_the_daily_limit()
     .unwrap();
     let b = Bundle::load(dir.path()).unwrap();
     assert_eq!(
-        b.decide(&document(&facts(&tx, requester, "0"))).verdict,
+        b.decide(document(&facts(&tx, requester, "0"))).verdict,
         Verdict::Allow
     );
-    let over = b.decide(&document(&facts(&tx, requester, "19500000000000000000")));
+    let over = b.decide(document(&facts(&tx, requester, "19500000000000000000")));
     match over.verdict {
         Verdict::Deny(r) => assert!(r.iter().any(|m| m.contains("daily limit")), "{r:?}"),
         v => panic!("{v:?}"),
     }
     // Someone else asking is denied.
-    let other = b.decide(&document(&facts(&tx, [1; 32], "0")));
+    let other = b.decide(document(&facts(&tx, [1; 32], "0")));
     assert!(matches!(other.verdict, Verdict::Deny(_)));
 }
 
@@ -169,7 +169,7 @@ fn default_deny_and_errors_deny() {
     .unwrap();
     let b = Bundle::load(dir.path()).unwrap();
     let msg = decode(&Payload::PersonalMessage(b"hi")).unwrap();
-    let d = b.decide(&document(&facts(&msg, [0; 32], "0")));
+    let d = b.decide(document(&facts(&msg, [0; 32], "0")));
     assert!(
         matches!(d.verdict, Verdict::Deny(ref r) if r[0].contains("default deny")),
         "{d:?}"
@@ -181,7 +181,7 @@ fn default_deny_and_errors_deny() {
     )
     .unwrap();
     let b = Bundle::load(dir.path()).unwrap();
-    let d = b.decide(&document(&facts(&msg, [0; 32], "0")));
+    let d = b.decide(document(&facts(&msg, [0; 32], "0")));
     assert!(
         matches!(d.verdict, Verdict::Deny(ref r) if r[0].contains("policy evaluation failed")),
         "{d:?}"
@@ -193,6 +193,6 @@ fn default_deny_and_errors_deny() {
     )
     .unwrap();
     let b = Bundle::load(dir.path()).unwrap();
-    let d = b.decide(&document(&facts(&msg, [0; 32], "0")));
+    let d = b.decide(document(&facts(&msg, [0; 32], "0")));
     assert_eq!(d.verdict, Verdict::NeedsApproval(2));
 }
