@@ -24,6 +24,7 @@ use cosigner_history::{
 };
 use cosigner_policy::input::{self, Facts, Request, VaultFacts, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
+use cosigner_relay::driver::engine_nonce;
 use cosigner_relay::record::{committee_from_api, committee_to_api};
 use cosigner_relay::{
     DriveError, Driver, Held, Hello, Member, PartyKeys, SessionSpec, VaultRecord,
@@ -78,15 +79,6 @@ fn party_ids(field: &str, v: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, Status> {
             })
         })
         .collect()
-}
-
-/// The engine's per-ceremony nonce: every party derives it from the relay session id the
-/// initiator chose, so the engine's session id is bound to the relay session.
-fn engine_nonce(session: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"cosigner/v1/engine-nonce");
-    h.update(session);
-    h.finalize().into()
 }
 
 fn committee_record(c: &Committee) -> CommitteeRecord {

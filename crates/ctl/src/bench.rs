@@ -179,7 +179,11 @@ pub async fn run(connect: &ConnectArgs, cmd: BenchCommand) -> Result<()> {
                     .await
                     .map_err(|s| anyhow!("create session: {}", s.message()))?;
                 let message = format!("bench signature {i}").into_bytes();
-                let hash = crate::party::personal_hash(&message);
+                let hash = crate::party::payload_hash(&api::Payload {
+                    kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
+                        message: message.clone(),
+                    })),
+                })?;
                 let body = api::SignBody {
                     vault_id: vault,
                     epoch,

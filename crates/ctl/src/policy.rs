@@ -44,13 +44,7 @@ pub enum PolicyCommand {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
-    let s = s.trim().trim_start_matches("0x");
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return Err(anyhow!("not hex"));
-    }
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| anyhow!("not hex")))
-        .collect()
+    cosigner_relay::keys::unhex(s).ok_or_else(|| anyhow!("not hex"))
 }
 
 pub async fn run(connect: &ConnectArgs, cmd: PolicyCommand) -> Result<ExitCode> {

@@ -63,6 +63,17 @@ impl DriveError {
     }
 }
 
+/// The engine's per-ceremony nonce, derived from the relay session id the initiator chose,
+/// so that the engine's session id is bound to the relay session. Every party (daemon or
+/// device) must derive it the same way.
+pub fn engine_nonce(session: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"cosigner/v1/engine-nonce");
+    h.update(session);
+    h.finalize().into()
+}
+
 /// What a party says first: the epoch it holds for the vault (None: it holds no share, a
 /// party joining at a reshare or keygen) and a pending epoch from an interrupted reshare.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]

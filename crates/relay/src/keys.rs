@@ -117,6 +117,18 @@ pub fn short(id: &[u8]) -> String {
     hex(&id[..id.len().min(8)])
 }
 
+/// Parses hex of any even length, with or without a leading "0x" (surrounding space ignored).
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    let s = s.strip_prefix("0x").unwrap_or(s);
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
 /// Parses 32 bytes of lower- or upper-case hex.
 pub fn parse_id(s: &str) -> Option<[u8; 32]> {
     let s = s.trim();
@@ -142,6 +154,8 @@ mod tests {
         assert_eq!(back.encryption_public(), k.encryption_public());
         assert_eq!(parse_id(&hex(&k.party_id())), Some(k.party_id()));
         assert_eq!(parse_id("zz"), None);
+        assert_eq!(unhex("0x00ff"), Some(vec![0, 255]));
+        assert_eq!(unhex("0f0"), None);
         let sig = k.sign(b"m");
         assert!(verify(&k.party_id(), b"m", &sig));
         assert!(!verify(&k.party_id(), b"n", &sig));

@@ -16,6 +16,7 @@ use clap::{Args, Subcommand};
 use cosigner_api::v1 as api;
 use cosigner_api::v1::cosigner_client::CosignerClient;
 use cosigner_api::v1::relay_client::RelayClient;
+use cosigner_relay::driver::engine_nonce;
 use cosigner_relay::keys::{hex, parse_id, short};
 use cosigner_relay::record::{committee_from_api, members_to_api};
 use cosigner_relay::{Driver, Held, Hello, Member, SessionSpec, VaultRecord};
@@ -26,7 +27,6 @@ use cosigner_tss::{
 use prost::Message as _;
 use rand::RngCore;
 use serde_json::json;
-use sha3::Digest as _;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -224,15 +224,6 @@ pub fn payload_hash(p: &api::Payload) -> Result<[u8; 32]> {
             d.hashes.len()
         ),
     }
-}
-
-/// EIP-191 personal_sign hash.
-pub fn personal_hash(message: &[u8]) -> [u8; 32] {
-    let mut h = sha3::Keccak256::new();
-    h.update(b"\x19Ethereum Signed Message:\n");
-    h.update(message.len().to_string().as_bytes());
-    h.update(message);
-    h.finalize().into()
 }
 
 /// What every party command needs: connections and the open file.
@@ -477,8 +468,7 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
                 }),
                 (_, Some(h), _) => {
                     api::payload::Kind::EthereumTransaction(api::EthereumTransaction {
-                        unsigned_rlp: unhex(h.trim().trim_start_matches("0x"))
-                            .context("--eth-tx is not hex")?,
+                        unsigned_rlp: unhex(&h).context("--eth-tx is not hex")?,
                     })
                 }
                 (_, _, Some(f)) => api::payload::Kind::TypedData(api::TypedData {
@@ -488,7 +478,7 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
                 _ => bail!("give --message, --eth-tx or --typed-data"),
             };
             let expected = expected_hash
-                .map(|h| unhex(h.trim().trim_start_matches("0x")))
+                .map(|h| unhex(&h))
                 .transpose()
                 .context("--expected-hash is not hex")?;
             sign(
@@ -737,15 +727,6 @@ fn print_vault(r: &VaultRecord, json: bool) {
             hex(&r.public.public_key.0)
         );
     }
-}
-
-/// The engine's nonce, derived from the relay session id as the daemons derive it.
-pub fn engine_nonce(session: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"cosigner/v1/engine-nonce");
-    h.update(session);
-    h.finalize().into()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -998,12 +979,7 @@ struct JoinFile {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        bail!("not hex");
-    }
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| anyhow!("not hex")))
-        .collect()
+    cosigner_relay::keys::unhex(s).ok_or_else(|| anyhow!("not hex"))
 }
 
 #[allow(clippy::too_many_arguments)]
