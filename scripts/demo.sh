@@ -59,7 +59,7 @@ echo "$out"
 verify "$out"
 
 say "the policy: a daily limit of 1 ETH, reloaded without a restart; the same transaction is now denied"
-sed -i 's/"operators": {/"daily_limit": {"native": "1000000000000000000"}, "operators": {/' "$WORK/policy/data.json"
+sed -i 's/"operators": {/"daily_limit": {"ethereum:1:native": "1000000000000000000"}, "operators": {/' "$WORK/policy/data.json"
 admin "$A" policy reload
 admin "$B" policy reload
 party device-1 sign --vault demo --eth-tx "$TX" --signer server-a --signer server-b "${DAEMONS[@]}" \

@@ -685,19 +685,6 @@ impl Ceremonies {
         let body = SignBody::decode(req.body.as_slice())
             .map_err(|e| invalid("body", format!("not a SignBody ({e})")))?;
         check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
-        let decoded = decode_payload(body.payload.as_ref())?;
-        let computed: Vec<Vec<u8>> = decoded.hashes.iter().map(|h| h.to_vec()).collect();
-        if !body.expected_hashes.is_empty() && body.expected_hashes != computed {
-            return Err(Status::failed_precondition(
-                "expected_hashes differ from the hashes this daemon computed from the payload; refusing to sign",
-            ));
-        }
-        let [message_hash] = decoded.hashes[..] else {
-            return Err(Status::unimplemented(format!(
-                "this payload needs {} signatures; this build signs payloads with exactly one hash",
-                decoded.hashes.len()
-            )));
-        };
         let path = DerivationPath::parse(&body.derivation_path)
             .map_err(|e| invalid("derivation_path", e))?;
         let signers = party_ids("signers", &body.signers)?;
@@ -711,6 +698,14 @@ impl Ceremonies {
                 body.vault_id
             ))
         })?;
+        let decoded = decode_payload(body.payload.as_ref(), Some(&vault_key(&held.record)))?;
+        let computed: Vec<Vec<u8>> = decoded.hashes.iter().map(|h| h.to_vec()).collect();
+        if !body.expected_hashes.is_empty() && body.expected_hashes != computed {
+            return Err(Status::failed_precondition(
+                "expected_hashes differ from the hashes this daemon computed from the payload; refusing to sign",
+            ));
+        }
+        let message_hash = decoded.single_hash(&path.0).map_err(decode_status)?;
         let epoch = held.record.epoch();
         if body.epoch != epoch {
             return Err(Status::failed_precondition(format!(
@@ -1139,13 +1134,14 @@ impl Ceremonies {
                 let body = SignBody::decode(req.body.as_slice())
                     .map_err(|e| invalid("body", format!("not a SignBody ({e})")))?;
                 check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
-                let decoded = decode_payload(body.payload.as_ref())?;
                 let held = self.vaults.current(&body.vault_id).await?.ok_or_else(|| {
                     Status::not_found(format!(
                         "this daemon holds no share of vault {:?}",
                         body.vault_id
                     ))
                 })?;
+                let decoded =
+                    decode_payload(body.payload.as_ref(), Some(&vault_key(&held.record)))?;
                 let record = held.record.clone();
                 drop(held);
                 let (windows, last_reshare_at_ms) = self.windows(&body.vault_id).await?;
@@ -1316,24 +1312,44 @@ fn ceremony_path(p: &str) -> Result<DerivationPath, Status> {
     DerivationPath::parse(p).map_err(|e| invalid("derivation_path", e))
 }
 
+/// The vault's key as the payload decoders need it (to recognise its Bitcoin inputs and
+/// change).
+pub fn vault_key(r: &VaultRecord) -> cosigner_policy::VaultKey {
+    cosigner_policy::VaultKey {
+        public_key: r.public.public_key.0,
+        chain_code: r.public.chain_code,
+    }
+}
+
 /// The API payload as the policy crate reads it.
-pub fn decode_payload(p: Option<&Payload>) -> Result<cosigner_policy::Decoded, Status> {
+pub fn decode_payload(
+    p: Option<&Payload>,
+    vault: Option<&cosigner_policy::VaultKey>,
+) -> Result<cosigner_policy::Decoded, Status> {
     use cosigner_api::v1::payload::Kind as K;
-    use cosigner_policy::{DecodeError, Payload as P};
+    use cosigner_policy::Payload as P;
     let kind = p
         .and_then(|p| p.kind.as_ref())
         .ok_or_else(|| invalid("payload", "missing (nothing to sign)"))?;
     let payload = match kind {
         K::EthereumTransaction(t) => P::Ethereum(&t.unsigned_rlp),
-        K::BitcoinPsbt(b) => P::Psbt(&b.psbt),
+        K::BitcoinPsbt(b) => P::Psbt {
+            psbt: &b.psbt,
+            network: &b.network,
+        },
         K::PersonalMessage(m) => P::PersonalMessage(&m.message),
         K::TypedData(t) => P::TypedData(&t.json),
         K::RawHash(h) => P::RawHash(h),
     };
-    cosigner_policy::decode(&payload).map_err(|e| match e {
+    cosigner_policy::decode(&payload, vault).map_err(decode_status)
+}
+
+fn decode_status(e: cosigner_policy::DecodeError) -> Status {
+    use cosigner_policy::DecodeError;
+    match e {
         DecodeError::Invalid { .. } => Status::invalid_argument(e.to_string()),
         DecodeError::Unsupported(m) => Status::unimplemented(m),
-    })
+    }
 }
 
 /// SHA-256 of the payload's encoded bytes, for the history.
@@ -1342,16 +1358,39 @@ fn payload_digest(p: Option<&Payload>) -> Vec<u8> {
     Sha256::digest(&bytes).to_vec()
 }
 
-/// The history's one-line view of a payload: its first transfer (which the spending
-/// aggregates add up).
+/// The history's one-line view of a payload: what it moves of the asset of its first
+/// transfer (change excluded), which the spending aggregates add up. A payload moving two
+/// assets at once (an Ethereum transaction with both a value and an ERC-20 call) records
+/// the first only; the policy saw both in `totals`.
 fn summary(d: &cosigner_policy::Decoded) -> Option<Summary> {
-    let t = d.transfers.iter().find(|t| !t.is_change);
+    let moved: Vec<_> = d.transfers.iter().filter(|t| !t.is_change).collect();
+    let first = moved.first();
+    let asset = first.map(|t| t.asset.clone()).unwrap_or_default();
+    let same: Vec<_> = moved.iter().filter(|t| t.asset == asset).collect();
+    // One transfer keeps its exact string; several are summed saturating at u128::MAX,
+    // as the history's aggregates do (too much counts as too much, never as nothing).
+    let amount = match same.as_slice() {
+        [one] => one.amount.clone(),
+        many => many
+            .iter()
+            .fold(0u128, |acc, t| acc.saturating_add(input::parse(&t.amount)))
+            .to_string(),
+    };
+    let recipient = match same.as_slice() {
+        [] => String::new(),
+        [one] => one.recipient.clone(),
+        [one, rest @ ..] => format!("{} (+{} more)", one.recipient, rest.len()),
+    };
     Some(Summary {
         chain: d.chain.clone(),
         network: d.network.clone(),
-        recipient: t.map(|t| t.recipient.clone()).unwrap_or_default(),
-        asset: t.map(|t| t.asset.clone()).unwrap_or_default(),
-        amount: t.map(|t| t.amount.clone()).unwrap_or_default(),
+        recipient,
+        asset,
+        amount: if first.is_some() {
+            amount
+        } else {
+            String::new()
+        },
     })
 }
 

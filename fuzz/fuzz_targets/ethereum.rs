@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(d) = cosigner_policy::decode(&cosigner_policy::Payload::Ethereum(data)) {
+    if let Ok(d) = cosigner_policy::decode(&cosigner_policy::Payload::Ethereum(data), None) {
         assert_eq!(d.hashes.len(), 1);
     }
 });

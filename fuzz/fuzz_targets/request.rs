@@ -15,12 +15,15 @@ fuzz_target!(|data: &[u8]| {
             use cosigner_policy::Payload as P;
             let p = match &k {
                 K::EthereumTransaction(t) => P::Ethereum(&t.unsigned_rlp),
-                K::BitcoinPsbt(b) => P::Psbt(&b.psbt),
+                K::BitcoinPsbt(b) => P::Psbt {
+                    psbt: &b.psbt,
+                    network: &b.network,
+                },
                 K::PersonalMessage(m) => P::PersonalMessage(&m.message),
                 K::TypedData(t) => P::TypedData(&t.json),
                 K::RawHash(h) => P::RawHash(h),
             };
-            let _ = cosigner_policy::decode(&p);
+            let _ = cosigner_policy::decode(&p, None);
         }
     }
     if let Ok(r) = api::ReshareRequest::decode(data)

@@ -33,12 +33,18 @@ fn policy_hash(d: &Daemon, s: &Setup) -> String {
     v["policy_hash"].as_str().unwrap_or("").to_string()
 }
 
-/// Rewrites the bundle's data.json (limit in wei) and waits until both daemons use it.
+/// Sets the ether daily limit (in wei) on chain 1.
 async fn set_daily_limit(s: &Setup, wei: &str) {
+    set_daily_limits(s, serde_json::json!({"ethereum:1:native": wei})).await
+}
+
+/// Rewrites the bundle's daily limits (asset -> base units) and waits until both daemons
+/// use it.
+async fn set_daily_limits(s: &Setup, limits: Value) {
     let bundle = s.bundle.clone();
     let data = std::fs::read_to_string(bundle.join("data.json")).unwrap();
     let mut v: Value = serde_json::from_str(&data).unwrap();
-    v["development"]["daily_limit"] = serde_json::json!({"native": wei});
+    v["development"]["daily_limit"] = limits;
     let before = (policy_hash(&s.a, s), policy_hash(&s.b, s));
     std::fs::write(bundle.join("data.json"), v.to_string()).unwrap();
     // The daemons watch the folder; a SIGHUP makes it immediate.
@@ -210,4 +216,162 @@ async fn a_broken_bundle_is_refused_and_the_old_one_keeps_deciding() {
     assert_eq!(v["replaced"], true, "{v}");
     let e = err(&sign(&s, &s.d1, &["server-a", "server-b"], "now frozen"));
     assert!(e.contains("frozen"), "{e}");
+}
+
+/// A regtest payment from the vault's m/0 coin: `out` sat to an outside address, the rest
+/// less a 1,000 sat fee back to m/0 as change, with the previous transaction included.
+fn vault_psbt(keygen: &Value, prev_amount: u64, out: u64, tag: u8) -> (Vec<u8>, [u8; 32], String) {
+    use bitcoin::bip32::{ChainCode, ChildNumber, DerivationPath, Fingerprint, Xpub};
+    use bitcoin::hashes::Hash as _;
+    use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+    use bitcoin::{
+        Amount, CompressedPublicKey, NetworkKind, OutPoint, ScriptBuf, Sequence, Transaction, TxIn,
+        TxOut, absolute, transaction,
+    };
+    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+    let root = Xpub {
+        network: NetworkKind::Test,
+        depth: 0,
+        parent_fingerprint: Fingerprint::default(),
+        child_number: ChildNumber::Normal { index: 0 },
+        public_key: bitcoin::secp256k1::PublicKey::from_slice(&unhex(
+            keygen["public_key"].as_str().unwrap(),
+        ))
+        .unwrap(),
+        chain_code: ChainCode::from(
+            <[u8; 32]>::try_from(unhex(keygen["chain_code"].as_str().unwrap())).unwrap(),
+        ),
+    };
+    let path: DerivationPath = "m/0".parse().unwrap();
+    let m0 = root.derive_pub(&secp, &path).unwrap().public_key;
+    let mine = ScriptBuf::new_p2wpkh(&CompressedPublicKey(m0).wpubkey_hash());
+    let prev = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: bitcoin::Txid::from_byte_array([tag; 32]),
+                vout: 0,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Default::default(),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(prev_amount),
+            script_pubkey: mine.clone(),
+        }],
+    };
+    let outside = ScriptBuf::from_bytes(unhex("0014751e76e8199196d454941c45d1b3a323f1433bd6"));
+    let tx = Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: prev.compute_txid(),
+                vout: 0,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Default::default(),
+        }],
+        output: vec![
+            TxOut {
+                value: Amount::from_sat(out),
+                script_pubkey: outside,
+            },
+            TxOut {
+                value: Amount::from_sat(prev_amount - out - 1_000),
+                script_pubkey: mine.clone(),
+            },
+        ],
+    };
+    // The sighash computed here, independently of the daemons (rust-bitcoin's BIP-143).
+    let sighash = SighashCache::new(&tx)
+        .p2wpkh_signature_hash(
+            0,
+            &mine,
+            Amount::from_sat(prev_amount),
+            EcdsaSighashType::All,
+        )
+        .unwrap()
+        .to_byte_array();
+    let mut psbt = bitcoin::psbt::Psbt::from_unsigned_tx(tx).unwrap();
+    psbt.inputs[0].non_witness_utxo = Some(prev);
+    let origin = (root.fingerprint(), path);
+    psbt.inputs[0].bip32_derivation.insert(m0, origin.clone());
+    psbt.outputs[1].bip32_derivation.insert(m0, origin);
+    (psbt.serialize(), sighash, hex(&m0.serialize()))
+}
+
+fn sign_psbt(s: &Setup, psbt: &[u8], path: &str) -> std::process::Output {
+    use sha3::Digest as _;
+    let name = hex(&sha3::Keccak256::digest(psbt)[..8]);
+    let file = s.bundle.parent().unwrap().join(format!("pay-{name}.psbt"));
+    std::fs::write(&file, psbt).unwrap();
+    let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
+    s.d1.run(
+        &s.pki,
+        &[
+            "sign",
+            "--vault",
+            "v1",
+            "--psbt",
+            file.to_str().unwrap(),
+            "--network",
+            "regtest",
+            "--path",
+            path,
+            "--signer",
+            "server-a",
+            "--signer",
+            "server-b",
+            "--daemon",
+            &da,
+            "--daemon",
+            &db,
+            "--json",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_psbt_is_decoded_signed_for_its_vault_input_and_counted_without_change() {
+    use secp256k1::{Message, PublicKey, Secp256k1, ecdsa::Signature};
+    let s = setup().await;
+    let kg = keygen(&s);
+    // 40,000 sat a day on regtest: a 30,000 payment with 19,000 change is under it only if
+    // change is not counted as spent.
+    set_daily_limits(&s, serde_json::json!({"bitcoin:regtest:native": "40000"})).await;
+
+    let (psbt, sighash, m0) = vault_psbt(&kg, 50_000, 30_000, 1);
+    let out = ok(&sign_psbt(&s, &psbt, "m/0"));
+    assert_eq!(out["hash"].as_str().unwrap(), hex(&sighash));
+    assert_eq!(out["public_key"].as_str().unwrap(), m0);
+    let sig = Signature::from_der(&unhex(out["der"].as_str().unwrap())).unwrap();
+    Secp256k1::verification_only()
+        .verify_ecdsa(
+            &Message::from_digest(sighash),
+            &sig,
+            &PublicKey::from_slice(&unhex(&m0)).unwrap(),
+        )
+        .expect("the signature verifies under the m/0 key for the BIP-143 sighash");
+    let last = last_entry(&s.a, &s, "sign");
+    assert_eq!(last["outcome"], "succeeded", "{last}");
+
+    // Signing at another path than the input's key is refused before anything starts.
+    let (psbt2, _, _) = vault_psbt(&kg, 50_000, 5_000, 2);
+    let e = err(&sign_psbt(&s, &psbt2, "m/1"));
+    assert!(e.contains("m/0") && e.contains("m/1"), "{e}");
+
+    // A second 30,000 sat payment crosses the daily limit: denied with the reason.
+    let (psbt3, _, _) = vault_psbt(&kg, 60_000, 30_000, 3);
+    let e = err(&sign_psbt(&s, &psbt3, "m/0"));
+    assert!(
+        e.contains("PermissionDenied") && e.contains("bitcoin:regtest:native"),
+        "{e}"
+    );
+    let last = last_entry(&s.a, &s, "sign");
+    assert_eq!(last["outcome"], "denied", "{last}");
 }

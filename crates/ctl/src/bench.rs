@@ -148,23 +148,26 @@ pub async fn run(connect: &ConnectArgs, cmd: BenchCommand) -> Result<()> {
     let key = record.public.public_key;
     let epoch = record.epoch();
 
+    let record = Arc::new(record);
     let one = {
-        let (keys, signers, clients, relay, relay_addr, vault) = (
+        let (keys, signers, clients, relay, relay_addr, vault, record) = (
             keys.clone(),
             signers.clone(),
             clients.clone(),
             relay.clone(),
             relay_addr.clone(),
             a.vault.clone(),
+            record.clone(),
         );
         Arc::new(move |i: usize| {
-            let (keys, signers, mut clients, mut relay, relay_addr, vault) = (
+            let (keys, signers, mut clients, mut relay, relay_addr, vault, record) = (
                 keys.clone(),
                 signers.clone(),
                 clients.clone(),
                 relay.clone(),
                 relay_addr.clone(),
                 vault.clone(),
+                record.clone(),
             );
             async move {
                 let t = Instant::now();
@@ -179,11 +182,15 @@ pub async fn run(connect: &ConnectArgs, cmd: BenchCommand) -> Result<()> {
                     .await
                     .map_err(|s| anyhow!("create session: {}", s.message()))?;
                 let message = format!("bench signature {i}").into_bytes();
-                let hash = crate::party::payload_hash(&api::Payload {
-                    kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
-                        message: message.clone(),
-                    })),
-                })?;
+                let hash = crate::payload::payload_hash(
+                    &api::Payload {
+                        kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
+                            message: message.clone(),
+                        })),
+                    },
+                    &record,
+                    "",
+                )?;
                 let body = api::SignBody {
                     vault_id: vault,
                     epoch,

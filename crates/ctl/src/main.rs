@@ -4,6 +4,7 @@ mod bench;
 mod connect;
 mod history;
 mod party;
+mod payload;
 mod policy;
 mod vault;
 

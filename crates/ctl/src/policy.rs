@@ -12,6 +12,7 @@ use prost::Message as _;
 use serde_json::json;
 
 use crate::connect::ConnectArgs;
+use crate::payload::{NetworkArg, PayloadArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCommand {
@@ -24,17 +25,19 @@ pub enum PolicyCommand {
         input: PathBuf,
     },
     /// Ask a daemon what its policy would decide for a sign request (admin); signs nothing.
-    #[command(group(clap::ArgGroup::new("payload").required(true).args(["message", "eth_tx"])))]
     Evaluate {
         #[arg(long)]
         vault: String,
         /// The requesting party (hex party id).
         #[arg(long)]
         requester: String,
-        #[arg(long)]
-        message: Option<String>,
-        #[arg(long, value_name = "HEX")]
-        eth_tx: Option<String>,
+        #[command(flatten)]
+        payload: PayloadArgs,
+        #[command(flatten)]
+        network: NetworkArg,
+        /// BIP-32 non-hardened path the request would sign at.
+        #[arg(long, default_value = "")]
+        path: String,
         /// Print the input document the policy saw.
         #[arg(long)]
         show_input: bool,
@@ -76,22 +79,15 @@ pub async fn run(connect: &ConnectArgs, cmd: PolicyCommand) -> Result<ExitCode> 
         PolicyCommand::Evaluate {
             vault,
             requester,
-            message,
-            eth_tx,
+            payload,
+            network,
+            path,
             show_input,
         } => {
-            let kind = match (message, eth_tx) {
-                (Some(m), _) => pb::payload::Kind::PersonalMessage(pb::PersonalMessage {
-                    message: m.into_bytes(),
-                }),
-                (_, Some(h)) => pb::payload::Kind::EthereumTransaction(pb::EthereumTransaction {
-                    unsigned_rlp: unhex(&h).context("--eth-tx")?,
-                }),
-                _ => return Err(anyhow!("give --message or --eth-tx")),
-            };
             let body = pb::SignBody {
                 vault_id: vault,
-                payload: Some(pb::Payload { kind: Some(kind) }),
+                payload: Some(payload.to_api(&network)?),
+                derivation_path: path,
                 ..Default::default()
             }
             .encode_to_vec();

@@ -73,7 +73,7 @@ fn main() {
     let data = serde_json::json!({"treasury": {
         "requesters": {rid: "ops"},
         "allowlist": allow,
-        "limits": {"0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48": {"per_transaction": "50000000000", "daily": "100000000000"}},
+        "limits": {"ethereum:1:0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48": {"per_transaction": "50000000000", "daily": "100000000000"}},
     }});
     std::fs::write(dir.path().join("data.json"), data.to_string()).expect("data");
     let bundle = Bundle::load(dir.path()).expect("bundle");
@@ -97,7 +97,7 @@ fn main() {
     .encoded_for_signing();
 
     // Warm up and check the decision is what we think.
-    let d = decode(&Payload::Ethereum(&rlp)).expect("decode");
+    let d = decode(&Payload::Ethereum(&rlp), None).expect("decode");
     assert_eq!(
         bundle.decide(document(&make_facts(&d, requester))).verdict,
         Verdict::Allow
@@ -119,7 +119,7 @@ fn main() {
     let raw_input = regorus::Value::from_json_str(&doc.to_string()).expect("input");
     for _ in 0..N {
         let t = Instant::now();
-        let d = decode(&Payload::Ethereum(&rlp)).expect("decode");
+        let d = decode(&Payload::Ethereum(&rlp), None).expect("decode");
         let t1 = Instant::now();
         let doc = document(&make_facts(&d, requester));
         let v = bundle.decide(doc);
@@ -198,7 +198,7 @@ deny contains "over the per-transaction limit" if {
     let mut v = Vec::with_capacity(N);
     for _ in 0..N {
         let t = Instant::now();
-        let d = decode(&Payload::Ethereum(&rlp)).expect("decode");
+        let d = decode(&Payload::Ethereum(&rlp), None).expect("decode");
         let verdict = small.decide(document(&make_facts(&d, requester)));
         v.push(t.elapsed().as_secs_f64() * 1e6);
         assert_eq!(verdict.verdict, Verdict::Allow);

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Transfer {
-    /// "native" or the token contract (lower-case hex address).
+    /// `<chain>:<network>:native` or `ethereum:<chain id>:0x<token>` (lower-case hex), e.g.
+    /// `ethereum:1:native`, `ethereum:1:0xa0b8...eb48`, `bitcoin:mainnet:native`.
     pub asset: String,
     pub recipient: String,
     /// Decimal string in base units.
@@ -19,7 +20,8 @@ pub struct Transfer {
 pub struct Decoded {
     /// "ethereum", "bitcoin", "message", "raw".
     pub chain: String,
-    /// Chain id (Ethereum) or network name (Bitcoin); empty for messages.
+    /// Chain id (Ethereum), network name (Bitcoin: mainnet, testnet, testnet4, signet,
+    /// regtest); the domain's chain id or empty for messages.
     pub network: String,
     pub transfers: Vec<Transfer>,
     /// Fee in base units of the chain's native asset (the most the payload allows).
@@ -29,6 +31,10 @@ pub struct Decoded {
     /// The hashes to sign, in signing order.
     #[serde(skip)]
     pub hashes: Vec<[u8; 32]>,
+    /// The derivation path of the vault key each hash is signed with, when the payload
+    /// says (a PSBT names its inputs' keys); empty when the request's path applies.
+    #[serde(skip)]
+    pub key_paths: Vec<Vec<u32>>,
 }
 
 /// Why a payload was refused. Each names the field at fault.
@@ -52,4 +58,40 @@ pub(crate) fn invalid(field: &'static str, problem: impl std::fmt::Display) -> D
 
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Decoded {
+    /// The one hash a request signs with the vault key at `path`. A payload with several
+    /// hashes (a PSBT with several vault inputs) is not signed by one request; a PSBT
+    /// whose vault input uses another key than the request's path is refused, so that the
+    /// signature is made with the key the input pays.
+    pub fn single_hash(&self, path: &[u32]) -> Result<[u8; 32], DecodeError> {
+        let [hash] = self.hashes[..] else {
+            return Err(DecodeError::Unsupported(format!(
+                "this payload needs {} signatures; one request signs exactly one hash (a PSBT with one vault input)",
+                self.hashes.len()
+            )));
+        };
+        if let Some(key_path) = self.key_paths.first()
+            && key_path.as_slice() != path
+        {
+            return Err(invalid(
+                "derivation_path",
+                format!(
+                    "the PSBT's vault input is signed with the key at {}, the request names {}",
+                    show_path(key_path),
+                    show_path(path)
+                ),
+            ));
+        }
+        Ok(hash)
+    }
+}
+
+/// `m/1/2` for a list of non-hardened steps.
+pub fn show_path(steps: &[u32]) -> String {
+    std::iter::once("m".to_string())
+        .chain(steps.iter().map(u32::to_string))
+        .collect::<Vec<_>>()
+        .join("/")
 }

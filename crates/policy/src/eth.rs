@@ -22,18 +22,29 @@ sol! {
 /// Largest unsigned transaction accepted (calldata included).
 pub const MAX_TX_BYTES: usize = 128 * 1024;
 
+/// `ethereum:<chain id>:native` or `ethereum:<chain id>:0x<token>`: the same contract
+/// address (or the native coin) on two chains is two assets, counted apart by limits.
+pub fn asset_id(chain_id: u64, asset: &str) -> String {
+    format!("ethereum:{chain_id}:{asset}")
+}
+
 fn addr(a: &Address) -> String {
     format!("0x{}", hex(a.as_slice()))
 }
 
 /// An ERC-20 call recognised in calldata.
-fn erc20(token: &Address, data: &[u8]) -> Option<(serde_json::Value, Option<Transfer>)> {
+fn erc20(
+    chain_id: u64,
+    token: &Address,
+    data: &[u8],
+) -> Option<(serde_json::Value, Option<Transfer>)> {
     let selector: [u8; 4] = data.get(..4)?.try_into().ok()?;
     let token_s = addr(token);
+    let asset = asset_id(chain_id, &token_s);
     if selector == transferCall::SELECTOR {
         let c = transferCall::abi_decode(data).ok()?;
         let t = Transfer {
-            asset: token_s.clone(),
+            asset: asset.clone(),
             recipient: addr(&c.to),
             amount: c.amount.to_string(),
             is_change: false,
@@ -45,7 +56,7 @@ fn erc20(token: &Address, data: &[u8]) -> Option<(serde_json::Value, Option<Tran
     } else if selector == transferFromCall::SELECTOR {
         let c = transferFromCall::abi_decode(data).ok()?;
         let t = Transfer {
-            asset: token_s.clone(),
+            asset: asset.clone(),
             recipient: addr(&c.to),
             amount: c.amount.to_string(),
             is_change: false,
@@ -124,7 +135,7 @@ pub fn decode(unsigned: &[u8]) -> Result<Decoded, DecodeError> {
     let mut transfers = Vec::new();
     if value > U256::ZERO {
         transfers.push(Transfer {
-            asset: "native".into(),
+            asset: asset_id(chain_id, "native"),
             recipient: to
                 .as_ref()
                 .map(addr)
@@ -134,7 +145,7 @@ pub fn decode(unsigned: &[u8]) -> Result<Decoded, DecodeError> {
         });
     }
     let call = match &to {
-        Some(token) if !data.is_empty() => erc20(token, data),
+        Some(token) if !data.is_empty() => erc20(chain_id, token, data),
         _ => None,
     };
     // Calldata that is not a recognised ERC-20 call: a policy may refuse unknown calls.
@@ -164,5 +175,6 @@ pub fn decode(unsigned: &[u8]) -> Result<Decoded, DecodeError> {
         fee: fee.to_string(),
         document,
         hashes: vec![hash.0],
+        key_paths: Vec::new(),
     })
 }

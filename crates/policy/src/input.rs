@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 
 use crate::decoded::{Decoded, hex};
 
-/// A decimal string of base units (saturating; anything else counts as 0).
-fn parse(s: &str) -> u128 {
+/// A decimal string of base units (saturating, like the history's aggregates; anything
+/// else counts as 0).
+pub fn parse(s: &str) -> u128 {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return 0;
     }

@@ -32,6 +32,7 @@ pub fn personal(message: &[u8]) -> Result<Decoded, DecodeError> {
             "length": message.len(),
         }),
         hashes: vec![hash.0],
+        key_paths: Vec::new(),
     })
 }
 
@@ -65,6 +66,7 @@ pub fn typed_data(json_doc: &str) -> Result<Decoded, DecodeError> {
             "chain_id": chain_id,
         }),
         hashes: vec![hash.0],
+        key_paths: Vec::new(),
     })
 }
 
@@ -83,5 +85,6 @@ pub fn raw_hash(hash: &[u8]) -> Result<Decoded, DecodeError> {
         fee: "0".into(),
         document: json!({"type": "raw_hash", "hash": format!("0x{}", hex(&h))}),
         hashes: vec![h],
+        key_paths: Vec::new(),
     })
 }

@@ -18,7 +18,7 @@ fn facts<'a>(
     spent_24h: &str,
 ) -> Facts<'a> {
     let mut spent = std::collections::BTreeMap::new();
-    spent.insert("native".to_string(), spent_24h.to_string());
+    spent.insert("ethereum:1:native".to_string(), spent_24h.to_string());
     Facts {
         request: Request {
             kind: "sign".into(),
@@ -88,7 +88,7 @@ fn the_treasury_allows_an_allowlisted_transfer_and_denies_over_the_daily_limit()
     let b = Bundle::load(dir.path()).unwrap();
     // EIP-155 example: 1 ether to 0x3535..35, not on the allowlist.
     let rlp = alloy_primitives::hex::decode("ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080").unwrap();
-    let tx = decode(&Payload::Ethereum(&rlp)).unwrap();
+    let tx = decode(&Payload::Ethereum(&rlp), None).unwrap();
     let d = b.decide(document(&facts(&tx, requester, "0")));
     match &d.verdict {
         Verdict::Deny(r) => assert!(
@@ -168,7 +168,7 @@ fn default_deny_and_errors_deny() {
     )
     .unwrap();
     let b = Bundle::load(dir.path()).unwrap();
-    let msg = decode(&Payload::PersonalMessage(b"hi")).unwrap();
+    let msg = decode(&Payload::PersonalMessage(b"hi"), None).unwrap();
     let d = b.decide(document(&facts(&msg, [0; 32], "0")));
     assert!(
         matches!(d.verdict, Verdict::Deny(ref r) if r[0].contains("default deny")),

@@ -16,14 +16,14 @@ fn eip155_example_transaction_has_its_published_signing_hash() {
     let rlp = h(
         "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080",
     );
-    let d = decode(&Payload::Ethereum(&rlp)).unwrap();
+    let d = decode(&Payload::Ethereum(&rlp), None).unwrap();
     assert_eq!(
         hex::encode(d.hashes[0]),
         "daf5a779ae972f972197303d7b574746c7ef83eadac0f2791ad23db92e4c8e53"
     );
     assert_eq!(d.network, "1");
     assert_eq!(d.transfers.len(), 1);
-    assert_eq!(d.transfers[0].asset, "native");
+    assert_eq!(d.transfers[0].asset, "ethereum:1:native");
     assert_eq!(
         d.transfers[0].recipient,
         "0x3535353535353535353535353535353535353535"
@@ -47,7 +47,7 @@ fn a_mainnet_eip1559_transaction_recovers_to_its_signer() {
         max_priority_fee_per_gas: 0x3b9aca00,
         access_list: Default::default(),
     };
-    let d = decode(&Payload::Ethereum(&tx.encoded_for_signing())).unwrap();
+    let d = decode(&Payload::Ethereum(&tx.encoded_for_signing()), None).unwrap();
     let hash = d.hashes[0];
     assert_eq!(
         hex::encode(hash),
@@ -94,10 +94,13 @@ fn an_eip1559_usdc_transfer_is_decoded_to_token_recipient_and_amount() {
         access_list: Default::default(),
     };
     let rlp = tx.encoded_for_signing();
-    let d = decode(&Payload::Ethereum(&rlp)).unwrap();
+    let d = decode(&Payload::Ethereum(&rlp), None).unwrap();
     assert_eq!(d.transfers.len(), 1);
     let t = &d.transfers[0];
-    assert_eq!(t.asset, "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48");
+    assert_eq!(
+        t.asset,
+        "ethereum:1:0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
+    );
     assert_eq!(t.recipient, "0x1111111111111111111111111111111111111111");
     assert_eq!(t.amount, "2500000");
     assert_eq!(d.document["erc20"]["function"], "transfer");
@@ -118,41 +121,41 @@ fn non_canonical_or_unsafe_transactions_are_refused() {
     // Trailing bytes.
     let mut trailing = good.clone();
     trailing.push(0);
-    assert!(decode(&Payload::Ethereum(&trailing)).is_err());
+    assert!(decode(&Payload::Ethereum(&trailing), None).is_err());
     // EIP-155 fields other than (chain id, 0, 0): r = 1.
     let mut bad_r = good.clone();
     let n = bad_r.len();
     bad_r[n - 2] = 0x01;
-    let e = decode(&Payload::Ethereum(&bad_r)).unwrap_err();
+    let e = decode(&Payload::Ethereum(&bad_r), None).unwrap_err();
     assert!(e.to_string().contains("re-encode"), "{e}");
     // No chain id (pre-EIP-155, replayable).
     let pre155 =
         h("e9098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080");
-    let e = decode(&Payload::Ethereum(&pre155)).unwrap_err();
+    let e = decode(&Payload::Ethereum(&pre155), None).unwrap_err();
     assert!(e.to_string().contains("EIP-155"), "{e}");
     // Empty and unknown types.
-    assert!(decode(&Payload::Ethereum(&[])).is_err());
+    assert!(decode(&Payload::Ethereum(&[]), None).is_err());
     assert!(matches!(
-        decode(&Payload::Ethereum(&[0x04, 0xc0])),
+        decode(&Payload::Ethereum(&[0x04, 0xc0]), None),
         Err(DecodeError::Unsupported(_) | DecodeError::Invalid { .. })
     ));
 }
 
 #[test]
 fn messages_have_their_published_hashes() {
-    let d = decode(&Payload::PersonalMessage(b"hello world")).unwrap();
+    let d = decode(&Payload::PersonalMessage(b"hello world"), None).unwrap();
     assert_eq!(
         hex::encode(d.hashes[0]),
         "d9eba16ed0ecae432b71fe008c98cc872bb4cc214d3220a36f365326cf807d68"
     );
     // EIP-712's own example (Mail from Cow to Bob).
     let mail = r#"{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],"Person":[{"name":"name","type":"string"},{"name":"wallet","type":"address"}],"Mail":[{"name":"from","type":"Person"},{"name":"to","type":"Person"},{"name":"contents","type":"string"}]},"primaryType":"Mail","domain":{"name":"Ether Mail","version":"1","chainId":1,"verifyingContract":"0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"},"message":{"from":{"name":"Cow","wallet":"0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD826"},"to":{"name":"Bob","wallet":"0xbBbBBBBbbBBBbbbBbbBbbbbBBbBbbbbBbBbbBBbB"},"contents":"Hello, Bob!"}}"#;
-    let d = decode(&Payload::TypedData(mail)).unwrap();
+    let d = decode(&Payload::TypedData(mail), None).unwrap();
     assert_eq!(
         hex::encode(d.hashes[0]),
         "be609aee343fb3c4b28e1df9e632fca64fcfaede20f02e86244efddf30957bd2"
     );
     assert_eq!(d.network, "1");
-    assert!(decode(&Payload::TypedData("{}")).is_err());
-    assert!(decode(&Payload::RawHash(&[0; 31])).is_err());
+    assert!(decode(&Payload::TypedData("{}"), None).is_err());
+    assert!(decode(&Payload::RawHash(&[0; 31]), None).is_err());
 }

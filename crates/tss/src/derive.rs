@@ -130,4 +130,34 @@ mod tests {
         let long = format!("m{}", "/1".repeat(256));
         assert!(DerivationPath::parse(&long).is_err());
     }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// BIP-32 test vector 2: master public key and chain code, and the published public key
+    /// of m/0. The daemon signs with dkls23's derivation while the Bitcoin decoder finds
+    /// the vault's inputs and change with standard BIP-32; both must give this key.
+    #[test]
+    fn derivation_is_bip32() {
+        let pk = PointBytes(
+            unhex("03cbcaa9c98c877a26977d00825c956a238e8dddfbd322cce4f74b0b5bd6ace4a7")
+                .try_into()
+                .unwrap(),
+        );
+        let cc: [u8; 32] =
+            unhex("60499f801b896d83179a4374aeb7822aaeaceaa0db1f85ee3e904c4defbd9689")
+                .try_into()
+                .unwrap();
+        let m0 = derive_public_key(&pk, &cc, &DerivationPath::parse("m/0").unwrap()).unwrap();
+        assert_eq!(
+            m0.0.to_vec(),
+            unhex("02fc9e5af0ac8d9b3cecfe2a888e2117ba3d089d8585886c9c826b6b22a98d12ea")
+        );
+        let root = derive_public_key(&pk, &cc, &DerivationPath::default()).unwrap();
+        assert_eq!(root, pk);
+    }
 }

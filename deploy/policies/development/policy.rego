@@ -1,5 +1,5 @@
-# Development and demos only: any committee member may have messages and Ethereum
-# transactions signed; listed parties may run keygen and reshare. Blind signing (raw hashes)
+# Development and demos only: any committee member may have messages, Ethereum transactions
+# and Bitcoin PSBTs signed; listed parties may run keygen and reshare. Blind signing (raw hashes)
 # stays refused. Do not use for real funds.
 package cosigner
 
@@ -9,7 +9,7 @@ default allow := false
 
 allow if {
 	input.request.kind == "sign"
-	input.payload.chain in {"message", "ethereum"}
+	input.payload.chain in {"message", "ethereum", "bitcoin"}
 }
 
 allow if {

@@ -14,7 +14,7 @@ pay := {
 	"version": 1,
 	"now_ms": noon,
 	"request": {"kind": "sign"},
-	"payload": {"chain": "ethereum", "network": "8453", "transfers": [{"asset": "native", "recipient": "0x1", "amount": "100000000000000000"}]},
+	"payload": {"chain": "ethereum", "network": "8453", "transfers": [{"asset": "ethereum:8453:native", "recipient": "0x1", "amount": "100000000000000000"}]},
 	"history": {"windows": {"1h": {"signatures": 3}}},
 }
 
@@ -39,6 +39,6 @@ test_unknown_chain if {
 }
 
 test_unlisted_token_has_zero_limit if {
-	some msg in cosigner.deny with input as pay with input.payload.transfers as [{"asset": "0xdead", "recipient": "0x1", "amount": "1"}]
+	some msg in cosigner.deny with input as pay with input.payload.transfers as [{"asset": "ethereum:8453:0xdead", "recipient": "0x1", "amount": "1"}]
 	contains(msg, "per-transaction limit")
 }

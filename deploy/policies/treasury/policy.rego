@@ -1,7 +1,8 @@
-# Treasury vault: signs only ERC-20 or ether transfers on Ethereum mainnet to allowlisted
-# recipients, within a per-transaction and a daily limit per asset; only the listed
-# requesters may ask. Keygen and reshare are refused here (treasury committees change by
-# an operator's hand, with another bundle).
+# Treasury vault: signs only ether and ERC-20 transfers on Ethereum mainnet and payments on
+# Bitcoin mainnet, to allowlisted recipients (change back to the vault excepted), within a
+# per-transaction and a daily limit per asset; Bitcoin only with proven input amounts and a
+# capped fee. Only the listed requesters may ask. Keygen and reshare are refused here
+# (treasury committees change by an operator's hand, with another bundle).
 package cosigner
 
 import rego.v1
@@ -13,6 +14,19 @@ allow if {
 	input.payload.chain == "ethereum"
 	input.payload.network == "1"
 	count(input.payload.transfers) > 0
+}
+
+allow if {
+	input.request.kind == "sign"
+	input.payload.chain == "bitcoin"
+	input.payload.network == "mainnet"
+	count(input.payload.transfers) > 0
+}
+
+# What leaves the vault: change comes back to it and is neither a recipient nor spent.
+outgoing contains t if {
+	some t in input.payload.transfers
+	not t.is_change
 }
 
 deny contains msg if {
@@ -36,22 +50,36 @@ deny contains msg if {
 }
 
 deny contains msg if {
-	some t in input.payload.transfers
+	some t in outgoing
 	not data.treasury.allowlist[t.recipient]
 	msg := sprintf("recipient %s is not on the allowlist", [t.recipient])
 }
 
 deny contains msg if {
-	some t in input.payload.transfers
+	some t in outgoing
 	not data.treasury.limits[t.asset]
 	msg := sprintf("asset %s has no limits configured", [t.asset])
 }
 
 deny contains msg if {
-	some t in input.payload.transfers
-	limit := data.treasury.limits[t.asset].per_transaction
-	greater(t.amount, limit)
-	msg := sprintf("%s of %s exceeds the per-transaction limit %s", [t.amount, t.asset, limit])
+	some asset, amount in input.totals
+	limit := data.treasury.limits[asset].per_transaction
+	greater(amount, limit)
+	msg := sprintf("%s of %s exceeds the per-transaction limit %s", [amount, asset, limit])
+}
+
+# A segwit signature commits to its own input's amount only: without every previous
+# transaction a PSBT can understate its fee (CVE-2020-14199).
+deny contains msg if {
+	input.payload.chain == "bitcoin"
+	not input.payload.decoded.fee_proven
+	msg := "an input lacks its previous transaction (non_witness_utxo): the fee cannot be verified"
+}
+
+deny contains msg if {
+	input.payload.chain == "bitcoin"
+	greater(input.payload.fee, data.treasury.bitcoin_max_fee)
+	msg := sprintf("fee %s sat is over the limit %s", [input.payload.fee, data.treasury.bitcoin_max_fee])
 }
 
 deny contains msg if {

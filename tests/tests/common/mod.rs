@@ -145,11 +145,6 @@ pub fn sign(s: &Setup, who: &Party, signers: &[&str], message: &str) -> Output {
 pub fn verify_independently(out: &Value, message: &str, expected_key: &str) {
     use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
     use secp256k1::{Message, PublicKey, Secp256k1};
-    let unhex = |s: &str| -> Vec<u8> {
-        (0..s.len() / 2)
-            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-            .collect()
-    };
     assert_eq!(out["public_key"].as_str().unwrap(), expected_key);
     // The hash is recomputed here, not taken from the output.
     use sha3::Digest;
@@ -177,6 +172,12 @@ pub fn verify_independently(out: &Value, message: &str, expected_key: &str) {
     )
     .unwrap();
     assert_eq!(secp.recover_ecdsa(&msg, &rec).unwrap(), key);
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
 }
 
 pub fn hex(b: &[u8]) -> String {

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::connect::ConnectArgs;
+use crate::payload::{NetworkArg, PayloadArgs, payload_hash};
 use file::PartyFile;
 
 pub const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
@@ -90,20 +91,14 @@ pub enum PartyCommand {
         json: bool,
     },
     /// Sign a payload with t signers (names from the vault's committee): an EIP-191
-    /// message, an unsigned Ethereum transaction, or EIP-712 typed data.
-    #[command(group(clap::ArgGroup::new("payload").required(true).args(["message", "eth_tx", "typed_data"])))]
+    /// message, an unsigned Ethereum transaction, EIP-712 typed data or a Bitcoin PSBT.
     Sign {
         #[arg(long)]
         vault: String,
-        /// An EIP-191 personal message.
-        #[arg(long)]
-        message: Option<String>,
-        /// An unsigned Ethereum transaction (hex of its signing RLP, with the type byte).
-        #[arg(long, value_name = "HEX")]
-        eth_tx: Option<String>,
-        /// A file with EIP-712 typed data (JSON).
-        #[arg(long, value_name = "FILE")]
-        typed_data: Option<PathBuf>,
+        #[command(flatten)]
+        payload: PayloadArgs,
+        #[command(flatten)]
+        network: NetworkArg,
         /// The hash the user approved (hex), sent as the request's expected hash instead of
         /// the one computed here: the daemons refuse to sign if theirs differs.
         #[arg(long, value_name = "HEX")]
@@ -201,29 +196,6 @@ fn session_id() -> Vec<u8> {
     let mut s = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut s);
     s
-}
-
-/// The one hash a device signs for a payload, computed by the same decoder the daemon uses.
-/// A raw hash is refused: a device never signs what it cannot show its user.
-pub fn payload_hash(p: &api::Payload) -> Result<[u8; 32]> {
-    use api::payload::Kind as K;
-    use cosigner_policy::Payload as P;
-    let payload = match p.kind.as_ref() {
-        Some(K::PersonalMessage(m)) => P::PersonalMessage(&m.message),
-        Some(K::EthereumTransaction(t)) => P::Ethereum(&t.unsigned_rlp),
-        Some(K::TypedData(t)) => P::TypedData(&t.json),
-        Some(K::BitcoinPsbt(b)) => P::Psbt(&b.psbt),
-        Some(K::RawHash(_)) => bail!("a device never signs a raw hash"),
-        None => bail!("no payload"),
-    };
-    let d = cosigner_policy::decode(&payload).map_err(|e| anyhow!("payload: {e}"))?;
-    match d.hashes[..] {
-        [h] => Ok(h),
-        _ => bail!(
-            "payloads with {} hashes are not signed by this build",
-            d.hashes.len()
-        ),
-    }
 }
 
 /// What every party command needs: connections and the open file.
@@ -451,9 +423,8 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
         }
         PartyCommand::Sign {
             vault,
-            message,
-            eth_tx,
-            typed_data,
+            payload,
+            network,
             expected_hash,
             path,
             signers,
@@ -462,21 +433,7 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
             request_out,
             json,
         } => {
-            let kind = match (message, eth_tx, typed_data) {
-                (Some(m), _, _) => api::payload::Kind::PersonalMessage(api::PersonalMessage {
-                    message: m.into_bytes(),
-                }),
-                (_, Some(h), _) => {
-                    api::payload::Kind::EthereumTransaction(api::EthereumTransaction {
-                        unsigned_rlp: unhex(&h).context("--eth-tx is not hex")?,
-                    })
-                }
-                (_, _, Some(f)) => api::payload::Kind::TypedData(api::TypedData {
-                    json: std::fs::read_to_string(&f)
-                        .with_context(|| format!("cannot read {}", f.display()))?,
-                }),
-                _ => bail!("give --message, --eth-tx or --typed-data"),
-            };
+            let payload = payload.to_api(&network)?;
             let expected = expected_hash
                 .map(|h| unhex(&h))
                 .transpose()
@@ -484,7 +441,7 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
             sign(
                 &mut ctx,
                 &vault,
-                api::Payload { kind: Some(kind) },
+                payload,
                 expected,
                 &path,
                 &signers,
@@ -760,7 +717,7 @@ async fn sign(
             record.epoch()
         );
     }
-    let hash = payload_hash(&payload)?;
+    let hash = payload_hash(&payload, &record, path)?;
     let relay_addr = relay_addr(relay, &daemons)?;
     let mut relay = ctx.relay(&relay_addr).await?;
     let sid = ctx.create_session(&mut relay, &signer_members).await?;
@@ -1242,7 +1199,11 @@ async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
         );
     }
     // Never blind-sign: the hash is computed here from the payload.
-    let hash = payload_hash(&body.payload.unwrap_or_default())?;
+    let hash = payload_hash(
+        &body.payload.unwrap_or_default(),
+        &record,
+        &body.derivation_path,
+    )?;
     if !body.expected_hashes.is_empty() && body.expected_hashes != [hash.to_vec()] {
         bail!("the request's expected hash differs from the message's; refusing to sign");
     }
