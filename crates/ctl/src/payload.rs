@@ -105,3 +105,25 @@ pub fn payload_hash(p: &api::Payload, vault: &VaultRecord, path: &str) -> Result
     let path = DerivationPath::parse(path)?;
     d.single_hash(&path.0).map_err(|e| anyhow!("payload: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_psbt_file_is_binary_or_base64() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("a.psbt");
+        let raw = b"psbt\xff\x01\x02".to_vec();
+        std::fs::write(&bin, &raw).unwrap();
+        assert_eq!(read_psbt(&bin).unwrap(), raw);
+        let b64 = dir.path().join("a.txt");
+        std::fs::write(&b64, "cHNidP8BAg==\n").unwrap();
+        assert_eq!(read_psbt(&b64).unwrap(), raw);
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, "not a psbt!").unwrap();
+        let e = read_psbt(&junk).unwrap_err().to_string();
+        assert!(e.contains("neither a binary PSBT nor base64"), "{e}");
+        assert!(read_psbt(&dir.path().join("missing")).is_err());
+    }
+}

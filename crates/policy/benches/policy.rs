@@ -151,6 +151,52 @@ fn main() {
         );
         only_allow.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    // Where the time outside regorus goes: building the document, converting it.
+    let (mut t_doc, mut t_conv) = (vec![], vec![]);
+    for _ in 0..N {
+        let t = Instant::now();
+        let doc = document(&make_facts(&d, requester));
+        let t1 = Instant::now();
+        let v = regorus::Value::from(doc);
+        let t2 = Instant::now();
+        std::hint::black_box(v);
+        t_doc.push((t1 - t).as_secs_f64() * 1e6);
+        t_conv.push((t2 - t1).as_secs_f64() * 1e6);
+    }
+    // regorus's register VM (RVM) on the same bundle and input, for comparison only: the
+    // daemon decides with the interpreter, because a bundle's own `test_` rules use
+    // `with`, which the RVM compiler does not support, so they could not vouch for it.
+    let mut rvm_t = vec![];
+    {
+        let entry: regorus::Rc<str> = "data.cosigner.deny".into();
+        let compiled = engine.compile_with_entrypoint(&entry).expect("compile");
+        let program = regorus::languages::rego::compiler::Compiler::compile_from_policy(
+            &compiled,
+            &["data.cosigner.deny", "data.cosigner.allow"],
+        )
+        .expect("rvm program");
+        let mut vm = regorus::rvm::vm::RegoVM::new_with_policy(compiled.clone());
+        vm.load_program(program);
+        vm.set_data(regorus::Value::from_json_str(&data.to_string()).expect("data"))
+            .expect("data");
+        for _ in 0..N {
+            let t = Instant::now();
+            vm.set_input(raw_input.clone());
+            let a = vm
+                .execute_entry_point_by_name("data.cosigner.deny")
+                .expect("deny");
+            let b = vm
+                .execute_entry_point_by_name("data.cosigner.allow")
+                .expect("allow");
+            rvm_t.push(t.elapsed().as_secs_f64() * 1e6);
+            std::hint::black_box((a, b));
+        }
+        vm.set_input(raw_input.clone());
+        let allow = vm
+            .execute_entry_point_by_name("data.cosigner.allow")
+            .expect("allow");
+        assert_eq!(allow, regorus::Value::from(true), "the RVM agrees here");
+    }
     let show = |name: &str, v: Vec<f64>| {
         let (p50, p95, p99) = pct(v);
         println!("{name:<44} p50 {p50:>8.1} us  p95 {p95:>8.1} us  p99 {p99:>8.1} us");
@@ -161,8 +207,11 @@ fn main() {
     show("  decode only", dec);
     let e = show("  input document + decide", eval);
     let r = show("regorus alone (deny + allow on a prepared input)", raw);
-    show("  of which deny (nine rules)", only_deny);
+    show("  of which deny (ten rules)", only_deny);
     show("  of which allow", only_allow);
+    show("  RVM instead (deny + allow, same input)", rvm_t);
+    show("input document (serde_json)", t_doc);
+    show("  serde_json -> regorus Value", t_conv);
     println!(
         "decide / regorus alone: {:.2}; target for the whole: p50 < 50 us (got {f:.1})",
         e / r
