@@ -360,6 +360,23 @@ pub fn analyse(bytes: &[u8], net: &str, vault: &VaultKey) -> Result<Decoded, Dec
     if tx.input.is_empty() || tx.output.is_empty() {
         return Err(invalid(F, "a transaction needs inputs and outputs"));
     }
+    // The parser gives one map per input and output; the indexing below relies on it.
+    if psbt.inputs.len() != tx.input.len() || psbt.outputs.len() != tx.output.len() {
+        return Err(invalid(
+            F,
+            "the PSBT's input and output maps do not match its transaction",
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(tx.input.len());
+    if let Some(dup) = tx.input.iter().find(|i| !seen.insert(i.previous_output)) {
+        return Err(invalid(
+            F,
+            format!(
+                "spends {} twice (an invalid transaction whose inputs would be counted twice)",
+                dup.previous_output
+            ),
+        ));
+    }
 
     let mut cache = SighashCache::new(tx);
     let mut total_in: u64 = 0;

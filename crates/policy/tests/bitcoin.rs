@@ -420,6 +420,12 @@ fn unsafe_or_unsignable_psbts_are_refused() {
     p.unsigned_tx.output[0].value = Amount::from_sat(40_000);
     assert!(err(&p, &v).contains("spend more than the inputs"));
 
+    // The same coin spent twice.
+    let mut p = psbt.clone();
+    p.unsigned_tx.input.push(p.unsigned_tx.input[0].clone());
+    p.inputs.push(p.inputs[0].clone());
+    assert!(err(&p, &v).contains("twice"));
+
     // Two vault inputs decode, but one request signs one hash.
     let mut p = psbt.clone();
     let mut second = p.unsigned_tx.input[0].clone();
