@@ -26,9 +26,7 @@ use cosigner_policy::input::{self, Facts, Request, VaultFacts, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 use cosigner_relay::driver::engine_nonce;
 use cosigner_relay::record::{committee_from_api, committee_to_api};
-use cosigner_relay::{
-    DriveError, Driver, Held, Hello, Member, PartyKeys, SessionSpec, VaultRecord,
-};
+use cosigner_relay::{DriveError, Driver, Held, Hello, Member, SessionSpec, VaultRecord};
 use cosigner_seal::{Slot, check_vault_id};
 use cosigner_tss::{
     Committee, DerivationPath, Keygen, KeygenParams, PartyId, Reshare, ReshareOutput,
@@ -43,12 +41,13 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::auth::Caller;
 use crate::config::CeremonySettings;
 use crate::history_rpc::blocking;
+use crate::me::Me;
 use crate::policy::{self, Policy};
 use crate::vaults::{Vaults, slots_to_api};
 
 const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
 const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
-const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
+pub(crate) const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
 /// How long a used relay session id is remembered (relay sessions live at most an hour).
 const SESSION_MEMORY: Duration = Duration::from_secs(2 * 3600);
 
@@ -197,7 +196,7 @@ pub struct Ceremonies {
     history: Arc<History>,
     policy: Arc<Policy>,
     settings: CeremonySettings,
-    keys: PartyKeys,
+    me: Arc<Me>,
     relays: RelayConnector,
     slots: Arc<Semaphore>,
     /// Relay session ids used here, with when, so none runs twice. Forgotten after
@@ -213,7 +212,7 @@ pub struct Ceremonies {
 }
 
 /// Holds a vault's "keygen or reshare in progress" mark; released on drop.
-struct Changing {
+pub(crate) struct Changing {
     set: Arc<Mutex<HashSet<String>>>,
     vault: String,
 }
@@ -240,7 +239,7 @@ impl Ceremonies {
         history: Arc<History>,
         policy: Arc<Policy>,
         settings: CeremonySettings,
-        keys: PartyKeys,
+        me: Arc<Me>,
         own_relay: Option<String>,
         tls: RelayTls,
     ) -> Self {
@@ -253,7 +252,7 @@ impl Ceremonies {
             policy,
             slots: Arc::new(Semaphore::new(settings.max_concurrent)),
             settings,
-            keys,
+            me,
             relays: RelayConnector {
                 own: own_relay,
                 tls,
@@ -267,7 +266,7 @@ impl Ceremonies {
     }
 
     fn me(&self) -> [u8; 32] {
-        self.keys.party_id()
+        self.me.party_id()
     }
 
     /// The vault's history windows (1h, 24h, 7d) and last reshare, for the policy.
@@ -295,8 +294,33 @@ impl Ceremonies {
         Ok((windows, a.last_reshare_ms))
     }
 
+    /// A relay client (`address` empty: this daemon's own relay) and the address used.
+    pub(crate) async fn relay_client(
+        &self,
+        address: &str,
+    ) -> Result<(RelayClient<Channel>, String), Status> {
+        let addr = if address.is_empty() {
+            self.relays.own.clone().unwrap_or_default()
+        } else {
+            address.to_string()
+        };
+        Ok((self.relays.client(&addr).await?, addr))
+    }
+
+    /// The TLS settings this daemon uses as a client (its own certificate).
+    pub(crate) fn client_tls(&self) -> ClientTlsConfig {
+        self.relays.tls.clone()
+    }
+
+    /// How many ceremonies are running on this daemon now.
+    pub(crate) fn running(&self) -> usize {
+        self.settings
+            .max_concurrent
+            .saturating_sub(self.slots.available_permits())
+    }
+
     /// Marks `vault` as being generated or reshared here, or refuses if it already is.
-    fn exclusive(&self, vault: &str) -> Result<Changing, Status> {
+    pub(crate) fn exclusive(&self, vault: &str) -> Result<Changing, Status> {
         let mut set = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(vault.to_string()) {
             return Err(Status::aborted(format!(
@@ -479,7 +503,7 @@ impl Ceremonies {
             .map_err(|s| DriveError::Relay(s.message().to_string()))?;
         Driver::open(
             client,
-            self.keys.clone(),
+            self.me.keys(),
             SessionSpec {
                 session_id: relay.session_id.clone(),
                 participants,
@@ -529,6 +553,8 @@ impl Ceremonies {
         let decision = self.policy.decide(input::document(&Facts {
             request: Request {
                 kind: "keygen".into(),
+                refresh: false,
+                scheduled: false,
                 vault_id: body.vault_id.clone(),
                 epoch: 0,
                 derivation_path: String::new(),
@@ -668,7 +694,7 @@ impl Ceremonies {
                 "this daemon (party {}) is not in the committee",
                 short(&me)
             ))),
-            Some(m) if m.encryption_key != self.keys.encryption_public() => {
+            Some(m) if m.encryption_key != self.me.encryption_public() => {
                 Err(Status::failed_precondition(format!(
                     "the committee lists another encryption key for this daemon (party {}); take it from `cosignerctl status`",
                     short(&me)
@@ -746,6 +772,8 @@ impl Ceremonies {
         let facts = Facts {
             request: Request {
                 kind: "sign".into(),
+                refresh: false,
+                scheduled: false,
                 vault_id: body.vault_id.clone(),
                 epoch,
                 derivation_path: body.derivation_path.clone(),
@@ -1001,6 +1029,8 @@ impl Ceremonies {
         let decision = self.policy.decide(input::document(&Facts {
             request: Request {
                 kind: "reshare".into(),
+                refresh: new_committee == old.public.committee && new_members == old.members,
+                scheduled: body.scheduled,
                 vault_id: body.vault_id.clone(),
                 epoch: old.epoch(),
                 derivation_path: String::new(),
@@ -1148,6 +1178,8 @@ impl Ceremonies {
                 let doc = input::document(&Facts {
                     request: Request {
                         kind: "sign".into(),
+                        refresh: false,
+                        scheduled: false,
                         vault_id: body.vault_id.clone(),
                         epoch: body.epoch,
                         derivation_path: body.derivation_path.clone(),
@@ -1184,6 +1216,8 @@ impl Ceremonies {
                 let doc = input::document(&Facts {
                     request: Request {
                         kind: "keygen".into(),
+                        refresh: false,
+                        scheduled: false,
                         vault_id: body.vault_id.clone(),
                         epoch: 0,
                         derivation_path: String::new(),

@@ -50,6 +50,29 @@ pub struct Config {
     pub relay: RelaySettings,
     pub ceremonies: CeremonySettings,
     pub policy: PolicySettings,
+    pub rotation: RotationSettings,
+}
+
+/// Scheduled rotation: on each schedule this daemon starts a refresh of the vault's
+/// committee (a reshare to the same committee and threshold) with its peer daemons.
+#[derive(Debug, Clone, Default)]
+pub struct RotationSettings {
+    /// Relay address every party can reach; empty: this daemon's own relay.
+    pub relay: String,
+    /// Peer daemons by party id.
+    pub peers: std::collections::BTreeMap<[u8; 32], String>,
+    pub schedules: Vec<RotationSchedule>,
+    /// Back-off after a failed run: doubles from `retry_min` up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RotationSchedule {
+    pub vault: String,
+    /// The cron expression as written (sec min hour day-of-month month day-of-week [year]).
+    pub cron: String,
+    pub schedule: cron::Schedule,
 }
 
 /// The policy bundle (a folder of .rego and .json files) and how it is watched.
@@ -150,6 +173,37 @@ struct RawConfig {
     ceremonies: RawCeremonies,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default)]
+    rotation: RawRotation,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRotation {
+    relay: String,
+    peers: std::collections::BTreeMap<String, String>,
+    schedule: Vec<RawRotationSchedule>,
+    retry_min_secs: u64,
+    retry_max_secs: u64,
+}
+
+impl Default for RawRotation {
+    fn default() -> Self {
+        RawRotation {
+            relay: String::new(),
+            peers: Default::default(),
+            schedule: Vec::new(),
+            retry_min_secs: 5,
+            retry_max_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRotationSchedule {
+    vault: String,
+    cron: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -443,7 +497,16 @@ impl Config {
             bundle,
             watch: Duration::from_secs(raw.policy.watch_secs),
         };
+        let rotation = validate_rotation(raw.rotation)?;
+        if !rotation.schedules.is_empty() && rotation.relay.is_empty() && !relay.enabled {
+            return Err(ConfigError::Invalid {
+                key: "rotation.relay",
+                why: "rotation schedules need a relay: set rotation.relay or relay.enabled = true"
+                    .into(),
+            });
+        }
         Ok(Config {
+            rotation,
             policy,
             relay,
             ceremonies,
@@ -597,6 +660,79 @@ fn validate_ceremonies(c: RawCeremonies) -> Result<CeremonySettings, ConfigError
         round_timeout: Duration::from_secs(c.round_timeout_secs),
         max_concurrent: c.max_concurrent,
         max_clock_skew: Duration::from_secs(c.max_clock_skew_secs),
+    })
+}
+
+fn validate_rotation(r: RawRotation) -> Result<RotationSettings, ConfigError> {
+    use std::str::FromStr;
+    let mut peers = std::collections::BTreeMap::new();
+    for (id, addr) in r.peers {
+        let pid = cosigner_relay::keys::parse_id(&id).ok_or_else(|| ConfigError::Invalid {
+            key: "rotation.peers",
+            why: format!(
+                "{id:?} is not a party id (64 hex characters, as `cosignerctl status` prints)"
+            ),
+        })?;
+        if !(addr.starts_with("https://") && addr.len() > 8) {
+            return Err(ConfigError::Invalid {
+                key: "rotation.peers",
+                why: format!("the address of {id:.16}... ({addr:?}) must be https://host:port"),
+            });
+        }
+        peers.insert(pid, addr);
+    }
+    if !r.relay.is_empty() && !r.relay.starts_with("https://") {
+        return Err(ConfigError::Invalid {
+            key: "rotation.relay",
+            why: format!(
+                "{:?} must be https://host:port (or empty for this daemon's relay)",
+                r.relay
+            ),
+        });
+    }
+    let mut schedules: Vec<RotationSchedule> = Vec::new();
+    for (i, s) in r.schedule.into_iter().enumerate() {
+        cosigner_seal::check_vault_id(&s.vault).map_err(|e| ConfigError::Invalid {
+            key: "rotation.schedule.vault",
+            why: format!("entry {i}: {e}"),
+        })?;
+        if schedules.iter().any(|x| x.vault == s.vault) {
+            return Err(ConfigError::Invalid {
+                key: "rotation.schedule.vault",
+                why: format!("vault {:?} has two schedules", s.vault),
+            });
+        }
+        let schedule = cron::Schedule::from_str(&s.cron).map_err(|e| ConfigError::Invalid {
+            key: "rotation.schedule.cron",
+            why: format!(
+                "entry {i} ({:?}): {e}; the form is \"sec min hour day-of-month month day-of-week\", e.g. \"0 0 3 * * Sun\"",
+                s.cron
+            ),
+        })?;
+        schedules.push(RotationSchedule {
+            vault: s.vault,
+            cron: s.cron,
+            schedule,
+        });
+    }
+    if !(1..=86_400).contains(&r.retry_min_secs)
+        || r.retry_max_secs < r.retry_min_secs
+        || r.retry_max_secs > 86_400
+    {
+        return Err(ConfigError::Invalid {
+            key: "rotation.retry_min_secs",
+            why: format!(
+                "retry_min_secs {} and retry_max_secs {} must satisfy 1 <= min <= max <= 86400",
+                r.retry_min_secs, r.retry_max_secs
+            ),
+        });
+    }
+    Ok(RotationSettings {
+        relay: r.relay,
+        peers,
+        schedules,
+        retry_min: Duration::from_secs(r.retry_min_secs),
+        retry_max: Duration::from_secs(r.retry_max_secs),
     })
 }
 
@@ -817,5 +953,57 @@ tcti = "swtpm:host=127.0.0.1,port=2321"
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/c.toml"), "{err}");
+    }
+
+    #[test]
+    fn rotation_schedules_peers_and_their_errors() {
+        let peer = "ab".repeat(32);
+        let good = format!(
+            "{GOOD}[relay]\nenabled = true\n[rotation]\nretry_min_secs = 2\n[rotation.peers]\n\"{peer}\" = \"https://b.example:7443\"\n[[rotation.schedule]]\nvault = \"v1\"\ncron = \"*/5 * * * * *\"\n"
+        );
+        let (_d, path) = setup(&good);
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        assert_eq!(c.rotation.schedules.len(), 1);
+        assert_eq!(c.rotation.schedules[0].vault, "v1");
+        assert_eq!(c.rotation.peers.len(), 1);
+        assert_eq!(c.rotation.retry_min, Duration::from_secs(2));
+        for (bad, key, why) in [
+            (
+                good.replace("*/5 * * * * *", "every day"),
+                "rotation.schedule.cron",
+                "sec min hour",
+            ),
+            (
+                good.replace(&peer, "abc"),
+                "rotation.peers",
+                "not a party id",
+            ),
+            (
+                good.replace("https://b.example", "b.example"),
+                "rotation.peers",
+                "https://",
+            ),
+            (
+                good.replace("\"v1\"", "\"../x\""),
+                "rotation.schedule.vault",
+                "vault id",
+            ),
+            (
+                good.replace("enabled = true", "enabled = false"),
+                "rotation.relay",
+                "need a relay",
+            ),
+            (
+                good.replace("retry_min_secs = 2", "retry_min_secs = 0"),
+                "rotation.retry_min_secs",
+                "min <= max",
+            ),
+        ] {
+            let (_d, path) = setup(&bad);
+            let e = Config::load_with_env(&path, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(why), "{e}");
+        }
     }
 }

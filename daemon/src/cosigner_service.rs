@@ -1,6 +1,6 @@
 //! The `cosigner.v1.Cosigner` service.
 //!
-//! Status, vaults, keygen, sign, reshare and the history RPCs exist in this build. Every other RPC answers UNIMPLEMENTED
+//! Status, vaults, keygen, sign, reshare, backups and the history RPCs exist in this build. Every other RPC answers UNIMPLEMENTED
 //! with the issue that brings it, so a client learns what is missing instead of getting a
 //! fake success. The README lists the same table.
 
@@ -14,21 +14,20 @@ use cosigner_api::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
+use crate::backup::Backups;
 use crate::ceremony::Ceremonies;
 use crate::history_rpc::{self, blocking};
+use crate::me::Me;
 use crate::policy::Policy;
+use crate::rotation::Rotations;
 use crate::vaults::Vaults;
 
 /// RPCs that later issues implement, with what brings them. Kept in one list so the status
 /// RPC, the UNIMPLEMENTED messages and the tests agree.
-pub const NOT_YET: &[(&str, &str)] = &[
-    (
-        "Refresh",
-        "a later release (a Reshare to the same committee refreshes every share today)",
-    ),
-    ("ExportBackup", "share backups (issue #8)"),
-    ("ImportBackup", "share backups (issue #8)"),
-];
+pub const NOT_YET: &[(&str, &str)] = &[(
+    "Refresh",
+    "a later release (a Reshare to the same committee refreshes every share today)",
+)];
 
 fn not_yet(method: &str) -> Status {
     let when = NOT_YET
@@ -46,8 +45,6 @@ pub struct DaemonInfo {
     pub identity_uri: String,
     /// Human description of the sealing backend.
     pub sealing: String,
-    pub party_id: [u8; 32],
-    pub encryption_key: [u8; 32],
 }
 
 pub struct CosignerService {
@@ -58,16 +55,22 @@ pub struct CosignerService {
     vaults: Arc<Vaults>,
     ceremonies: Arc<Ceremonies>,
     policy: Arc<Policy>,
+    backups: Arc<Backups>,
+    rotations: Arc<Rotations>,
+    me: Arc<Me>,
     relay_enabled: bool,
 }
 
 impl CosignerService {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         info: DaemonInfo,
         history: Arc<History>,
         vaults: Arc<Vaults>,
         ceremonies: Arc<Ceremonies>,
         policy: Arc<Policy>,
+        backups: Arc<Backups>,
+        rotations: Arc<Rotations>,
         relay_enabled: bool,
     ) -> Self {
         let started_at_ms = SystemTime::now()
@@ -82,6 +85,9 @@ impl CosignerService {
             vaults,
             ceremonies,
             policy,
+            me: backups.me.clone(),
+            backups,
+            rotations,
             relay_enabled,
         }
     }
@@ -99,18 +105,32 @@ impl Cosigner for CosignerService {
         tracing::debug!(caller = %caller.uri, "status");
         let (history_entries, history_bytes) =
             blocking(&self.history, |h| Ok((h.len()?, h.size_on_disk()?))).await?;
+        let vaults = self.vaults.list().await?;
+        let mut backups = Vec::with_capacity(vaults.len());
+        for v in &vaults {
+            let newest = crate::backup::newest_export(&self.history, &v.vault_id).await?;
+            backups.push(BackupStatus {
+                vault_id: v.vault_id.clone(),
+                epoch: v.epoch,
+                has_backup: newest.is_some(),
+                backup_epoch: newest.unwrap_or(0),
+                backup_renewal_needed: newest.is_none_or(|e| e < v.epoch),
+            });
+        }
         Ok(Response::new(GetStatusResponse {
+            rotations: self.rotations.status(),
+            backups,
             history_entries,
             history_bytes,
             version: env!("CARGO_PKG_VERSION").to_string(),
             identity: self.info.identity_uri.clone(),
-            party_id: self.info.party_id.to_vec(),
-            encryption_key: self.info.encryption_key.to_vec(),
+            party_id: self.me.party_id().to_vec(),
+            encryption_key: self.me.encryption_public().to_vec(),
             started_at_ms: self.started_at_ms,
             uptime_seconds: self.started.elapsed().as_secs(),
             sealing_backend: self.info.sealing.clone(),
             policy_hash: self.policy.hash(),
-            vaults: self.vaults.list().await?,
+            vaults,
             relay_enabled: self.relay_enabled,
             unavailable: NOT_YET
                 .iter()
@@ -305,15 +325,26 @@ impl Cosigner for CosignerService {
 
     async fn export_backup(
         &self,
-        _: Request<ExportBackupRequest>,
+        request: Request<ExportBackupRequest>,
     ) -> Result<Response<ExportBackupResponse>, Status> {
-        Err(not_yet("ExportBackup"))
+        let caller = auth::caller(&request)?;
+        let mut r = request.into_inner();
+        let pass = zeroize::Zeroizing::new(std::mem::take(&mut r.passphrase));
+        let (backup, epoch) = self.backups.export(&caller, &r.vault_id, pass).await?;
+        Ok(Response::new(ExportBackupResponse { backup, epoch }))
     }
 
     async fn import_backup(
         &self,
-        _: Request<ImportBackupRequest>,
+        request: Request<ImportBackupRequest>,
     ) -> Result<Response<ImportBackupResponse>, Status> {
-        Err(not_yet("ImportBackup"))
+        let caller = auth::caller(&request)?;
+        let mut r = request.into_inner();
+        let pass = zeroize::Zeroizing::new(std::mem::take(&mut r.passphrase));
+        let vault = self
+            .backups
+            .import(&caller, r.backup, pass, r.replaces_party)
+            .await?;
+        Ok(Response::new(ImportBackupResponse { vault: Some(vault) }))
     }
 }

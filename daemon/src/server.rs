@@ -15,10 +15,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::{AuthLayer, Authorizer};
+use crate::backup::Backups;
 use crate::ceremony::{Ceremonies, RelayTls};
 use crate::config::{ClientAuth, Config};
 use crate::cosigner_service::{CosignerService, DaemonInfo};
 use crate::datadir::{DataDir, DataDirError};
+use crate::me::Me;
 use crate::policy::Policy;
 use crate::vaults::Vaults;
 use cosigner_history::{History, HistoryError, Kind, Outcome, Record};
@@ -121,13 +123,13 @@ async fn start_core(
         ));
     }
 
-    let keys = PartyKeys::new(
+    let me = Arc::new(Me::new(PartyKeys::new(
         identity.signing_key().clone(),
         identity.encryption_secret().clone(),
-    );
+    )));
     drop(identity);
     let store = ShareStore::open(data_dir.path(), sealer.clone())?;
-    let vaults = Arc::new(Vaults::new(store, keys.clone()));
+    let vaults = Arc::new(Vaults::new(store, me.clone()));
     let own_relay = relay.as_ref().map(|_| {
         let host = if config.listen.ip().is_unspecified() {
             "127.0.0.1".to_string()
@@ -152,7 +154,7 @@ async fn start_core(
         history.clone(),
         policy.clone(),
         config.ceremonies.clone(),
-        keys.clone(),
+        me.clone(),
         own_relay,
         RelayTls {
             ca: read("tls.ca", &config.tls.ca)?,
@@ -166,17 +168,35 @@ async fn start_core(
         );
     }
 
+    let rotations = crate::rotation::Rotations::start(
+        config.rotation.clone(),
+        ceremonies.clone(),
+        vaults.clone(),
+        me.clone(),
+        history.clone(),
+        config.identity.clone(),
+        identity_uri.to_string(),
+    );
+    let backups = Arc::new(Backups {
+        me,
+        vaults: vaults.clone(),
+        history: history.clone(),
+        ceremonies: ceremonies.clone(),
+        sealer: sealer.clone(),
+        data_dir: data_dir.path().to_path_buf(),
+        source: format!("cosignerd {identity_uri}"),
+    });
     let service = CosignerService::new(
         DaemonInfo {
             identity_uri: identity_uri.to_string(),
             sealing,
-            party_id,
-            encryption_key: keys.encryption_public(),
         },
         history.clone(),
         vaults,
         ceremonies,
         policy.clone(),
+        backups,
+        rotations,
         relay.is_some(),
     );
     Ok(Core {

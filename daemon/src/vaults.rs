@@ -6,13 +6,15 @@
 use std::sync::Arc;
 
 use cosigner_api::v1 as api;
-use cosigner_relay::{Held, PartyKeys};
+use cosigner_relay::Held;
 use cosigner_seal::{SealError, ShareStore, Slot, SlotEpochs};
 use tonic::Status;
 
+use crate::me::Me;
+
 pub struct Vaults {
     store: Arc<ShareStore>,
-    keys: PartyKeys,
+    me: Arc<Me>,
 }
 
 /// A sealed file that unseals but does not decode is damage, not a missing share.
@@ -43,10 +45,10 @@ pub fn slots_to_api(s: &SlotEpochs) -> api::ShareSlots {
 }
 
 impl Vaults {
-    pub fn new(store: ShareStore, keys: PartyKeys) -> Self {
+    pub fn new(store: ShareStore, me: Arc<Me>) -> Self {
         Vaults {
             store: Arc::new(store),
-            keys,
+            me,
         }
     }
 
@@ -70,11 +72,11 @@ impl Vaults {
     pub async fn load(&self, vault: &str, slot: Slot) -> Result<Held, Status> {
         let (_, bytes) = self
             .store
-            .load(vault, slot, self.keys.party_id(), None)
+            .load(vault, slot, self.me.party_id(), None)
             .await
             .map_err(seal_status)?;
         let held = Held::decode(&bytes).map_err(|e| damaged(vault, e))?;
-        if held.record.vault_id() != vault || held.share.party().0 != self.keys.party_id() {
+        if held.record.vault_id() != vault || held.share.party().0 != self.me.party_id() {
             return Err(damaged(vault, "it names another vault or party"));
         }
         Ok(held)
@@ -94,7 +96,7 @@ impl Vaults {
         let vault = held.record.vault_id().to_string();
         let epoch = held.record.epoch();
         self.store
-            .seal_pending(&vault, self.keys.party_id(), epoch, &bytes)
+            .seal_pending(&vault, self.me.party_id(), epoch, &bytes)
             .await
             .map_err(seal_status)
     }
@@ -124,6 +126,19 @@ impl Vaults {
             None => return Err(Status::not_found(format!("no vault {vault:?} here"))),
         };
         Ok(held.record.to_api(Some(slots_to_api(&slots))))
+    }
+
+    /// Ids of the vaults with a share directory (any slot).
+    pub async fn ids(&self) -> Result<Vec<String>, Status> {
+        let ids = self.blocking(|s| s.vaults()).await?;
+        let mut out = Vec::new();
+        for id in ids {
+            let slots = self.slots(&id).await?;
+            if slots.current.is_some() || slots.pending.is_some() || slots.previous.is_some() {
+                out.push(id);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn list(&self) -> Result<Vec<api::Vault>, Status> {

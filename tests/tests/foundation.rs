@@ -43,8 +43,8 @@ async fn healthy_daemon_answers_ctl_and_reflection() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|u| u.as_str().unwrap().starts_with("ExportBackup: ")),
-        "status does not list ExportBackup as unavailable: {status}"
+            .any(|u| u.as_str().unwrap().starts_with("Refresh: ")),
+        "status does not list Refresh as unavailable: {status}"
     );
     assert_eq!(status["relay_enabled"], true, "{status}");
 
@@ -189,14 +189,26 @@ async fn roles_gate_the_rpcs() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert!(err.message().contains("RequestAuth"), "{}", err.message());
-    // An RPC of a later issue says so, naming it.
+    // An RPC that is not built says so, and what to use instead.
+    let err = admin
+        .clone()
+        .refresh(cosigner_api::v1::RefreshRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    assert!(
+        err.message().contains("same committee"),
+        "{}",
+        err.message()
+    );
+    // A malformed backup request names the field.
     let err = admin
         .clone()
         .export_backup(cosigner_api::v1::ExportBackupRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("issue #8"), "{}", err.message());
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("vault_id"), "{}", err.message());
 
     // The admin reads the status.
     let status = admin

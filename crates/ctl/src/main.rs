@@ -1,5 +1,6 @@
 //! `cosignerctl`: the operator's command line for cosignerd.
 
+mod backup;
 mod bench;
 mod connect;
 mod history;
@@ -57,6 +58,14 @@ enum Command {
     /// A device party: keys and shares in a passphrase-encrypted file; starts or joins
     /// keygen, sign and reshare.
     Party(party::PartyArgs),
+    /// A daemon's share backups: export, import, inspect.
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
+    /// Emergency recovery, offline: rebuild a vault's private key from t backups of one
+    /// epoch. The end of that vault's threshold protection; see the README.
+    Recover(backup::RecoverArgs),
     /// Benchmarks against running daemons.
     Bench {
         #[command(subcommand)]
@@ -207,6 +216,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::History { command } => history::run(cli.connect.channel().await?, command).await,
         Command::Vault { command } => vault::run(cli.connect.channel().await?, command).await,
+        Command::Backup { command } => match command {
+            backup::BackupCommand::Inspect { .. } => {
+                // Offline: no daemon needed to read a file's metadata.
+                backup::run_offline(command)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => {
+                backup::run(cli.connect.channel().await?, command).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Recover(args) => {
+            backup::recover(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Policy { command } => policy::run(&cli.connect, command).await,
         Command::Bench { command } => {
             bench::run(&cli.connect, command).await?;
@@ -254,6 +278,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         "epoch": v.epoch,
                     })).collect::<Vec<_>>(),
                     "unavailable": s.unavailable,
+                    "rotations": s.rotations.iter().map(|r| serde_json::json!({
+                        "vault_id": r.vault_id,
+                        "schedule": r.schedule,
+                        "next_run_at_ms": r.next_run_at_ms,
+                        "last_attempt_at_ms": r.last_attempt_at_ms,
+                        "last_success_at_ms": r.last_success_at_ms,
+                        "last_error": r.last_error,
+                        "consecutive_failures": r.consecutive_failures,
+                        "runs_succeeded": r.runs_succeeded,
+                        "runs_failed": r.runs_failed,
+                        "epoch": r.epoch,
+                    })).collect::<Vec<_>>(),
+                    "backups": s.backups.iter().map(|b| serde_json::json!({
+                        "vault_id": b.vault_id,
+                        "epoch": b.epoch,
+                        "backup_epoch": b.has_backup.then_some(b.backup_epoch),
+                        "backup_renewal_needed": b.backup_renewal_needed,
+                    })).collect::<Vec<_>>(),
                 });
                 println!("{}", serde_json::to_string_pretty(&v).context("JSON")?);
             } else {
@@ -286,6 +328,34 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 ];
                 for (k, v) in rows {
                     println!("{k:<10} {v}");
+                }
+                for r in &s.rotations {
+                    println!(
+                        "rotation   {} on \"{}\": {} ok, {} failed; next in {} s{}",
+                        r.vault_id,
+                        r.schedule,
+                        r.runs_succeeded,
+                        r.runs_failed,
+                        ((r.next_run_at_ms - s.started_at_ms) / 1000 - s.uptime_seconds as i64)
+                            .max(0),
+                        if r.last_error.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; last error: {}", r.last_error)
+                        }
+                    );
+                }
+                for b in s.backups.iter().filter(|b| b.backup_renewal_needed) {
+                    println!(
+                        "backup     {} is at epoch {} but {}: export a new backup",
+                        b.vault_id,
+                        b.epoch,
+                        if b.has_backup {
+                            format!("the newest backup is of epoch {}", b.backup_epoch)
+                        } else {
+                            "no backup was exported".to_string()
+                        }
+                    );
                 }
                 if !s.unavailable.is_empty() {
                     println!("not in this build:");

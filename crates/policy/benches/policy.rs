@@ -27,6 +27,8 @@ fn make_facts(d: &cosigner_policy::Decoded, requester: [u8; 32]) -> Facts<'_> {
             derivation_path: String::new(),
             parties: vec![],
             committee: None,
+            refresh: false,
+            scheduled: false,
         },
         requester_id: requester,
         requester_name: "ops".into(),

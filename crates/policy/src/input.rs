@@ -61,6 +61,12 @@ pub struct Request {
     pub parties: Vec<String>,
     /// New committee (keygen, reshare): threshold and members.
     pub committee: Option<(u32, Vec<Member>)>,
+    /// A reshare that keeps the committee and threshold (a refresh: new shares, same
+    /// holders), which a policy can allow more readily than one that changes who holds
+    /// the key.
+    pub refresh: bool,
+    /// Started by a daemon's rotation schedule, not by a person.
+    pub scheduled: bool,
 }
 
 pub struct Facts<'a> {
@@ -129,6 +135,8 @@ pub fn document(f: &Facts<'_>) -> serde_json::Value {
             "derivation_path": f.request.derivation_path,
             "parties": f.request.parties,
             "committee": committee,
+            "refresh": f.request.refresh,
+            "scheduled": f.request.scheduled,
         },
         "requester": {
             "party_id": hex(&f.requester_id),

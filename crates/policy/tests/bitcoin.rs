@@ -521,6 +521,8 @@ fn the_treasury_bundle_decides_on_a_decoded_psbt() {
                 derivation_path: "m/0".into(),
                 parties: vec![],
                 committee: None,
+                refresh: false,
+                scheduled: false,
             },
             requester_id: [0xaa; 32],
             requester_name: "ops".into(),

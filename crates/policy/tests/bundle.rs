@@ -27,6 +27,8 @@ fn facts<'a>(
             derivation_path: String::new(),
             parties: vec![],
             committee: None,
+            refresh: false,
+            scheduled: false,
         },
         requester_id: requester,
         requester_name: "ops".into(),

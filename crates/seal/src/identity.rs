@@ -56,6 +56,33 @@ impl Identity {
         }
     }
 
+    /// Keys from their 64 secret bytes (Ed25519 seed, then X25519 secret).
+    fn from_secret(secret: &[u8]) -> Identity {
+        let mut sk = Zeroizing::new([0u8; 32]);
+        sk.copy_from_slice(&secret[..32]);
+        let mut xk = Zeroizing::new([0u8; 32]);
+        xk.copy_from_slice(&secret[32..64]);
+        Identity {
+            signing: SigningKey::from_bytes(&sk),
+            encryption: StaticSecret::from(*xk),
+        }
+    }
+
+    /// Replaces `<data_dir>/identity` with the keys in `secret` (Ed25519 seed, then X25519
+    /// secret), sealed to this machine's backend. Used when a replacement machine takes over
+    /// a lost party's identity from its backup; the caller checks that nothing here depends
+    /// on the old identity.
+    pub async fn adopt(
+        data_dir: &Path,
+        sealer: &Sealer,
+        secret: &[u8; 64],
+    ) -> Result<Identity, SealError> {
+        let id = Self::from_secret(secret);
+        let file = sealer.seal(&Self::binding(id.party_id()), secret).await?;
+        crate::slots::write_atomic(data_dir, "identity", &file, &|_| {})?;
+        Ok(id)
+    }
+
     /// Loads `<data_dir>/identity`, or creates and seals new keys if there is none.
     /// Returns the identity and whether it was created now.
     pub async fn load_or_create(
@@ -76,14 +103,7 @@ impl Identity {
                         "identity holds the wrong number of bytes".into(),
                     ));
                 }
-                let mut sk = Zeroizing::new([0u8; 32]);
-                sk.copy_from_slice(&secret[..32]);
-                let mut xk = Zeroizing::new([0u8; 32]);
-                xk.copy_from_slice(&secret[32..]);
-                let id = Identity {
-                    signing: SigningKey::from_bytes(&sk),
-                    encryption: StaticSecret::from(*xk),
-                };
+                let id = Self::from_secret(&secret);
                 if id.party_id() != party {
                     return Err(SealError::Binding(
                         "the identity file's header names another key".into(),

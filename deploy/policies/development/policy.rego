@@ -1,5 +1,6 @@
 # Development and demos only: any committee member may have messages, Ethereum transactions
-# and Bitcoin PSBTs signed; listed parties may run keygen and reshare. Blind signing (raw hashes)
+# and Bitcoin PSBTs signed; listed parties may run keygen and reshare, listed daemons scheduled
+# refreshes. Blind signing (raw hashes)
 # stays refused. Do not use for real funds.
 package cosigner
 
@@ -17,9 +18,21 @@ allow if {
 	data.development.operators[input.requester.party_id]
 }
 
+# Scheduled rotation: a refresh (same committee, same threshold) that a listed daemon's
+# rotation schedule started.
+scheduled_refresh if {
+	input.request.kind == "reshare"
+	input.request.refresh
+	input.request.scheduled
+	object.get(data.development, "rotation_initiators", {})[input.requester.party_id]
+}
+
+allow if scheduled_refresh
+
 deny contains msg if {
 	input.request.kind in {"keygen", "reshare"}
 	not data.development.operators[input.requester.party_id]
+	not scheduled_refresh
 	msg := sprintf("party %s may not request %s", [input.requester.party_id, input.request.kind])
 }
 

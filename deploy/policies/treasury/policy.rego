@@ -2,7 +2,8 @@
 # Bitcoin mainnet, to allowlisted recipients (change back to the vault excepted), within a
 # per-transaction and a daily limit per asset; Bitcoin only with proven input amounts and a
 # capped fee. Only the listed requesters may ask. Keygen and reshare are refused here
-# (treasury committees change by an operator's hand, with another bundle).
+# (treasury committees change by an operator's hand, with another bundle), except the
+# scheduled refresh of the same committee by a listed rotation initiator (a daemon).
 package cosigner
 
 import rego.v1
@@ -29,13 +30,25 @@ outgoing contains t if {
 	not t.is_change
 }
 
+# A refresh keeps the committee and threshold: new shares, same holders.
+scheduled_refresh if {
+	input.request.kind == "reshare"
+	input.request.refresh
+	input.request.scheduled
+	object.get(data.treasury, "rotation_initiators", {})[input.requester.party_id]
+}
+
+allow if scheduled_refresh
+
 deny contains msg if {
 	not data.treasury.requesters[input.requester.party_id]
+	not scheduled_refresh
 	msg := sprintf("requester %s may not ask this treasury", [input.requester.party_id])
 }
 
 deny contains msg if {
 	input.request.kind != "sign"
+	not scheduled_refresh
 	msg := sprintf("%s is not allowed by the treasury policy", [input.request.kind])
 }
 

@@ -99,3 +99,18 @@ test_bitcoin_high_fee_is_denied if {
 test_testnet_is_not_allowed if {
 	not cosigner.allow with input as bitcoin with input.payload.network as "testnet" with data.treasury.requesters as req.treasury.requesters
 }
+
+refresh := {"version": 1, "request": {"kind": "reshare", "refresh": true, "scheduled": true}, "requester": {"party_id": "d1"}}
+
+test_scheduled_refresh_by_a_listed_initiator_is_allowed if {
+	cosigner.allow with input as refresh with data.treasury.rotation_initiators as {"d1": "server-a"}
+	count(cosigner.deny) == 0 with input as refresh with data.treasury.rotation_initiators as {"d1": "server-a"}
+}
+
+test_refresh_from_another_party_or_changing_the_committee_is_refused if {
+	not cosigner.allow with input as refresh with data.treasury.rotation_initiators as {"d2": "server-b"}
+	some msg in cosigner.deny with input as refresh with data.treasury.rotation_initiators as {"d2": "server-b"}
+	contains(msg, "reshare is not allowed")
+	not cosigner.allow with input as refresh with input.request.refresh as false with data.treasury.rotation_initiators as {"d1": "server-a"}
+	not cosigner.allow with input as refresh with input.request.scheduled as false with data.treasury.rotation_initiators as {"d1": "server-a"}
+}

@@ -1,32 +1,32 @@
 //! The device party's file: its identity keys and shares, encrypted under a passphrase.
 //!
-//! Format: `CPTY | version | m_cost | t_cost | p_cost | salt(16) | nonce(12) | ciphertext`.
-//! The key is Argon2id(passphrase, salt) with the recorded costs; the cipher is
-//! ChaCha20-Poly1305 with the header as associated data, so costs and salt cannot be
-//! changed without the file failing to open. A fresh salt and nonce are drawn at every
-//! write. Writes go to a temporary file that is synced and renamed over the old one.
+//! It is a passphrase box (`cosigner_backup::passbox`, kind "party file"): the same format,
+//! key derivation (Argon2id with recorded costs) and cipher (ChaCha20-Poly1305, header and
+//! clear metadata authenticated) as a share backup, so a device's share is protected the
+//! same way at rest and when backed up. The clear metadata names the party (name and id);
+//! the encrypted body holds the keys and every vault's slots. A fresh salt and nonce are
+//! drawn at every write. Writes go to a temporary file that is synced and renamed over the
+//! old one.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use argon2::{Algorithm, Argon2, Params, Version};
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use cosigner_backup::passbox::{self, Costs, Kind};
 use cosigner_relay::{Held, PartyKeys};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-const MAGIC: &[u8; 4] = b"CPTY";
-const VERSION: u8 = 1;
-const HEADER: usize = 4 + 1 + 12 + 16 + 12;
-/// Argon2id costs for new files: 64 MiB, 3 passes (RFC 9106's second recommendation).
-const M_COST: u32 = 64 * 1024;
-const T_COST: u32 = 3;
-const P_COST: u32 = 1;
-pub const MIN_PASSPHRASE: usize = 12;
+pub const MIN_PASSPHRASE: usize = cosigner_backup::MIN_PASSPHRASE;
+const FORMAT: &str = "cosigner party file v1";
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    format: String,
+    name: String,
+    party_id: String,
+}
 
 /// One vault's slots on the device (the same life cycle as the daemon's).
 #[derive(Serialize, Deserialize, Default)]
@@ -68,18 +68,6 @@ pub struct PartyFile {
     pub vaults: Vec<VaultSlots>,
 }
 
-fn derive(pass: &[u8], salt: &[u8], m: u32, t: u32, p: u32) -> Result<Zeroizing<[u8; 32]>> {
-    if m > 1 << 22 || t > 64 || p > 16 {
-        bail!("the file asks for unreasonable Argon2 costs (m={m} KiB, t={t}, p={p}); refusing");
-    }
-    let params = Params::new(m, t, p, Some(32)).map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
-    let mut key = Zeroizing::new([0u8; 32]);
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(pass, salt, key.as_mut())
-        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
-    Ok(key)
-}
-
 impl PartyFile {
     pub fn create(name: &str) -> PartyFile {
         PartyFile {
@@ -92,37 +80,17 @@ impl PartyFile {
     pub fn open(path: &Path, pass: &[u8]) -> Result<PartyFile> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read party file {}", path.display()))?;
-        if bytes.len() < HEADER + 16 || &bytes[..4] != MAGIC {
-            bail!("{} is not a cosigner party file", path.display());
-        }
-        if bytes[4] != VERSION {
+        let (h, plain) = passbox::open(&bytes, Kind::PartyFile, pass)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let meta: Meta = serde_json::from_slice(h.meta)
+            .with_context(|| format!("{}: damaged metadata", path.display()))?;
+        if meta.format != FORMAT {
             bail!(
-                "{}: party file version {}; this build reads {VERSION}",
+                "{}: format {:?}; this build reads {FORMAT:?}",
                 path.display(),
-                bytes[4]
+                meta.format
             );
         }
-        let u = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
-        let (m, t, p) = (u(5), u(9), u(13));
-        let salt = &bytes[17..33];
-        let nonce = &bytes[33..45];
-        let key = derive(pass, salt, m, t, p)?;
-        let plain = Zeroizing::new(
-            ChaCha20Poly1305::new(Key::from_slice(key.as_ref()))
-                .decrypt(
-                    Nonce::from_slice(nonce),
-                    Payload {
-                        msg: &bytes[HEADER..],
-                        aad: &bytes[..HEADER],
-                    },
-                )
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "{}: wrong passphrase, or the file was altered",
-                        path.display()
-                    )
-                })?,
-        );
         let body: Body = postcard::from_bytes(&plain)
             .with_context(|| format!("{}: damaged contents", path.display()))?;
         let secret: [u8; 64] = body
@@ -132,68 +100,38 @@ impl PartyFile {
             .map_err(|_| anyhow::anyhow!("{}: damaged identity", path.display()))?;
         let secret = Zeroizing::new(secret);
         let mut body = body;
+        let keys = PartyKeys::from_secret_bytes(&secret);
+        if cosigner_relay::keys::hex(&keys.party_id()) != meta.party_id {
+            bail!(
+                "{}: the metadata names another party than the keys",
+                path.display()
+            );
+        }
         Ok(PartyFile {
             name: std::mem::take(&mut body.name),
-            keys: PartyKeys::from_secret_bytes(&secret),
+            keys,
             vaults: std::mem::take(&mut body.vaults),
         })
     }
 
     pub fn save(&mut self, path: &Path, pass: &[u8]) -> Result<()> {
-        let mut salt = [0u8; 16];
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let key = derive(pass, &salt, M_COST, T_COST, P_COST)?;
-        let mut header = Vec::with_capacity(HEADER);
-        header.extend_from_slice(MAGIC);
-        header.push(VERSION);
-        for v in [M_COST, T_COST, P_COST] {
-            header.extend_from_slice(&v.to_be_bytes());
-        }
-        header.extend_from_slice(&salt);
-        header.extend_from_slice(&nonce);
         let body = Body {
             name: self.name.clone(),
             secret: self.keys.to_secret_bytes().to_vec(),
             vaults: std::mem::take(&mut self.vaults),
         };
-        let plain = Zeroizing::new(postcard::to_allocvec(&body).context("encoding")?);
+        let plain = postcard::to_allocvec(&body).map(Zeroizing::new);
         let mut body = body;
         self.vaults = std::mem::take(&mut body.vaults);
-        let ct = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()))
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &header,
-                },
-            )
-            .map_err(|_| anyhow::anyhow!("encryption failed"))?;
-        header.extend_from_slice(&ct);
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let tmp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("party")
-        ));
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(&header)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot replace {}", path.display()))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-        Ok(())
+        let plain = plain.context("encoding")?;
+        let meta = serde_json::to_vec(&Meta {
+            format: FORMAT.into(),
+            name: self.name.clone(),
+            party_id: cosigner_relay::keys::hex(&self.keys.party_id()),
+        })?;
+        let file = passbox::seal(Kind::PartyFile, &meta, &plain, pass, Costs::DEFAULT)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        write_private(path, &file)
     }
 
     pub fn slots(&self, vault: &str) -> Option<&VaultSlots> {
@@ -220,9 +158,42 @@ impl PartyFile {
     }
 }
 
-/// The passphrase: from a file (first line) or COSIGNERCTL_PASSPHRASE. Never from an argument
-/// (it would show in `ps` and shell history).
+/// Writes `bytes` to `path` (mode 0600) through a synced temporary file renamed over it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("cosigner")
+    ));
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+    Ok(())
+}
+
+/// The party file's passphrase: from a file (first line) or COSIGNERCTL_PASSPHRASE. Never
+/// from an argument (it would show in `ps` and shell history).
 pub fn passphrase(file: Option<&Path>) -> Result<Zeroizing<String>> {
+    passphrase_from(file, "COSIGNERCTL_PASSPHRASE")
+}
+
+/// A passphrase from a file (first line) or the environment variable `env`.
+pub fn passphrase_from(file: Option<&Path>, env: &str) -> Result<Zeroizing<String>> {
     let p = match file {
         Some(f) => {
             let s = Zeroizing::new(
@@ -231,10 +202,8 @@ pub fn passphrase(file: Option<&Path>) -> Result<Zeroizing<String>> {
             );
             Zeroizing::new(s.lines().next().unwrap_or("").to_string())
         }
-        None => Zeroizing::new(std::env::var("COSIGNERCTL_PASSPHRASE").map_err(|_| {
-            anyhow::anyhow!(
-                "no passphrase: pass --passphrase-file FILE or set COSIGNERCTL_PASSPHRASE"
-            )
+        None => Zeroizing::new(std::env::var(env).map_err(|_| {
+            anyhow::anyhow!("no passphrase: pass --passphrase-file FILE or set {env}")
         })?),
     };
     if p.chars().count() < MIN_PASSPHRASE {

@@ -145,6 +145,25 @@ pub enum PartyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write this party's current share of a vault as a share backup (the format a daemon
+    /// exports; a daemon or another device can import it).
+    BackupExport {
+        #[arg(long)]
+        vault: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// File whose first line is the backup's passphrase (default: $COSIGNERCTL_BACKUP_PASSPHRASE).
+        #[arg(long, value_name = "FILE")]
+        backup_passphrase_file: Option<PathBuf>,
+    },
+    /// Restore a share backup into this party file: this party's own share, or any party's
+    /// into a file that holds no vault (the file then takes that party's identity).
+    BackupImport {
+        #[arg(long, value_name = "FILE")]
+        backup: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        backup_passphrase_file: Option<PathBuf>,
+    },
     /// Take part in a keygen, sign or reshare another party started, from its request file.
     Join {
         #[arg(long, value_name = "FILE")]
@@ -478,7 +497,105 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
             .await
         }
         PartyCommand::Join { request, json } => join(&mut ctx, &request, json).await,
+        PartyCommand::BackupExport {
+            vault,
+            out,
+            backup_passphrase_file,
+        } => backup_export(&ctx, &vault, &out, backup_passphrase_file.as_deref()),
+        PartyCommand::BackupImport {
+            backup,
+            backup_passphrase_file,
+        } => backup_import(&mut ctx, &backup, backup_passphrase_file.as_deref()),
     }
+}
+
+fn backup_export(ctx: &Ctx<'_>, vault: &str, out: &Path, pass: Option<&Path>) -> Result<()> {
+    if ctx
+        .file
+        .slots(vault)
+        .and_then(|s| s.pending.as_ref())
+        .is_some()
+    {
+        bail!(
+            "vault {vault:?} has a pending share (a reshare did not finish); finish or repair it first"
+        );
+    }
+    let held = ctx.file.current(vault)?;
+    if out.exists() {
+        bail!("{} exists; choose another name", out.display());
+    }
+    let pass = file::passphrase_from(pass, crate::backup::PASSPHRASE_ENV)?;
+    let bytes = cosigner_backup::export(
+        &ctx.file.keys,
+        &held,
+        pass.as_bytes(),
+        &format!("device {}", ctx.file.name),
+        now_ms(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    crate::backup::write_new(out, &bytes)?;
+    let meta = cosigner_backup::inspect(&bytes).map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "{}",
+        json!({"file": out, "backup": crate::backup::meta_json(&meta)})
+    );
+    Ok(())
+}
+
+/// The device's side of an import, with the daemon's refusals: another party's backup only
+/// into an empty file, never a second share of a vault, never an epoch older than one this
+/// file has held.
+fn backup_import(ctx: &mut Ctx<'_>, path: &Path, pass: Option<&Path>) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let pass = file::passphrase_from(pass, crate::backup::PASSPHRASE_ENV)?;
+    let b = cosigner_backup::open(&bytes, pass.as_bytes())
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let vault = b.meta.vault_id.clone();
+    if let Some(slots) = ctx.file.slots(&vault) {
+        let newest = [&slots.current, &slots.pending, &slots.previous]
+            .into_iter()
+            .flatten()
+            .filter_map(|h| Held::decode(h).ok().map(|h| h.record.epoch()))
+            .max();
+        if let Some(n) = newest
+            && b.meta.epoch < n
+        {
+            bail!(
+                "the backup is of epoch {}, but this party has held vault {vault:?} at epoch {n}: every reshare replaced all shares, so the old share cannot sign with the others",
+                b.meta.epoch
+            );
+        }
+        if newest.is_some() {
+            bail!(
+                "this party already holds a share of vault {vault:?}; a second share of one vault in one place defeats the threshold"
+            );
+        }
+    }
+    let party = b.keys.party_id();
+    if party != ctx.file.keys.party_id() {
+        let held: Vec<&str> = ctx
+            .file
+            .vaults
+            .iter()
+            .filter(|v| v.current.is_some() || v.pending.is_some() || v.previous.is_some())
+            .map(|v| v.vault_id.as_str())
+            .collect();
+        if !held.is_empty() {
+            bail!(
+                "this file is party {} and holds vault(s) {}; a backup of party {} ({:?}) can only be restored into a file that holds no vault",
+                short(&ctx.file.keys.party_id()),
+                held.join(", "),
+                short(&party),
+                b.meta.party_name
+            );
+        }
+        ctx.file.keys = b.keys.clone();
+        ctx.file.name = b.meta.party_name.clone();
+    }
+    ctx.file.slots_mut(&vault).current = Some(b.held.encode().to_vec());
+    ctx.save()?;
+    print_vault(&b.held.record, true);
+    Ok(())
 }
 
 fn print_identity(f: &PartyFile, json: bool) {
@@ -994,6 +1111,7 @@ async fn reshare(
             session_id: sid.clone(),
         }),
         old_vault: old.encode(),
+        scheduled: false,
     }
     .encode_to_vec();
     let auth = cosigner_relay::request::sign(&ctx.file.keys, RESHARE, &body, now_ms());
