@@ -122,7 +122,13 @@ async fn backups_restore_a_lost_daemon_and_recover_the_key() {
 
     // Exports: both daemons (admin RPC) and the device (same format).
     let a_bak = dir.join("server-a.bak");
+    let t = Instant::now();
     let meta = export(&s.a, &s.pki, "v1", &a_bak, &pass);
+    // Figures for the README (printed, never asserted: machines are shared and noisy).
+    eprintln!(
+        "figure: backup export (cosignerctl -> daemon -> file) {:?}",
+        t.elapsed()
+    );
     let m = &meta["backup"];
     assert_eq!(m["vault_id"], "v1");
     assert_eq!(m["public_key"].as_str().unwrap(), key);
@@ -272,7 +278,12 @@ async fn backups_restore_a_lost_daemon_and_recover_the_key() {
         .await
         .unwrap();
     assert_ne!(party_id(&a2, &s.pki), a_id);
+    let t = Instant::now();
     let v = ok(&import(&a2, &s.pki, &a_bak, &a_id, &pass));
+    eprintln!(
+        "figure: backup import on a fresh daemon (identity + share sealed) {:?}",
+        t.elapsed()
+    );
     assert_eq!(v["public_key"].as_str().unwrap(), key);
     assert_eq!(v["epoch"], 0);
     assert_eq!(
@@ -437,6 +448,11 @@ async fn three_daemons_rotate_on_schedule_and_survive_an_offline_peer() {
     )
     .await;
     let epoch_after_first = rotation(&st)["epoch"].as_u64().unwrap();
+    let r = rotation(&st);
+    eprintln!(
+        "figure: 3-party scheduled rotation (peer checks, session, reshare, commit) {} ms",
+        r["last_success_at_ms"].as_i64().unwrap() - r["last_attempt_at_ms"].as_i64().unwrap()
+    );
     assert!(epoch_after_first >= 2, "{st}");
     // A backup reminder: server-a never exported, and others' backups are of epoch 1.
     let b_st = status(&s.b, &s.pki);
