@@ -220,14 +220,12 @@ impl Rotations {
                     self.record(&vault, epoch, started, Ok(())).await;
                 }
                 Err(RunError::NoShare) => {
+                    // Nothing to rotate (not a failure): the loop waits for the next
+                    // scheduled time, since a vault not held has no last reshare.
                     job.state
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .last_error = format!("this daemon holds no share of vault {vault:?} yet");
-                    // Nothing to rotate: wait for the next scheduled time, not a retry.
-                    let next = Self::next_after(&job, now_ms()).unwrap_or(i64::MAX);
-                    let wait = (next - now_ms()).clamp(0, 86_400_000) as u64;
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
                 Err(RunError::Failed(why)) => {
                     let failures = {
