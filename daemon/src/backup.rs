@@ -25,6 +25,7 @@ use crate::auth::Caller;
 use crate::ceremony::Ceremonies;
 use crate::history_rpc::blocking;
 use crate::me::Me;
+use crate::now_ms;
 use crate::vaults::Vaults;
 
 pub struct Backups {
@@ -36,13 +37,6 @@ pub struct Backups {
     pub data_dir: PathBuf,
     /// Written into each backup's metadata ("cosignerd <TLS identity>").
     pub source: String,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn backup_status(e: BackupError) -> Status {
@@ -143,7 +137,7 @@ impl Backups {
         let started = now_ms();
         let slots = self.vaults.slots(vault).await?;
         let epoch = slots.current.unwrap_or(0);
-        let result = self.export_inner(vault, pass).await;
+        let result = self.export_inner(vault, slots.pending, pass).await;
         let pk = result
             .as_ref()
             .map(|(_, pk)| pk.clone())
@@ -159,10 +153,10 @@ impl Backups {
     async fn export_inner(
         &self,
         vault: &str,
+        pending: Option<u64>,
         pass: Zeroizing<String>,
     ) -> Result<(Vec<u8>, Vec<u8>), Status> {
-        let slots = self.vaults.slots(vault).await?;
-        if let Some(p) = slots.pending {
+        if let Some(p) = pending {
             return Err(Status::failed_precondition(format!(
                 "vault {vault:?} has a pending share of epoch {p} (a reshare did not finish); resolve it first (`cosignerctl vault resolve`), or the backup could be of an epoch that is about to end"
             )));

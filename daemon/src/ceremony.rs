@@ -42,6 +42,7 @@ use crate::auth::Caller;
 use crate::config::CeremonySettings;
 use crate::history_rpc::blocking;
 use crate::me::Me;
+use crate::now_ms;
 use crate::policy::{self, Policy};
 use crate::vaults::{Vaults, slots_to_api};
 
@@ -50,13 +51,6 @@ const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
 pub(crate) const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
 /// How long a used relay session id is remembered (relay sessions live at most an hour).
 const SESSION_MEMORY: Duration = Duration::from_secs(2 * 3600);
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 fn short(b: &[u8]) -> String {
     cosigner_relay::keys::short(b)

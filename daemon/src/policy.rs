@@ -14,6 +14,7 @@ use cosigner_history::{History, Kind, Outcome, PolicyRecord, Record, ResultRecor
 use cosigner_policy::{Bundle, Decision, Verdict};
 
 use crate::history_rpc::blocking;
+use crate::now_ms;
 
 pub struct Policy {
     dir: Option<PathBuf>,
@@ -28,13 +29,6 @@ pub struct Reloaded {
     pub replaced: bool,
     pub hash: String,
     pub error: String,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Policy {

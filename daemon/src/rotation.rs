@@ -32,14 +32,8 @@ use crate::ceremony::{Ceremonies, RESHARE};
 use crate::config::{RotationSchedule, RotationSettings};
 use crate::history_rpc::blocking;
 use crate::me::Me;
+use crate::now_ms;
 use crate::vaults::Vaults;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 #[derive(Clone, Default)]
 struct JobState {

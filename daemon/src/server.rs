@@ -21,6 +21,7 @@ use crate::config::{ClientAuth, Config};
 use crate::cosigner_service::{CosignerService, DaemonInfo};
 use crate::datadir::{DataDir, DataDirError};
 use crate::me::Me;
+use crate::now_ms;
 use crate::policy::Policy;
 use crate::vaults::Vaults;
 use cosigner_history::{History, HistoryError, Kind, Outcome, Record};
@@ -386,13 +387,6 @@ async fn sweep_relay(relay: Arc<Relay>) {
         tick.tick().await;
         relay.sweep();
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Prunes history older than the retention once at start and then hourly. A failure is
