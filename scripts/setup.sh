@@ -3,7 +3,7 @@
 # Sourced by scripts/test.sh and scripts/demo.sh; safe to run again.
 set -euo pipefail
 
-PACKAGES=(libtss2-dev pkg-config swtpm swtpm-tools tpm2-tools build-essential ca-certificates openssl perl)
+PACKAGES=(libtss2-dev pkg-config swtpm swtpm-tools tpm2-tools build-essential ca-certificates openssl perl curl systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -24,6 +24,8 @@ use cosigner_history::{
 };
 use cosigner_policy::input::{self, Facts, Request, VaultFacts, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
+
+use crate::metrics::Metrics;
 use cosigner_relay::driver::engine_nonce;
 use cosigner_relay::record::{committee_from_api, committee_to_api};
 use cosigner_relay::{DriveError, Driver, Held, Hello, Member, SessionSpec, VaultRecord};
@@ -182,6 +184,8 @@ impl UsedSessions {
 struct Begun {
     session: Vec<u8>,
     record: Record,
+    /// When the gate admitted it: the start of the duration metric.
+    started: std::time::Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -203,6 +207,7 @@ pub struct Ceremonies {
     /// Vaults with a keygen or reshare in progress here: at most one at a time per vault
     /// (two would fight over the same pending slot).
     changing: Arc<Mutex<HashSet<String>>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Holds a vault's "keygen or reshare in progress" mark; released on drop.
@@ -236,6 +241,7 @@ impl Ceremonies {
         me: Arc<Me>,
         own_relay: Option<String>,
         tls: RelayTls,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(tls.ca))
@@ -256,6 +262,7 @@ impl Ceremonies {
             nonce_gate: tokio::sync::Mutex::new(()),
             kill_at: std::env::var("COSIGNERD_TEST_KILL_AT").ok(),
             changing: Arc::new(Mutex::new(HashSet::new())),
+            metrics,
         }
     }
 
@@ -360,6 +367,14 @@ impl Ceremonies {
         decision: &PolicyVerdict,
     ) -> Result<Begun, Status> {
         record.policy = Some(policy::record(decision));
+        self.metrics.decision(
+            record.kind.as_str(),
+            match decision.verdict {
+                Verdict::Allow => "allow",
+                Verdict::Deny(_) => "deny",
+                Verdict::NeedsApproval(_) => "needs_approval",
+            },
+        );
         if !(16..=64).contains(&relay.session_id.len()) {
             return Err(invalid(
                 "relay.session_id",
@@ -404,7 +419,9 @@ impl Ceremonies {
                 result: Some(ResultRecord::Error(reasons.clone())),
                 ..record
             };
+            let kind = denied.kind.as_str();
             let receipt = blocking(&self.history, move |h| h.append(denied)).await?;
+            self.metrics.ceremony(kind, "denied", None);
             tracing::info!(seq = receipt.seq, %reasons, "request denied by the policy");
             return Err(Status::permission_denied(format!(
                 "denied by the policy (history entry {}): {reasons}",
@@ -419,6 +436,7 @@ impl Ceremonies {
         Ok(Begun {
             session: relay.session_id.clone(),
             record,
+            started: std::time::Instant::now(),
             _permit: permit,
         })
     }
@@ -439,6 +457,11 @@ impl Ceremonies {
             rec.epoch = e;
         }
         let receipt = blocking(&self.history, move |h| h.append(rec)).await?;
+        self.metrics.ceremony(
+            begun.record.kind.as_str(),
+            outcome.as_str(),
+            Some(begun.started.elapsed()),
+        );
         Ok(receipt.seq)
     }
 

@@ -51,6 +51,8 @@ pub struct Config {
     pub ceremonies: CeremonySettings,
     pub policy: PolicySettings,
     pub rotation: RotationSettings,
+    /// Where the Prometheus endpoint listens (plain HTTP, GET /metrics); None: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Scheduled rotation: on each schedule this daemon starts a refresh of the vault's
@@ -175,6 +177,15 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     rotation: RawRotation,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -505,7 +516,25 @@ impl Config {
                     .into(),
             });
         }
+        let metrics_listen = match raw.metrics.listen.trim() {
+            "" => None,
+            a => Some(a.parse::<SocketAddr>().map_err(|e| ConfigError::Invalid {
+                key: "metrics.listen",
+                why: format!(
+                    "{a:?} is not an address:port ({e}); example: \"127.0.0.1:9464\", or empty for no endpoint"
+                ),
+            })?),
+        };
+        if metrics_listen == Some(listen) {
+            return Err(ConfigError::Invalid {
+                key: "metrics.listen",
+                why:
+                    "is the same address as server.listen; the metrics endpoint needs its own port"
+                        .into(),
+            });
+        }
         Ok(Config {
+            metrics_listen,
             rotation,
             policy,
             relay,
@@ -850,6 +879,8 @@ tcti = "swtpm:host=127.0.0.1,port=2321"
             ("backend = \"tpm\"", "backend = \"software\""),
             ("backend = \"tpm\"", "backend = \"tpm\"\npcrs = [24]"),
             ("backend = \"tpm\"", "backend = \"floppy\""),
+            ("[data]", "[metrics]\nlisten = \"9464\"\n[data]"),
+            ("[data]", "[metrics]\nlisten = \"127.0.0.1:7443\"\n[data]"),
         ];
         let expect = [
             "server.listen",
@@ -863,6 +894,8 @@ tcti = "swtpm:host=127.0.0.1,port=2321"
             "seal.allow_insecure_software_seal",
             "seal.pcrs",
             "floppy",
+            "metrics.listen",
+            "metrics.listen",
         ];
         for ((from, to), want) in cases.iter().zip(expect) {
             let (_dir, path) = setup(&GOOD.replace(from, to));

@@ -117,7 +117,9 @@ impl Cosigner for CosignerService {
                 backup_renewal_needed: newest.is_none_or(|e| e < v.epoch),
             });
         }
+        let recent_ceremonies = blocking(&self.history, recent_ceremonies).await?;
         Ok(Response::new(GetStatusResponse {
+            recent_ceremonies,
             rotations: self.rotations.status(),
             backups,
             history_entries,
@@ -347,4 +349,34 @@ impl Cosigner for CosignerService {
             .await?;
         Ok(Response::new(ImportBackupResponse { vault: Some(vault) }))
     }
+}
+
+/// How many finished ceremonies `GetStatus` shows.
+const RECENT_CEREMONIES: usize = 10;
+
+/// The newest finished ceremonies of every kind, newest first. Each kind is queried through
+/// its index (a STARTED record precedes each outcome, so twice the count is read).
+fn recent_ceremonies(
+    h: &cosigner_history::History,
+) -> Result<Vec<cosigner_api::v1::HistoryEntry>, cosigner_history::HistoryError> {
+    use cosigner_history::{Kind, Outcome, Query};
+    let mut found = Vec::new();
+    for kind in [Kind::Keygen, Kind::Sign, Kind::Reshare, Kind::Refresh] {
+        let q = Query {
+            kind: Some(kind),
+            ..Query::default()
+        };
+        let page = h.list(&q, (2 * RECENT_CEREMONIES) as u32, None)?;
+        found.extend(
+            page.entries
+                .into_iter()
+                .filter(|(e, _)| e.record.outcome != Outcome::Started),
+        );
+    }
+    found.sort_by_key(|e| std::cmp::Reverse(e.0.seq));
+    found.truncate(RECENT_CEREMONIES);
+    Ok(found
+        .iter()
+        .map(|(e, hash)| crate::history_rpc::entry_to_proto(e, hash))
+        .collect())
 }

@@ -9,10 +9,12 @@ pub mod cosigner_service;
 pub mod datadir;
 pub mod history_rpc;
 pub mod me;
+pub mod metrics;
 pub mod policy;
 pub mod rotation;
 pub mod server;
 pub mod vaults;
+pub mod watchdog;
 
 /// Wall-clock Unix milliseconds, as the history and request timestamps use them (0 if the
 /// clock is before 1970).

@@ -22,6 +22,7 @@ pub struct Policy {
     history: Arc<History>,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What a reload did.
@@ -34,7 +35,11 @@ pub struct Reloaded {
 impl Policy {
     /// Loads the bundle at start; a bundle that does not load stops the daemon (fail
     /// closed, and the operator sees why at once).
-    pub async fn start(dir: Option<PathBuf>, history: Arc<History>) -> Result<Policy, String> {
+    pub async fn start(
+        dir: Option<PathBuf>,
+        history: Arc<History>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Policy, String> {
         let current = match &dir {
             Some(d) => {
                 let d = d.clone();
@@ -57,6 +62,7 @@ impl Policy {
             current: RwLock::new(current),
             history,
             reloading: tokio::sync::Mutex::new(()),
+            metrics,
         })
     }
 
@@ -108,6 +114,8 @@ impl Policy {
                 let replaced = hash != old;
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(b));
                 tracing::info!(trigger, %hash, replaced, "policy bundle reloaded");
+                self.metrics
+                    .policy_reload(if replaced { "replaced" } else { "unchanged" });
                 (
                     Reloaded {
                         replaced,
@@ -119,6 +127,7 @@ impl Policy {
             }
             Err(e) => {
                 tracing::error!(trigger, error = %e, kept = %old, "policy reload refused; the previous bundle stays");
+                self.metrics.policy_reload("refused");
                 (
                     Reloaded {
                         replaced: false,

@@ -21,9 +21,11 @@ use crate::config::{ClientAuth, Config};
 use crate::cosigner_service::{CosignerService, DaemonInfo};
 use crate::datadir::{DataDir, DataDirError};
 use crate::me::Me;
+use crate::metrics::{Live, Metrics};
 use crate::now_ms;
 use crate::policy::Policy;
 use crate::vaults::Vaults;
+use crate::watchdog::Probes;
 use cosigner_history::{History, HistoryError, Kind, Outcome, Record};
 use cosigner_relay::PartyKeys;
 use cosigner_relay::mailbox::Relay;
@@ -49,8 +51,9 @@ pub enum ServeError {
     Tls(String),
     #[error("reflection: {0}")]
     Reflection(String),
-    #[error("config key `server.listen`: cannot listen on {addr}: {source}")]
+    #[error("config key `{key}`: cannot listen on {addr}: {source}")]
     Bind {
+        key: &'static str,
         addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
@@ -77,6 +80,8 @@ struct Core {
     sealer: Sealer,
     history: Arc<History>,
     policy: Arc<Policy>,
+    vaults: Arc<Vaults>,
+    ceremonies: Arc<Ceremonies>,
     service: CosignerService,
     party_id: [u8; 32],
     started_at_ms: i64,
@@ -88,6 +93,7 @@ async fn start_core(
     data_dir: &DataDir,
     relay: Option<&Arc<Relay>>,
     identity_uri: &str,
+    metrics: &Arc<Metrics>,
 ) -> Result<Core, ServeError> {
     // Sealing first: the party identity (created and sealed at first start) is part of
     // what the start record says.
@@ -105,9 +111,11 @@ async fn start_core(
         );
     }
     let backend = seal.backend.clone();
-    let sealer = tokio::task::spawn_blocking(move || Sealer::start(backend, 64))
-        .await
-        .map_err(|e| SealError::Tpm(format!("sealing start-up task failed: {e}")))??;
+    let observer = metrics.seal_observer();
+    let sealer =
+        tokio::task::spawn_blocking(move || Sealer::start_observed(backend, 64, Some(observer)))
+            .await
+            .map_err(|e| SealError::Tpm(format!("sealing start-up task failed: {e}")))??;
     let (identity, created) = PartyIdentity::load_or_create(data_dir.path(), &sealer).await?;
     let party_id = identity.party_id();
     let party_hex: String = party_id.iter().map(|b| format!("{b:02x}")).collect();
@@ -143,9 +151,13 @@ async fn start_core(
         format!("https://{host}:{}", config.listen.port())
     });
     let policy = Arc::new(
-        Policy::start(config.policy.bundle.clone(), history.clone())
-            .await
-            .map_err(ServeError::Policy)?,
+        Policy::start(
+            config.policy.bundle.clone(),
+            history.clone(),
+            metrics.clone(),
+        )
+        .await
+        .map_err(ServeError::Policy)?,
     );
     if !config.policy.watch.is_zero() {
         tokio::spawn(policy.clone().watch(config.policy.watch));
@@ -162,6 +174,7 @@ async fn start_core(
             cert: read("tls.cert", &config.tls.cert)?,
             key: read("tls.key", &config.tls.key)?,
         },
+        metrics.clone(),
     ));
     if config.ceremonies.allowed_requesters.is_empty() {
         tracing::warn!(
@@ -193,8 +206,8 @@ async fn start_core(
             sealing,
         },
         history.clone(),
-        vaults,
-        ceremonies,
+        vaults.clone(),
+        ceremonies.clone(),
         policy.clone(),
         backups,
         rotations,
@@ -204,6 +217,8 @@ async fn start_core(
         sealer,
         history,
         policy,
+        vaults,
+        ceremonies,
         service,
         party_id,
         started_at_ms,
@@ -221,10 +236,19 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     if let Some(r) = &relay {
         tokio::spawn(sweep_relay(r.clone()));
     }
+    let metrics = Arc::new(Metrics::default());
     let core = match &config.seal {
-        Some(seal) => {
-            Some(start_core(&config, seal, &data_dir, relay.as_ref(), &identity_uri).await?)
-        }
+        Some(seal) => Some(
+            start_core(
+                &config,
+                seal,
+                &data_dir,
+                relay.as_ref(),
+                &identity_uri,
+                &metrics,
+            )
+            .await?,
+        ),
         None => {
             tracing::info!("relay.only = true: this daemon hosts the relay and nothing else");
             None
@@ -265,15 +289,56 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
+            key: "server.listen",
             addr: config.listen,
             source,
         })?;
     let local = listener.local_addr().map_err(|source| ServeError::Bind {
+        key: "server.listen",
         addr: config.listen,
         source,
     })?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let policy = core.as_ref().map(|c| c.policy.clone());
+
+    // Metrics: bound before READY so a taken port stops the start, served on their own
+    // plain-HTTP listener (see metrics.rs for why).
+    let live = Live {
+        relay: relay.clone(),
+        history: core.as_ref().map(|c| c.history.clone()),
+        vaults: core.as_ref().map(|c| c.vaults.clone()),
+        running: core.as_ref().map(|c| {
+            let ceremonies = c.ceremonies.clone();
+            Arc::new(move || ceremonies.running()) as Arc<dyn Fn() -> usize + Send + Sync>
+        }),
+        policy_loaded: core.as_ref().map(|c| {
+            let policy = c.policy.clone();
+            Arc::new(move || !policy.hash().is_empty()) as Arc<dyn Fn() -> bool + Send + Sync>
+        }),
+    };
+    if let Some(addr) = config.metrics_listen {
+        let bound = crate::metrics::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                key: "metrics.listen",
+                addr,
+                source,
+            })?;
+        let at = bound.local_addr().map_err(|source| ServeError::Bind {
+            key: "metrics.listen",
+            addr,
+            source,
+        })?;
+        tracing::info!(listen = %at, "metrics at http://{at}/metrics");
+        tokio::spawn(crate::metrics::serve(
+            bound,
+            Arc::new(metrics.registry(live)),
+        ));
+    }
+    let probes = Probes {
+        sealer: core.as_ref().map(|c| c.sealer.clone()),
+        history: core.as_ref().map(|c| c.history.clone()),
+    };
     let (cosigner, sealer) = match core {
         Some(core) => {
             let start = core.history.append(Record {
@@ -328,6 +393,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         "cosignerd ready"
     );
     notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = tokio::spawn(crate::watchdog::run(probes, metrics.clone()));
 
     let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(ServeError::Signal)?;
@@ -351,6 +417,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     };
     tracing::info!(signal, grace = ?config.shutdown_grace, "shutting down");
     notify(&[sd_notify::NotifyState::Stopping]);
+    watchdog.abort();
     health
         .set_not_serving::<CosignerServer<CosignerService>>()
         .await;

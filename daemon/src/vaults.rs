@@ -128,6 +128,17 @@ impl Vaults {
         Ok(held.record.to_api(Some(slots_to_api(&slots))))
     }
 
+    /// Vaults with a current share (blocking: a directory listing; for metrics).
+    pub fn held_count(&self) -> Result<usize, SealError> {
+        let mut n = 0;
+        for id in self.store.vaults()? {
+            if self.store.slots(&id)?.current.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Ids of the vaults with a share directory (any slot).
     pub async fn ids(&self) -> Result<Vec<String>, Status> {
         let ids = self.blocking(|s| s.vaults()).await?;

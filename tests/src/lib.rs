@@ -272,6 +272,11 @@ impl Daemon {
         }
     }
 
+    /// Stops this daemon's software TPM (the daemon keeps running without it).
+    pub fn stop_tpm(&mut self) {
+        self.tpm.take();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }

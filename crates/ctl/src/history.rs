@@ -96,7 +96,7 @@ fn parse_time(s: &str) -> Result<i64> {
     Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
-fn format_time(ms: i64) -> String {
+pub(crate) fn format_time(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {
@@ -140,7 +140,7 @@ impl FilterArgs {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -148,19 +148,19 @@ fn name(s: &str, prefix: &str) -> String {
     s.strip_prefix(prefix).unwrap_or(s).to_lowercase()
 }
 
-fn kind_name(v: i32) -> String {
+pub(crate) fn kind_name(v: i32) -> String {
     pb::CeremonyKind::try_from(v)
         .map(|k| name(k.as_str_name(), "CEREMONY_KIND_"))
         .unwrap_or_else(|_| v.to_string())
 }
 
-fn outcome_name(v: i32) -> String {
+pub(crate) fn outcome_name(v: i32) -> String {
     pb::Outcome::try_from(v)
         .map(|o| name(o.as_str_name(), "OUTCOME_"))
         .unwrap_or_else(|_| v.to_string())
 }
 
-fn entry_json(e: &pb::HistoryEntry) -> serde_json::Value {
+pub(crate) fn entry_json(e: &pb::HistoryEntry) -> serde_json::Value {
     serde_json::json!({
         "seq": e.seq,
         "recorded_at": format_time(e.recorded_at_ms),

@@ -7,6 +7,7 @@ mod history;
 mod party;
 mod payload;
 mod policy;
+mod status;
 mod vault;
 
 use std::path::PathBuf;
@@ -148,10 +149,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// gRPC errors print as `CODE: message`, the way operators search for them.
 fn describe(e: &anyhow::Error) -> String {
     if let Some(status) = e.downcast_ref::<tonic::Status>() {
@@ -261,108 +258,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?
                 .into_inner();
             if json {
-                let v = serde_json::json!({
-                    "version": s.version,
-                    "identity": s.identity,
-                    "started_at_ms": s.started_at_ms,
-                    "uptime_seconds": s.uptime_seconds,
-                    "sealing_backend": s.sealing_backend,
-                    "policy_hash": s.policy_hash,
-                    "relay_enabled": s.relay_enabled,
-                    "party_id": hex(&s.party_id),
-                    "encryption_key": hex(&s.encryption_key),
-                    "history_entries": s.history_entries,
-                    "history_bytes": s.history_bytes,
-                    "vaults": s.vaults.iter().map(|v| serde_json::json!({
-                        "vault_id": v.vault_id,
-                        "epoch": v.epoch,
-                    })).collect::<Vec<_>>(),
-                    "unavailable": s.unavailable,
-                    "rotations": s.rotations.iter().map(|r| serde_json::json!({
-                        "vault_id": r.vault_id,
-                        "schedule": r.schedule,
-                        "next_run_at_ms": r.next_run_at_ms,
-                        "last_attempt_at_ms": r.last_attempt_at_ms,
-                        "last_success_at_ms": r.last_success_at_ms,
-                        "last_error": r.last_error,
-                        "consecutive_failures": r.consecutive_failures,
-                        "runs_succeeded": r.runs_succeeded,
-                        "runs_failed": r.runs_failed,
-                        "epoch": r.epoch,
-                    })).collect::<Vec<_>>(),
-                    "backups": s.backups.iter().map(|b| serde_json::json!({
-                        "vault_id": b.vault_id,
-                        "epoch": b.epoch,
-                        "backup_epoch": b.has_backup.then_some(b.backup_epoch),
-                        "backup_renewal_needed": b.backup_renewal_needed,
-                    })).collect::<Vec<_>>(),
-                });
-                println!("{}", serde_json::to_string_pretty(&v).context("JSON")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status::to_json(&s)).context("JSON")?
+                );
             } else {
-                let rows = [
-                    ("identity", s.identity),
-                    ("party id", hex(&s.party_id)),
-                    ("version", s.version),
-                    ("uptime", format!("{} s", s.uptime_seconds)),
-                    ("sealing", s.sealing_backend),
-                    (
-                        "policy",
-                        if s.policy_hash.is_empty() {
-                            "none".into()
-                        } else {
-                            s.policy_hash
-                        },
-                    ),
-                    (
-                        "relay",
-                        if s.relay_enabled { "enabled" } else { "off" }.into(),
-                    ),
-                    ("vaults", s.vaults.len().to_string()),
-                    (
-                        "history",
-                        format!(
-                            "{} entries, {} bytes on disk",
-                            s.history_entries, s.history_bytes
-                        ),
-                    ),
-                ];
-                for (k, v) in rows {
-                    println!("{k:<10} {v}");
-                }
-                for r in &s.rotations {
-                    println!(
-                        "rotation   {} on \"{}\": {} ok, {} failed; next in {} s{}",
-                        r.vault_id,
-                        r.schedule,
-                        r.runs_succeeded,
-                        r.runs_failed,
-                        ((r.next_run_at_ms - s.started_at_ms) / 1000 - s.uptime_seconds as i64)
-                            .max(0),
-                        if r.last_error.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; last error: {}", r.last_error)
-                        }
-                    );
-                }
-                for b in s.backups.iter().filter(|b| b.backup_renewal_needed) {
-                    println!(
-                        "backup     {} is at epoch {} but {}: export a new backup",
-                        b.vault_id,
-                        b.epoch,
-                        if b.has_backup {
-                            format!("the newest backup is of epoch {}", b.backup_epoch)
-                        } else {
-                            "no backup was exported".to_string()
-                        }
-                    );
-                }
-                if !s.unavailable.is_empty() {
-                    println!("not in this build:");
-                    for u in s.unavailable {
-                        println!("  {u}");
-                    }
-                }
+                print!("{}", status::render(&s));
             }
             Ok(ExitCode::SUCCESS)
         }

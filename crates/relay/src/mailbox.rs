@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cosigner_api::v1::{Delivery, Envelope};
@@ -109,6 +110,22 @@ impl Session {
 pub struct Relay {
     limits: Limits,
     sessions: Mutex<HashMap<Vec<u8>, Session>>,
+    posted: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// What the relay holds and has done, for metrics: counts only, never a session or party.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Sessions open and within their time to live.
+    pub live_sessions: u64,
+    /// Envelopes held in all mailboxes (kept until the session is forgotten, for resumes).
+    pub envelopes: u64,
+    /// The fullest mailbox, to compare with `relay.mailbox_depth`.
+    pub deepest_mailbox: u64,
+    /// Envelopes accepted and refused since start.
+    pub posted: u64,
+    pub refused: u64,
 }
 
 fn sid(s: &[u8]) -> String {
@@ -164,7 +181,31 @@ impl Relay {
         Relay {
             limits,
             sessions: Mutex::new(HashMap::new()),
+            posted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
+    }
+
+    /// Counts for metrics, read under the lock in one pass.
+    pub fn stats(&self) -> RelayStats {
+        let now = Instant::now();
+        let sessions = self.lock();
+        let mut st = RelayStats {
+            posted: self.posted.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            ..RelayStats::default()
+        };
+        for s in sessions.values() {
+            if s.live(now) {
+                st.live_sessions += 1;
+            }
+            for m in s.mailboxes.values() {
+                let n = m.items.len() as u64;
+                st.envelopes += n;
+                st.deepest_mailbox = st.deepest_mailbox.max(n);
+            }
+        }
+        st
     }
 
     pub fn limits(&self) -> &Limits {
@@ -268,6 +309,17 @@ impl Relay {
 
     /// Accepts one envelope into its recipient's mailbox (or every other participant's).
     pub fn post(&self, env: Envelope) -> Result<u64, RelayError> {
+        let r = self.accept(env);
+        let counter = if r.is_ok() {
+            &self.posted
+        } else {
+            &self.refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    fn accept(&self, env: Envelope) -> Result<u64, RelayError> {
         if env.version != ENVELOPE_VERSION {
             return Err(RelayError::Invalid(format!(
                 "envelope version {}; this relay speaks {ENVELOPE_VERSION}",

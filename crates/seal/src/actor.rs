@@ -4,6 +4,8 @@
 //! encrypted and decrypted by the caller with the data key).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
@@ -22,6 +24,30 @@ pub enum BackendConfig {
     Software { key_file: PathBuf },
 }
 
+/// A backend operation, as reported to a [`SealObserver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealOp {
+    Seal,
+    Unseal,
+    /// The watchdog's liveness probe ([`Sealer::probe`]).
+    Probe,
+}
+
+impl SealOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealOp::Seal => "seal",
+            SealOp::Unseal => "unseal",
+            SealOp::Probe => "probe",
+        }
+    }
+}
+
+/// Told how long each backend operation took and whether it succeeded, so the daemon can
+/// export TPM latency without this crate knowing about metrics. Runs on the sealing thread
+/// between requests: it must be quick and must not block.
+pub type SealObserver = Arc<dyn Fn(SealOp, Duration, bool) + Send + Sync>;
+
 enum Backend {
     Tpm(Box<TpmBackend>),
     Software(SoftwareKey),
@@ -38,6 +64,7 @@ enum Request {
     ),
     PcrExtend(u8, Vec<u8>, oneshot::Sender<Result<(), SealError>>),
     PcrReset(u8, oneshot::Sender<Result<(), SealError>>),
+    Probe(oneshot::Sender<Result<(), SealError>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -64,6 +91,13 @@ impl Backend {
         }
     }
 
+    fn probe(&mut self) -> Result<(), SealError> {
+        match self {
+            Backend::Tpm(t) => t.probe(),
+            Backend::Software(_) => Ok(()),
+        }
+    }
+
     fn tpm(&mut self) -> Result<&mut TpmBackend, SealError> {
         match self {
             Backend::Tpm(t) => Ok(t),
@@ -76,6 +110,15 @@ impl Sealer {
     /// Starts the sealing thread and connects the backend on it. `queue` bounds the requests
     /// waiting for the thread; further callers wait for room.
     pub fn start(config: BackendConfig, queue: usize) -> Result<Sealer, SealError> {
+        Sealer::start_observed(config, queue, None)
+    }
+
+    /// [`Sealer::start`], telling `observer` the duration of every seal, unseal and probe.
+    pub fn start_observed(
+        config: BackendConfig,
+        queue: usize,
+        observer: Option<SealObserver>,
+    ) -> Result<Sealer, SealError> {
         let (tx, mut rx) = mpsc::channel::<Request>(queue.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let kind = match config {
@@ -103,13 +146,30 @@ impl Sealer {
                         return;
                     }
                 };
+                let timed = |op: SealOp, started: Instant, ok: bool| {
+                    if let Some(o) = &observer {
+                        o(op, started.elapsed(), ok);
+                    }
+                };
                 while let Some(req) = rx.blocking_recv() {
                     match req {
                         Request::Seal(key, reply) => {
-                            let _ = reply.send(backend.seal(&key));
+                            let t = Instant::now();
+                            let r = backend.seal(&key);
+                            timed(SealOp::Seal, t, r.is_ok());
+                            let _ = reply.send(r);
                         }
                         Request::Unseal(k, reply) => {
-                            let _ = reply.send(backend.unseal(&k));
+                            let t = Instant::now();
+                            let r = backend.unseal(&k);
+                            timed(SealOp::Unseal, t, r.is_ok());
+                            let _ = reply.send(r);
+                        }
+                        Request::Probe(reply) => {
+                            let t = Instant::now();
+                            let r = backend.probe();
+                            timed(SealOp::Probe, t, r.is_ok());
+                            let _ = reply.send(r);
                         }
                         Request::PcrExtend(pcr, data, reply) => {
                             let _ =
@@ -187,6 +247,12 @@ impl Sealer {
         if self.tx.send(Request::Stop(ack)).await.is_ok() {
             let _ = done.await;
         }
+    }
+
+    /// Proves the sealing thread and the TPM answer (one TPM GetRandom; nothing for the
+    /// software backend). The watchdog feeds systemd only after this succeeds.
+    pub async fn probe(&self) -> Result<(), SealError> {
+        self.ask(Request::Probe).await
     }
 
     /// Extends a PCR (TPM only; diagnostics and tests).

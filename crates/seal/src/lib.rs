@@ -18,7 +18,7 @@ pub mod software;
 pub mod swtpm;
 pub mod tpm;
 
-pub use actor::{BackendConfig, Sealer};
+pub use actor::{BackendConfig, SealObserver, SealOp, Sealer};
 pub use envelope::{BackendKind, Binding, Purpose};
 pub use error::SealError;
 pub use identity::Identity;

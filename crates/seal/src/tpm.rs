@@ -345,6 +345,15 @@ impl TpmBackend {
             .map_err(|e| tpm_err("PCR extend", e))
     }
 
+    /// A liveness probe for the watchdog: asks the TPM for 8 random bytes (the cheapest
+    /// command that needs the TPM itself, not only the library, to answer).
+    pub fn probe(&mut self) -> Result<(), SealError> {
+        self.ctx
+            .execute_without_session(|c| c.get_random(8))
+            .map(|_| ())
+            .map_err(|e| tpm_err("get random", e))
+    }
+
     /// Resets a resettable PCR (16 and 23 at locality 0; diagnostics and tests).
     pub fn pcr_reset(&mut self, pcr: u8) -> Result<(), SealError> {
         let handle = PcrHandle::try_from(u32::from(pcr))

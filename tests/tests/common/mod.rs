@@ -44,6 +44,11 @@ pub async fn setup() -> Setup {
 
 /// As `setup`, with more party ids (hex) on the daemons' allow lists.
 pub async fn setup_allowing(extra: &[String]) -> Setup {
+    setup_configured(extra, |_| String::new()).await
+}
+
+/// As `setup_allowing`, with more config for each daemon (`"a"`, `"b"`) appended.
+pub async fn setup_configured(extra: &[String], config: impl Fn(&str) -> String) -> Setup {
     let tmp = test_dir();
     let pki = Pki::init(tmp.path(), "certs").unwrap();
     let d1 = Party::init(&tmp.path().join("devices"), "device-1").unwrap();
@@ -69,12 +74,22 @@ pub async fn setup_allowing(extra: &[String]) -> Setup {
         list.join(", "),
         bundle.display()
     );
-    let a = Daemon::start_with(&tmp.path().join("a"), &pki, "", &allowed)
-        .await
-        .unwrap();
-    let b = Daemon::start_with(&tmp.path().join("b"), &pki, "", &allowed)
-        .await
-        .unwrap();
+    let a = Daemon::start_with(
+        &tmp.path().join("a"),
+        &pki,
+        "",
+        &format!("{allowed}{}", config("a")),
+    )
+    .await
+    .unwrap();
+    let b = Daemon::start_with(
+        &tmp.path().join("b"),
+        &pki,
+        "",
+        &format!("{allowed}{}", config("b")),
+    )
+    .await
+    .unwrap();
     Setup {
         bundle,
         _tmp: tmp,
