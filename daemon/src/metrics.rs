@@ -12,7 +12,6 @@
 //! happens; state metrics (relay, history, vaults, running ceremonies) are read at scrape
 //! time by [`Live`], so they cannot drift from the truth.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -308,11 +307,6 @@ pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, registry)?;
     Ok(out)
-}
-
-/// Binds the metrics listener (so a taken port is a start-up error, not a silent gap).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 /// Serves `GET /metrics` until the task is dropped. HTTP/1.1 only; requests must arrive

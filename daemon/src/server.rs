@@ -286,18 +286,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            key: "server.listen",
-            addr: config.listen,
-            source,
-        })?;
-    let local = listener.local_addr().map_err(|source| ServeError::Bind {
-        key: "server.listen",
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, local) = bind("server.listen", config.listen).await?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let policy = core.as_ref().map(|c| c.policy.clone());
 
@@ -317,18 +306,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         }),
     };
     if let Some(addr) = config.metrics_listen {
-        let bound = crate::metrics::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                key: "metrics.listen",
-                addr,
-                source,
-            })?;
-        let at = bound.local_addr().map_err(|source| ServeError::Bind {
-            key: "metrics.listen",
-            addr,
-            source,
-        })?;
+        let (bound, at) = bind("metrics.listen", addr).await?;
         tracing::info!(listen = %at, "metrics at http://{at}/metrics");
         tokio::spawn(crate::metrics::serve(
             bound,
@@ -440,6 +418,17 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     drop(data_dir);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds a listener for config key `key`; the bound address (a port 0 made concrete).
+async fn bind(
+    key: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<(TcpListener, std::net::SocketAddr), ServeError> {
+    let err = |source| ServeError::Bind { key, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
 }
 
 /// The relay counts sessions per TLS identity.

@@ -41,21 +41,19 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             width[i] = width[i].max(c.chars().count());
         }
     }
-    let line = |cells: Vec<String>| {
+    // Every cell padded to its column's width plus two; the line's trailing blanks dropped.
+    let line = |cells: &[String]| {
         let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                s.push_str(&" ".repeat(width[i] - c.chars().count() + 2));
-            }
+        for (c, w) in cells.iter().zip(&width) {
+            s.push_str(c);
+            s.push_str(&" ".repeat(w - c.chars().count() + 2));
         }
         s.trim_end().to_string() + "\n"
     };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let mut out = line(&header);
     for r in rows {
-        out.push_str(&line(r.clone()));
+        out.push_str(&line(r));
     }
     out
 }
