@@ -10,16 +10,18 @@ export CARGO_TERM_COLOR=never
 # Several tests provoke TPM errors on purpose (foreign TPM, PCR mismatch); libtss2 would log
 # each one on stderr. The errors the tests check come back through the API regardless.
 export TSS2_LOG=all+NONE
+# The daemon's crash-test hook exists only in this build (tests/tests/faults.rs uses it).
+FEATURES=cosignerd/test-hooks
 step() { printf '\n== %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy (warnings denied)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked --features "$FEATURES" -- -D warnings
 
 step "build the binaries the end-to-end tests run"
-cargo build --workspace --bins --locked
+cargo build --workspace --bins --locked --features "$FEATURES"
 
 step "cargo test"
-cargo test --workspace --locked --no-fail-fast
+cargo test --workspace --locked --no-fail-fast --features "$FEATURES"

@@ -41,7 +41,7 @@ fn access(path: &str) -> Option<Access> {
         ("grpc.reflection.v1alpha.ServerReflection", _) => ANY,
         ("cosigner.v1.Relay", _) => ANY,
         ("cosigner.v1.Cosigner", m) => match m {
-            "GetVault" | "Keygen" | "Reshare" | "Refresh" => ANY,
+            "GetVault" | "Keygen" | "Reshare" | "Refresh" | "GetVaultRecord" => ANY,
             "Sign" => PARTY,
             "GetStatus" | "ListVaults" | "DropPreviousShare" | "ListHistory"
             | "GetHistoryEntry" | "VerifyHistory" | "ExportHistory" | "EvaluatePolicy"

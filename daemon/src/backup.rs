@@ -17,7 +17,7 @@ use cosigner_api::v1 as api;
 use cosigner_backup::{BackupError, BoxError};
 use cosigner_history::{History, Kind, Outcome, Query, Record, ResultRecord};
 use cosigner_relay::keys::{hex, short};
-use cosigner_seal::{Identity, Sealer, check_vault_id};
+use cosigner_seal::{Identity, Sealer, Slot, check_vault_id};
 use tonic::Status;
 use zeroize::Zeroizing;
 
@@ -161,9 +161,12 @@ impl Backups {
                 "vault {vault:?} has a pending share of epoch {p} (a reshare did not finish); resolve it first (`cosignerctl vault resolve`), or the backup could be of an epoch that is about to end"
             )));
         }
-        let held = self.vaults.current(vault).await?.ok_or_else(|| {
-            Status::not_found(format!("this daemon holds no share of vault {vault:?}"))
-        })?;
+        if self.vaults.active_record(vault).await?.is_none() {
+            return Err(Status::not_found(format!(
+                "this daemon holds no share of vault {vault:?}"
+            )));
+        }
+        let held = self.vaults.load(vault, Slot::Current).await?;
         let pk = held.record.public.public_key.0.to_vec();
         let keys = self.me.keys();
         let source = self.source.clone();
@@ -176,6 +179,130 @@ impl Backups {
         Ok((bytes, pk))
     }
 
+    /// A replacement machine has no history of the vault, so only the other parties can
+    /// tell it whether the backup is stale. Each peer is asked (as the backup's party, with
+    /// a signed request) for its signed commit report; a backup older than the newest epoch
+    /// any peer shows is refused. With no confirming peer the import is refused unless the
+    /// operator says `offline` (recorded in the history).
+    async fn check_peers(
+        &self,
+        backup: &cosigner_backup::ShareBackup,
+        peers: &[String],
+        offline: bool,
+    ) -> Result<(), Status> {
+        use cosigner_api::v1::cosigner_client::CosignerClient;
+        use prost::Message as _;
+        let vault = backup.meta.vault_id.clone();
+        let epoch = backup.meta.epoch;
+        let record = &backup.held.record;
+        // A fresh challenge: a report replayed from an earlier answer cannot carry it.
+        let challenge: [u8; 32] = rand::random();
+        let body = api::VaultRecordBody {
+            vault_id: vault.clone(),
+            about: challenge.to_vec(),
+        }
+        .encode_to_vec();
+        let mut confirmed = Vec::new();
+        let mut problems = Vec::new();
+        for addr in peers {
+            let auth = cosigner_relay::request::sign(
+                &backup.keys,
+                crate::ceremony::GET_RECORD,
+                &body,
+                now_ms(),
+            );
+            let channel = match tonic::transport::Endpoint::from_shared(addr.clone()) {
+                Ok(e) => match e.tls_config(self.ceremonies.client_tls()) {
+                    Ok(e) => {
+                        e.connect_timeout(std::time::Duration::from_secs(5))
+                            .timeout(std::time::Duration::from_secs(10))
+                            .connect()
+                            .await
+                    }
+                    Err(e) => {
+                        problems.push(format!("{addr}: TLS: {e}"));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    problems.push(format!("{addr}: {e}"));
+                    continue;
+                }
+            };
+            let answer = match channel {
+                Ok(c) => CosignerClient::new(c)
+                    .get_vault_record(api::VaultRecordRequest {
+                        body: body.clone(),
+                        auth: Some(auth),
+                    })
+                    .await
+                    .map(|r| r.into_inner()),
+                Err(e) => {
+                    problems.push(format!("{addr}: unreachable: {e}"));
+                    continue;
+                }
+            };
+            let answer = match answer {
+                Ok(a) => a,
+                Err(s) => {
+                    problems.push(format!("{addr}: {}", s.message()));
+                    continue;
+                }
+            };
+            let report = match cosigner_relay::commit::Report::decode(&answer.commit_report) {
+                Ok(r)
+                    if r.verify()
+                        && r.vault_id == vault
+                        && r.party.as_slice() == answer.party_id
+                        && r.about == Some(challenge) =>
+                {
+                    r
+                }
+                _ => {
+                    problems.push(format!(
+                        "{addr}: its commit report is missing or not signed by it"
+                    ));
+                    continue;
+                }
+            };
+            let seen = report
+                .epoch_seen
+                .max(report.current_epoch)
+                .max(report.pending_epoch);
+            if let Some(seen) = seen
+                && seen > epoch
+            {
+                return Err(Status::failed_precondition(format!(
+                    "the backup is of epoch {epoch}, but party {} (at {addr}) holds vault {vault:?} at epoch {seen}: the backup is stale (a reshare replaced every share since); its share would only bring a retired secret back. Use a backup of epoch {seen} or later",
+                    short(&report.party)
+                )));
+            }
+            if record.member(&report.party).is_some() && seen == Some(epoch) {
+                confirmed.push(short(&report.party));
+            } else {
+                problems.push(format!(
+                    "{addr}: party {} does not confirm epoch {epoch} (it shows {})",
+                    short(&report.party),
+                    seen.map_or("nothing".into(), |e| e.to_string())
+                ));
+            }
+        }
+        if confirmed.is_empty() && !offline {
+            return Err(Status::failed_precondition(format!(
+                "no other party confirmed that epoch {epoch} is still vault {vault:?}'s epoch{}; name reachable committee daemons with --peer, or pass --offline to import without confirmation (a stale backup cannot then be told apart)",
+                if problems.is_empty() {
+                    " (no peer was named)".to_string()
+                } else {
+                    format!(": {}", problems.join("; "))
+                }
+            )));
+        }
+        if confirmed.is_empty() {
+            tracing::warn!(vault = %vault, epoch, "backup imported offline: no peer confirmed its epoch");
+        }
+        Ok(())
+    }
+
     /// ImportBackup: checks, then seals the share (and, on an empty daemon, the identity).
     pub async fn import(
         &self,
@@ -183,6 +310,8 @@ impl Backups {
         bytes: Vec<u8>,
         pass: Zeroizing<String>,
         replaces: Vec<u8>,
+        peers: Vec<String>,
+        offline: bool,
     ) -> Result<api::Vault, Status> {
         // The clear metadata first: a file that is not a backup costs no Argon2 run and is
         // not recorded against any vault.
@@ -190,7 +319,9 @@ impl Backups {
         check_vault_id(&meta.vault_id)
             .map_err(|e| Status::invalid_argument(format!("backup: vault_id: {e}")))?;
         let started = now_ms();
-        let result = self.import_inner(bytes, pass, replaces).await;
+        let result = self
+            .import_inner(bytes, pass, replaces, &peers, offline)
+            .await;
         let pk = result
             .as_ref()
             .map(|v| v.public_key.clone())
@@ -221,6 +352,8 @@ impl Backups {
         bytes: Vec<u8>,
         pass: Zeroizing<String>,
         replaces: Vec<u8>,
+        peers: &[String],
+        offline: bool,
     ) -> Result<api::Vault, Status> {
         let replaces: [u8; 32] = replaces.as_slice().try_into().map_err(|_| {
             Status::invalid_argument(format!(
@@ -252,6 +385,14 @@ impl Backups {
                 "the backup is of epoch {epoch}, but this daemon has seen vault {vault:?} at epoch {newest}: every reshare replaced all shares, so an epoch-{epoch} share cannot sign with the other parties and importing it would only bring a retired secret back into use; use a backup of epoch {newest} or later"
             )));
         }
+        if let Some(floor) = self.vaults.floor(&vault).await?
+            && epoch < floor
+        {
+            return Err(Status::failed_precondition(format!(
+                "the backup is of epoch {epoch}, below this daemon's floor {floor} for vault {vault:?}: that epoch was replaced here and its share must not come back"
+            )));
+        }
+        self.check_peers(&backup, peers, offline).await?;
         let slots = self.vaults.slots(&vault).await?;
         if let Some(held) = slots.current.or(slots.pending).or(slots.previous) {
             return Err(Status::already_exists(format!(

@@ -9,9 +9,17 @@
 //! unsealed only for its duration, the result is verified, and the outcome is recorded
 //! before the answer leaves (fail closed: no record, no answer).
 //!
-//! Keygen and reshare end atomically: each new party seals its share as *pending*, says
-//! READY (signed, with the public key), and promotes pending to current only once every
-//! new party has said READY; otherwise it discards pending and keeps what it had.
+//! Whom this daemon talks to comes only from its own record ([`cosigner_relay::roster`]):
+//! a request can name the parties, never their keys. Every participant signs the hash of
+//! the participant list into its HELLO, so parties shown different requests stop before
+//! round one. The share is unsealed last, after every other check.
+//!
+//! Keygen and reshare end with the commit of [`cosigner_relay::finish`]: each new party
+//! records the commit, seals its share as *pending*, signs and sends READY, and promotes
+//! only with a certificate (a valid READY from every new party). Without one it stays *in
+//! doubt*, keeps pending, and signs nothing until `ResolvePending` decides from the other
+//! parties' signed reports (docs/ceremonies.md). A dealer that leaves the committee retires
+//! its old share only with a certificate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -26,8 +34,10 @@ use cosigner_policy::input::{self, Facts, Request, VaultFacts, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 
 use crate::metrics::Metrics;
-use cosigner_relay::driver::engine_nonce;
+use cosigner_relay::commit::{self, CommitState, Holding, Phase, Report, Role};
+use cosigner_relay::finish::{self, CommitEnd, CommitStore};
 use cosigner_relay::record::{committee_from_api, committee_to_api};
+use cosigner_relay::roster::{self, Roster, RosterError};
 use cosigner_relay::{DriveError, Driver, Held, Hello, Member, SessionSpec, VaultRecord};
 use cosigner_seal::{Slot, check_vault_id};
 use cosigner_tss::{
@@ -49,6 +59,7 @@ use crate::policy::{self, Policy};
 use crate::vaults::{Vaults, slots_to_api};
 
 const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
+pub(crate) const GET_RECORD: &str = "/cosigner.v1.Cosigner/GetVaultRecord";
 const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
 pub(crate) const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
 /// How long a used relay session id is remembered (relay sessions live at most an hour).
@@ -76,10 +87,30 @@ fn party_ids(field: &str, v: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, Status> {
         .collect()
 }
 
+fn roster_status(e: RosterError) -> Status {
+    match e {
+        RosterError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        RosterError::Conflict(m) => Status::failed_precondition(m),
+        RosterError::NotAllowed(m) => Status::permission_denied(m),
+    }
+}
+
 fn committee_record(c: &Committee) -> CommitteeRecord {
     CommitteeRecord {
         threshold: u32::from(c.threshold()),
         parties: c.parties().iter().map(|p| p.0.to_vec()).collect(),
+    }
+}
+
+/// The crash-test point from `COSIGNERD_TEST_KILL_AT`, in a build with the `test-hooks`
+/// feature only; elsewhere the variable is ignored (with a warning).
+fn test_kill_point() -> Option<String> {
+    let v = std::env::var("COSIGNERD_TEST_KILL_AT").ok()?;
+    if cfg!(feature = "test-hooks") {
+        Some(v)
+    } else {
+        tracing::warn!("COSIGNERD_TEST_KILL_AT is set but this build has no test hooks; ignored");
+        None
     }
 }
 
@@ -91,7 +122,9 @@ fn drive_status(e: &DriveError) -> (Status, Outcome) {
         DriveError::Aborted { .. }
         | DriveError::Envelope(_)
         | DriveError::Engine(_)
-        | DriveError::Ready { .. } => (Status::aborted(msg), Outcome::Aborted),
+        | DriveError::Ready { .. }
+        | DriveError::RosterMismatch { .. }
+        | DriveError::KeyMismatch { .. } => (Status::aborted(msg), Outcome::Aborted),
         DriveError::EpochMismatch { .. } => (Status::failed_precondition(msg), Outcome::Failed),
         DriveError::Relay(_) => (Status::unavailable(msg), Outcome::Failed),
         DriveError::Panicked(_) => (Status::internal(msg), Outcome::Failed),
@@ -225,6 +258,52 @@ impl Drop for Changing {
     }
 }
 
+/// The daemon's side of [`finish`]: the commit record and the TPM-sealed slots.
+struct DaemonCommit<'a> {
+    vaults: &'a Vaults,
+    /// The epoch a retiring dealer's floor rises to.
+    new_epoch: u64,
+    fault: Option<cosigner_relay::driver::FaultHook>,
+}
+
+impl CommitStore for DaemonCommit<'_> {
+    type Pending = Held;
+
+    async fn save(&mut self, state: &CommitState) -> Result<(), String> {
+        self.vaults
+            .save_commit(state)
+            .await
+            .map_err(|s| s.message().to_string())
+    }
+
+    async fn seal_pending(&mut self, pending: Held) -> Result<(), String> {
+        self.vaults
+            .seal_pending(&pending)
+            .await
+            .map_err(|s| s.message().to_string())
+    }
+
+    async fn promote(&mut self, vault: &str) -> Result<(), String> {
+        self.vaults
+            .promote(vault)
+            .await
+            .map_err(|s| s.message().to_string())
+    }
+
+    async fn retire(&mut self, vault: &str) -> Result<(), String> {
+        self.vaults
+            .retire(vault, self.new_epoch)
+            .await
+            .map_err(|s| s.message().to_string())
+    }
+
+    fn fault(&self, point: &str) {
+        if let Some(f) = &self.fault {
+            f(point);
+        }
+    }
+}
+
 pub struct RelayTls {
     pub ca: Vec<u8>,
     pub cert: Vec<u8>,
@@ -260,7 +339,7 @@ impl Ceremonies {
             },
             sessions: Mutex::new(UsedSessions::default()),
             nonce_gate: tokio::sync::Mutex::new(()),
-            kill_at: std::env::var("COSIGNERD_TEST_KILL_AT").ok(),
+            kill_at: test_kill_point(),
             changing: Arc::new(Mutex::new(HashSet::new())),
             metrics,
         }
@@ -398,6 +477,14 @@ impl Ceremonies {
                 )));
             }
         }
+        // The in-memory set forgets after a restart; the history does not.
+        let sid = relay.session_id.clone();
+        if let Some(seq) = blocking(&self.history, move |h| h.session_seen(&sid)).await? {
+            return Err(Status::already_exists(format!(
+                "session {} already ran on this daemon (history entry {seq}); a ceremony uses a fresh session",
+                short(&relay.session_id)
+            )));
+        }
         let (n, r) = (nonce.clone(), requester.to_vec());
         if let Some(seq) = blocking(&self.history, move |h| h.nonce_seen(&r, &n)).await? {
             return Err(Status::already_exists(format!(
@@ -501,17 +588,11 @@ impl Ceremonies {
         }))
     }
 
-    fn fault_point(&self, kind: Kind, point: &str) {
-        if let Some(f) = self.fault_hook(kind) {
-            f(point);
-        }
-    }
-
     async fn driver(
         &self,
         kind: Kind,
         relay: &RelayRef,
-        participants: Vec<Member>,
+        roster: Roster,
     ) -> Result<Driver, DriveError> {
         let client = self
             .relays
@@ -522,13 +603,61 @@ impl Ceremonies {
             client,
             self.me.keys(),
             SessionSpec {
-                session_id: relay.session_id.clone(),
-                participants,
+                roster,
                 round_timeout: self.settings.round_timeout,
                 fault: self.fault_hook(kind),
             },
         )
         .await
+    }
+
+    /// This daemon as the roster names it (its name is what its record says, if any).
+    fn me_member(&self, record: Option<&VaultRecord>) -> Member {
+        let keys = self.me.keys();
+        let name = record
+            .and_then(|r| r.member(&keys.party_id()).map(|m| m.name.clone()))
+            .unwrap_or_default();
+        keys.member(&name)
+    }
+
+    /// Runs the commit of a keygen or reshare and records how it ended. Returns the
+    /// history sequence of the outcome on success.
+    async fn run_commit(
+        &self,
+        begun: &Begun,
+        end: CommitEnd,
+        new_epoch: u64,
+        result: ResultRecord,
+    ) -> Result<u64, Status> {
+        match end {
+            CommitEnd::Committed | CommitEnd::Retired => {
+                self.finish(begun, Outcome::Succeeded, Some(result), Some(new_epoch))
+                    .await
+            }
+            CommitEnd::InDoubt(why) => {
+                let msg = format!(
+                    "the {} of vault {:?} (epoch {new_epoch}) is in doubt: {why}. This daemon keeps its new share as pending and signs nothing for the vault until `cosignerctl vault resolve` decides from the other parties' reports",
+                    begun.record.kind.as_str(),
+                    begun.record.vault_id
+                );
+                self.metrics.ceremony(
+                    begun.record.kind.as_str(),
+                    Outcome::InDoubt.as_str(),
+                    Some(begun.started.elapsed()),
+                );
+                let mut rec = begun.record.clone();
+                rec.outcome = Outcome::InDoubt;
+                rec.ended_at_ms = now_ms();
+                rec.epoch = new_epoch;
+                rec.result = Some(ResultRecord::Error(msg.clone()));
+                blocking(&self.history, move |h| h.append(rec)).await?;
+                tracing::warn!(vault = %begun.record.vault_id, epoch = new_epoch, %why, "commit in doubt");
+                Err(Status::unavailable(msg))
+            }
+            CommitEnd::Failed(why) => Err(self
+                .fail(begun, Status::aborted(why), Outcome::Failed)
+                .await),
+        }
     }
 
     // ---- keygen ----
@@ -549,24 +678,35 @@ impl Ceremonies {
                 "only SCHEME_ECDSA_SECP256K1 exists in this build",
             ));
         }
-        let api_committee = body
-            .committee
-            .as_ref()
-            .ok_or_else(|| invalid("committee", "missing"))?;
-        let (committee, members) =
-            committee_from_api(api_committee).map_err(|e| invalid("committee", e))?;
-        self.check_member(&members)?;
+        let relay = body
+            .relay
+            .clone()
+            .ok_or_else(|| invalid("relay", "missing"))?;
+        let plan = roster::keygen(
+            &req.body,
+            &body.vault_id,
+            &relay.session_id,
+            body.committee.as_ref(),
+            requester,
+            &self.me_member(None),
+        )
+        .map_err(roster_status)?;
+        let (committee, members) = (plan.committee.clone(), plan.members.clone());
         let slots = self.vaults.slots(&body.vault_id).await?;
-        if slots.current.is_some() || slots.pending.is_some() {
+        if slots.current.is_some() || slots.pending.is_some() || slots.previous.is_some() {
             return Err(Status::already_exists(format!(
                 "this daemon already holds a share of vault {:?}",
                 body.vault_id
             )));
         }
-        let relay = body
-            .relay
-            .clone()
-            .ok_or_else(|| invalid("relay", "missing"))?;
+        if let Some(c) = self.vaults.commit_state(&body.vault_id).await?
+            && c.phase.needs_resolve()
+        {
+            return Err(Status::failed_precondition(format!(
+                "an earlier keygen of vault {:?} is in doubt here; resolve it first (`cosignerctl vault resolve`)",
+                body.vault_id
+            )));
+        }
         let decision = self.policy.decide(input::document(&Facts {
             request: Request {
                 kind: "keygen".into(),
@@ -607,7 +747,7 @@ impl Ceremonies {
             .await?;
         let vault_id = body.vault_id.clone();
         let run = async {
-            let mut d = self.driver(Kind::Keygen, &relay, members.clone()).await?;
+            let mut d = self.driver(Kind::Keygen, &relay, plan.roster).await?;
             d.hello(
                 Hello {
                     epoch: None,
@@ -620,7 +760,7 @@ impl Ceremonies {
                 KeygenParams {
                     vault_id: vault_id.clone(),
                     committee: committee.clone(),
-                    nonce: engine_nonce(&relay.session_id),
+                    nonce: d.engine_nonce()?,
                 },
                 PartyId(self.me()),
             )?;
@@ -634,7 +774,7 @@ impl Ceremonies {
                 return Err(self.fail(&begun, s, o).await);
             }
         };
-        let record = match VaultRecord::new(share.public().clone(), members, now_ms(), 0)
+        let held = match VaultRecord::new(share.public().clone(), members, now_ms(), 0)
             .and_then(|r| Held::new(r, share))
         {
             Ok(h) => h,
@@ -649,76 +789,31 @@ impl Ceremonies {
                     .await);
             }
         };
+        let record = held.record.clone();
         let parties: Vec<[u8; 32]> = committee.parties().iter().map(|p| p.0).collect();
-        let vault = self.commit(&begun, &mut d, record, &parties).await?;
+        let mut store = DaemonCommit {
+            vaults: &self.vaults,
+            new_epoch: 0,
+            fault: self.fault_hook(Kind::Keygen),
+        };
+        let keys = self.me.keys();
+        let (end, _) =
+            finish::new_party(&mut d, &keys, &mut store, &record, held, parties, None).await;
         let seq = self
-            .finish(
+            .run_commit(
                 &begun,
-                Outcome::Succeeded,
-                Some(ResultRecord::PublicKey(vault.public_key.clone())),
-                Some(0),
+                end,
+                0,
+                ResultRecord::PublicKey(record.public.public_key.0.to_vec()),
             )
             .await?;
+        // Committed and recorded: the answer says so even if the slots cannot be listed.
+        let slots = self.vaults.slots(&vault_id).await.ok();
         tracing::info!(vault = %vault_id, seq, "keygen succeeded");
         Ok(KeygenResponse {
-            vault: Some(vault),
+            vault: Some(record.to_api(slots.as_ref().map(slots_to_api))),
             history_seq: seq,
         })
-    }
-
-    /// The atomic end of keygen and reshare: seal pending, exchange READY, promote. On any
-    /// failure the pending share is discarded and the current one (if any) stays.
-    async fn commit(
-        &self,
-        begun: &Begun,
-        d: &mut Driver,
-        held: Held,
-        new_parties: &[[u8; 32]],
-    ) -> Result<Vault, Status> {
-        let vault_id = held.record.vault_id().to_string();
-        let epoch = held.record.epoch();
-        let public_key = held.record.public.public_key.0.to_vec();
-        if let Err(s) = self.vaults.seal_pending(&held).await {
-            d.abort(&format!(
-                "{} could not seal its new share",
-                short(&self.me())
-            ))
-            .await;
-            return Err(self.fail(begun, s, Outcome::Failed).await);
-        }
-        if let Err(e) = d
-            .ready(new_parties, Some((&public_key, epoch)), &public_key, epoch)
-            .await
-        {
-            let (s, o) = drive_status(&e);
-            if let Err(x) = self.vaults.discard_pending(&vault_id).await {
-                tracing::error!(vault = %vault_id, error = %x.message(), "could not discard the pending share");
-            }
-            return Err(self.fail(begun, s, o).await);
-        }
-        self.fault_point(begun.record.kind, "promote");
-        if let Err(s) = self.vaults.promote(&vault_id).await {
-            return Err(self.fail(begun, s, Outcome::Failed).await);
-        }
-        let slots = self.vaults.slots(&vault_id).await?;
-        Ok(held.record.to_api(Some(slots_to_api(&slots))))
-    }
-
-    fn check_member(&self, members: &[Member]) -> Result<(), Status> {
-        let me = self.me();
-        match members.iter().find(|m| m.id == me) {
-            None => Err(Status::failed_precondition(format!(
-                "this daemon (party {}) is not in the committee",
-                short(&me)
-            ))),
-            Some(m) if m.encryption_key != self.me.encryption_public() => {
-                Err(Status::failed_precondition(format!(
-                    "the committee lists another encryption key for this daemon (party {}); take it from `cosignerctl status`",
-                    short(&me)
-                )))
-            }
-            Some(_) => Ok(()),
-        }
     }
 
     // ---- sign ----
@@ -730,26 +825,13 @@ impl Ceremonies {
         check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
         let path = DerivationPath::parse(&body.derivation_path)
             .map_err(|e| invalid("derivation_path", e))?;
-        let signers = party_ids("signers", &body.signers)?;
         let relay = body
             .relay
             .clone()
             .ok_or_else(|| invalid("relay", "missing"))?;
-        let held = self.vaults.current(&body.vault_id).await?.ok_or_else(|| {
-            Status::not_found(format!(
-                "this daemon holds no share of vault {:?}",
-                body.vault_id
-            ))
-        })?;
-        let decoded = decode_payload(body.payload.as_ref(), Some(&vault_key(&held.record)))?;
-        let computed: Vec<Vec<u8>> = decoded.hashes.iter().map(|h| h.to_vec()).collect();
-        if !body.expected_hashes.is_empty() && body.expected_hashes != computed {
-            return Err(Status::failed_precondition(
-                "expected_hashes differ from the hashes this daemon computed from the payload; refusing to sign",
-            ));
-        }
-        let message_hash = decoded.single_hash(&path.0).map_err(decode_status)?;
-        let epoch = held.record.epoch();
+        // Every check before unsealing reads the signed public record.
+        let record = self.vaults.signing_record(&body.vault_id).await?;
+        let epoch = record.epoch();
         if body.epoch != epoch {
             return Err(Status::failed_precondition(format!(
                 "the request is for epoch {}, this daemon holds epoch {epoch} of vault {:?}: {}",
@@ -758,33 +840,28 @@ impl Ceremonies {
                 if body.epoch < epoch {
                     "the requester missed a reshare and must be reshared in (its old share is useless now)"
                 } else {
-                    "this daemon missed the end of a reshare: if it holds a pending share of that epoch, an operator runs `cosignerctl vault resolve --promote`"
+                    "this daemon missed the end of a reshare: resolve it with the other parties' reports (`cosignerctl vault resolve`)"
                 }
             )));
         }
-        if held.record.member(&requester).is_none() {
-            return Err(Status::permission_denied(format!(
-                "party {} is not in the committee of vault {:?}",
-                short(&requester),
-                body.vault_id
-            )));
+        let plan = roster::sign(
+            &req.body,
+            &record,
+            &relay.session_id,
+            &body.signers,
+            requester,
+            self.me(),
+        )
+        .map_err(roster_status)?;
+        let signers: Vec<[u8; 32]> = plan.signers.iter().map(|m| m.id).collect();
+        let decoded = decode_payload(body.payload.as_ref(), Some(&vault_key(&record)))?;
+        let computed: Vec<Vec<u8>> = decoded.hashes.iter().map(|h| h.to_vec()).collect();
+        if !body.expected_hashes.is_empty() && body.expected_hashes != computed {
+            return Err(Status::failed_precondition(
+                "expected_hashes differ from the hashes this daemon computed from the payload; refusing to sign",
+            ));
         }
-        let mut members = Vec::with_capacity(signers.len());
-        for s in &signers {
-            members.push(held.record.member(s).cloned().ok_or_else(|| {
-                invalid(
-                    "signers",
-                    format!("{} is not in the vault's committee", short(s)),
-                )
-            })?);
-        }
-        let params = SignParams {
-            signers: signers.iter().map(|s| PartyId(*s)).collect(),
-            message_hash,
-            path,
-            nonce: engine_nonce(&relay.session_id),
-        };
-        let ceremony = Sign::new(&held.share, params).map_err(tss_status)?;
+        let message_hash = decoded.single_hash(&path.0).map_err(decode_status)?;
         let facts_windows = self.windows(&body.vault_id).await?;
         let facts = Facts {
             request: Request {
@@ -801,21 +878,19 @@ impl Ceremonies {
                 committee: None,
             },
             requester_id: requester,
-            requester_name: held
-                .record
+            requester_name: record
                 .member(&requester)
                 .map(|m| m.name.clone())
                 .unwrap_or_default(),
             tls_identity: caller.uri.clone(),
-            vault: Some(vault_facts(&held.record)),
+            vault: Some(vault_facts(&record)),
             payload: Some(&decoded),
             windows: facts_windows.0,
             last_reshare_at_ms: facts_windows.1,
             now_ms: now_ms(),
         };
         let decision = self.policy.decide(input::document(&facts));
-        let expected_key = held
-            .record
+        let expected_key = record
             .public
             .derive(&ceremony_path(&body.derivation_path)?)
             .map_err(tss_status)?;
@@ -828,7 +903,7 @@ impl Ceremonies {
                 Record {
                     vault_id: body.vault_id.clone(),
                     epoch,
-                    committee: Some(committee_record(&held.record.public.committee)),
+                    committee: Some(committee_record(&record.public.committee)),
                     payload_digest: payload_digest(body.payload.as_ref()),
                     summary: summary(&decoded),
                     ..Record::new(Kind::Sign, Outcome::Started)
@@ -836,10 +911,17 @@ impl Ceremonies {
                 &decision,
             )
             .await?;
-        let pending = self.vaults.slots(&body.vault_id).await?.pending;
-        drop(held); // the engine holds its own copy of the secret state from here
+        // Unsealed last: every cheap check has passed.
+        let held = match self.vaults.load(&body.vault_id, Slot::Current).await {
+            Ok(h) => h,
+            Err(s) => return Err(self.fail(&begun, s, Outcome::Failed).await),
+        };
+        let pending = match self.vaults.slots(&body.vault_id).await {
+            Ok(s) => s.pending,
+            Err(s) => return Err(self.fail(&begun, s, Outcome::Failed).await),
+        };
         let run = async {
-            let mut d = self.driver(Kind::Sign, &relay, members).await?;
+            let mut d = self.driver(Kind::Sign, &relay, plan.roster).await?;
             d.hello(
                 Hello {
                     epoch: Some(epoch),
@@ -848,6 +930,14 @@ impl Ceremonies {
                 &|_| Some(epoch),
             )
             .await?;
+            let params = SignParams {
+                signers: signers.iter().map(|s| PartyId(*s)).collect(),
+                message_hash,
+                path,
+                nonce: d.engine_nonce()?,
+            };
+            let ceremony = Sign::new(&held.share, params)?;
+            drop(held); // the engine holds its own copy of the secret state from here
             d.run(ceremony).await
         };
         let sig = match run.await {
@@ -906,7 +996,12 @@ impl Ceremonies {
         let Ok(slots) = self.vaults.slots(vault).await else {
             return;
         };
-        let Some(previous) = slots.previous else {
+        // Only a signature at the current epoch proves the new epoch works (a signature
+        // at the old epoch that ended after a promotion does not).
+        let Some(previous) = slots
+            .previous
+            .filter(|p| slots.current == Some(epoch) && *p < epoch)
+        else {
             return;
         };
         match self.vaults.drop_previous(vault).await {
@@ -947,106 +1042,58 @@ impl Ceremonies {
             .map_err(|e| invalid("body", format!("not a ReshareBody ({e})")))?;
         check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
         let _changing = self.exclusive(&body.vault_id)?;
-        let old = VaultRecord::decode(&body.old_vault).map_err(|e| invalid("old_vault", e))?;
-        if old.vault_id() != body.vault_id || old.epoch() != body.old_epoch {
-            return Err(invalid(
-                "old_vault",
-                format!(
-                    "describes vault {:?} epoch {}, the request vault {:?} epoch {}",
-                    old.vault_id(),
-                    old.epoch(),
-                    body.vault_id,
-                    body.old_epoch
-                ),
-            ));
-        }
-        let dealers = party_ids("dealers", &body.dealers)?;
-        let api_new = body
-            .new_committee
-            .as_ref()
-            .ok_or_else(|| invalid("new_committee", "missing"))?;
-        let (new_committee, new_members) =
-            committee_from_api(api_new).map_err(|e| invalid("new_committee", e))?;
         let relay = body
             .relay
             .clone()
             .ok_or_else(|| invalid("relay", "missing"))?;
         let me = self.me();
-        let held = self.vaults.current(&body.vault_id).await?;
-        if let Some(h) = &held
-            && h.record.public != old.public
+        // This daemon's own record (no unsealing), if it holds the vault; in doubt or a
+        // rolled-back share refuses here.
+        let held_record = self.vaults.reshare_record(&body.vault_id).await?;
+        if held_record.is_none()
+            && let Some(c) = self.vaults.commit_state(&body.vault_id).await?
+            && c.phase.needs_resolve()
         {
             return Err(Status::failed_precondition(format!(
-                "the request's old vault record (epoch {}) differs from this daemon's (epoch {}): {}",
-                old.epoch(),
-                h.record.epoch(),
-                if old.epoch() > h.record.epoch() {
-                    "this daemon missed a reshare; if it holds a pending share of that epoch, run `cosignerctl vault resolve --promote`"
-                } else {
-                    "the requester's record is stale"
-                }
-            )));
-        }
-        let is_dealer = dealers.contains(&me);
-        if is_dealer && held.is_none() {
-            return Err(Status::failed_precondition(format!(
-                "this daemon is named as a dealer but holds no share of vault {:?}",
+                "a keygen or reshare of vault {:?} is in doubt here; resolve it first (`cosignerctl vault resolve`)",
                 body.vault_id
             )));
         }
-        if new_committee.contains(&PartyId(me)) {
-            self.check_member(&new_members)?;
-        } else if !is_dealer {
-            return Err(Status::failed_precondition(format!(
-                "this daemon (party {}) is neither a dealer nor in the new committee",
-                short(&me)
-            )));
-        }
-        if old.member(&requester).is_none() && !new_members.iter().any(|m| m.id == requester) {
+        let plan = roster::reshare(
+            &roster::ReshareRequest {
+                body: &req.body,
+                vault_id: &body.vault_id,
+                old_epoch: body.old_epoch,
+                old_vault: &body.old_vault,
+                endorsements: &body.old_vault_endorsements,
+                dealers: &body.dealers,
+                new_committee: body.new_committee.as_ref(),
+                relay_session: &relay.session_id,
+                requester,
+            },
+            held_record.as_ref(),
+            &self.me_member(held_record.as_ref()),
+        )
+        .map_err(roster_status)?;
+        // A party that holds nothing of the vault cannot check the old record against its
+        // own: only a requester trusted to start keygens here may bring it in.
+        if plan.joins_only && !self.settings.allowed_requesters.contains(&requester) {
             return Err(Status::permission_denied(format!(
-                "party {} is in neither the old nor the new committee of vault {:?}",
-                short(&requester),
-                body.vault_id
+                "this daemon holds no share of vault {:?}; joining it as a new member must be requested by a party in ceremonies.allowed_requesters ({} is not)",
+                body.vault_id,
+                short(&requester)
             )));
         }
-        // Everyone who takes part: the dealers (from the old record) and the new committee.
-        let mut participants: Vec<Member> = new_members.clone();
-        for d in &dealers {
-            let m = old.member(d).ok_or_else(|| {
-                invalid(
-                    "dealers",
-                    format!("{} is not in the old committee", short(d)),
-                )
-            })?;
-            match participants.iter().find(|p| p.id == *d) {
-                Some(p) if p.encryption_key != m.encryption_key => {
-                    return Err(invalid(
-                        "new_committee",
-                        format!(
-                            "{} has another encryption key than in the old committee",
-                            short(d)
-                        ),
-                    ));
-                }
-                Some(_) => {}
-                None => participants.push(m.clone()),
-            }
-        }
-        let params = ReshareParams {
-            old: old.public.clone(),
-            dealers: dealers.iter().map(|d| PartyId(*d)).collect(),
-            new_committee: new_committee.clone(),
-            nonce: engine_nonce(&relay.session_id),
-        };
-        let ceremony = Reshare::new(params, PartyId(me), held.as_ref().map(|h| &h.share))
-            .map_err(tss_status)?;
-        let my_epoch = held.as_ref().map(|h| h.record.epoch());
-        drop(held);
+        let old = plan.old.clone();
+        let new_committee = plan.new_committee.clone();
+        let new_members = plan.new_members.clone();
+        let dealers = plan.dealers.clone();
+        let my_epoch = held_record.as_ref().map(|h| h.epoch());
         let (windows, last_reshare_at_ms) = self.windows(&body.vault_id).await?;
         let decision = self.policy.decide(input::document(&Facts {
             request: Request {
                 kind: "reshare".into(),
-                refresh: new_committee == old.public.committee && new_members == old.members,
+                refresh: plan.refresh,
                 scheduled: body.scheduled,
                 vault_id: body.vault_id.clone(),
                 epoch: old.epoch(),
@@ -1088,11 +1135,23 @@ impl Ceremonies {
                 &decision,
             )
             .await?;
-        let pending = self.vaults.slots(&body.vault_id).await?.pending;
+        // Unsealed last (a dealer only).
+        let held = if plan.is_dealer {
+            match self.vaults.load(&body.vault_id, Slot::Current).await {
+                Ok(h) => Some(h),
+                Err(s) => return Err(self.fail(&begun, s, Outcome::Failed).await),
+            }
+        } else {
+            None
+        };
+        let pending = match self.vaults.slots(&body.vault_id).await {
+            Ok(s) => s.pending,
+            Err(s) => return Err(self.fail(&begun, s, Outcome::Failed).await),
+        };
         let old_epoch = old.epoch();
         let dealer_set: HashSet<[u8; 32]> = dealers.iter().copied().collect();
         let run = async {
-            let mut d = self.driver(Kind::Reshare, &relay, participants).await?;
+            let mut d = self.driver(Kind::Reshare, &relay, plan.roster).await?;
             d.hello(
                 Hello {
                     epoch: my_epoch,
@@ -1101,6 +1160,14 @@ impl Ceremonies {
                 &|id| dealer_set.contains(id).then_some(old_epoch),
             )
             .await?;
+            let params = ReshareParams {
+                old: old.public.clone(),
+                dealers: dealers.iter().map(|d| PartyId(*d)).collect(),
+                new_committee: new_committee.clone(),
+                nonce: d.engine_nonce()?,
+            };
+            let ceremony = Reshare::new(params, PartyId(me), held.as_ref().map(|h| &h.share))?;
+            drop(held);
             let out = d.run(ceremony).await?;
             Ok::<_, DriveError>((d, out))
         };
@@ -1114,7 +1181,12 @@ impl Ceremonies {
         let new_parties: Vec<[u8; 32]> = new_committee.parties().iter().map(|p| p.0).collect();
         let new_epoch = old_epoch + 1;
         let public_key = old.public.public_key.0.to_vec();
-        let vault = match out {
+        let mut store = DaemonCommit {
+            vaults: &self.vaults,
+            new_epoch,
+            fault: self.fault_hook(Kind::Reshare),
+        };
+        let (end, vault) = match out {
             ReshareOutput::NewShare(share) => {
                 let held = match VaultRecord::new(
                     share.public().clone(),
@@ -1133,27 +1205,48 @@ impl Ceremonies {
                             .await);
                     }
                 };
-                self.commit(&begun, &mut d, held, &new_parties).await?
+                let record = held.record.clone();
+                let keys = self.me.keys();
+                let (end, _) = finish::new_party(
+                    &mut d,
+                    &keys,
+                    &mut store,
+                    &record,
+                    held,
+                    new_parties,
+                    my_epoch,
+                )
+                .await;
+                (end, record.to_api(None))
             }
             ReshareOutput::Dealt => {
-                if let Err(e) = d.ready(&new_parties, None, &public_key, new_epoch).await {
-                    let (s, o) = drive_status(&e);
-                    return Err(self.fail(&begun, s, o).await);
-                }
+                let (end, _) = finish::leaving_dealer(
+                    &mut d,
+                    &mut store,
+                    &body.vault_id,
+                    new_epoch,
+                    &public_key,
+                    new_parties,
+                    old_epoch,
+                )
+                .await;
                 let mut v = old.to_api(None);
-                v.committee = Some(committee_to_api(&new_committee, &new_members_of(api_new)?));
+                v.committee = Some(committee_to_api(&new_committee, &new_members));
                 v.epoch = new_epoch;
-                v
+                v.state = "retired".into();
+                (end, v)
             }
         };
         let seq = self
-            .finish(
-                &begun,
-                Outcome::Succeeded,
-                Some(ResultRecord::PublicKey(public_key)),
-                Some(new_epoch),
-            )
+            .run_commit(&begun, end, new_epoch, ResultRecord::PublicKey(public_key))
             .await?;
+        let mut vault = vault;
+        vault.slots = self
+            .vaults
+            .slots(&body.vault_id)
+            .await
+            .ok()
+            .map(|s| slots_to_api(&s));
         tracing::info!(vault = %body.vault_id, epoch = new_epoch, seq, "reshare succeeded");
         Ok(ReshareResponse {
             vault: Some(vault),
@@ -1181,16 +1274,8 @@ impl Ceremonies {
                 let body = SignBody::decode(req.body.as_slice())
                     .map_err(|e| invalid("body", format!("not a SignBody ({e})")))?;
                 check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
-                let held = self.vaults.current(&body.vault_id).await?.ok_or_else(|| {
-                    Status::not_found(format!(
-                        "this daemon holds no share of vault {:?}",
-                        body.vault_id
-                    ))
-                })?;
-                let decoded =
-                    decode_payload(body.payload.as_ref(), Some(&vault_key(&held.record)))?;
-                let record = held.record.clone();
-                drop(held);
+                let record = self.vaults.signing_record(&body.vault_id).await?;
+                let decoded = decode_payload(body.payload.as_ref(), Some(&vault_key(&record)))?;
                 let (windows, last_reshare_at_ms) = self.windows(&body.vault_id).await?;
                 let doc = input::document(&Facts {
                     request: Request {
@@ -1285,50 +1370,233 @@ impl Ceremonies {
 
     // ---- operator repairs ----
 
+    /// Decides an interrupted commit from the other parties' signed reports
+    /// ([`commit::decide`]): promote (or retire) with a certificate, discard when every new
+    /// party reported and none holds one, otherwise say whom it waits for. An operator's
+    /// word alone decides nothing.
     pub async fn resolve_pending(
         &self,
         caller: &Caller,
-        vault: &str,
-        promote: bool,
-    ) -> Result<Option<Vault>, Status> {
+        req: ResolvePendingRequest,
+    ) -> Result<ResolvePendingResponse, Status> {
+        let vault = req.vault_id.as_str();
         check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
+        let mut reports = Vec::with_capacity(req.reports.len());
+        for (i, r) in req.reports.iter().enumerate() {
+            let rep = Report::decode(r).map_err(|e| invalid(&format!("reports[{i}]"), e))?;
+            if !rep.verify() {
+                return Err(invalid(
+                    &format!("reports[{i}]"),
+                    format!("the report by {} does not verify", short(&rep.party)),
+                ));
+            }
+            reports.push(rep);
+        }
+        let lost = party_ids("lost", &req.lost)?;
         let _changing = self.exclusive(vault)?;
-        let slots = self.vaults.slots(vault).await?;
-        let Some(pending) = slots.pending else {
+        let Some(mut state) = self.vaults.commit_state(vault).await? else {
             return Err(Status::failed_precondition(format!(
-                "vault {vault:?} has no pending share here"
+                "vault {vault:?} has no keygen or reshare to resolve here"
             )));
         };
-        // Unseal it first: never promote a file that does not open.
-        self.vaults.load(vault, Slot::Pending).await?;
-        if promote {
-            self.vaults.promote(vault).await?;
-        } else {
+        let slots = self.vaults.slots(vault).await?;
+        let certified = state.target.certificate(&state.received).is_some();
+        let unfinished_move = certified
+            && match state.phase {
+                Phase::Committed => slots.pending == Some(state.target.epoch),
+                Phase::Retired => slots.current.is_some_and(|c| c < state.target.epoch),
+                _ => false,
+            };
+        if state.phase == Phase::Discarded && slots.pending == Some(state.target.epoch) {
+            // A discard decided before a crash: finish it.
             self.vaults.discard_pending(vault).await?;
         }
+        if !state.phase.needs_resolve() && !unfinished_move {
+            return Err(Status::failed_precondition(format!(
+                "the commit of vault {vault:?} at epoch {} is already decided here ({})",
+                state.target.epoch,
+                state.phase.as_str()
+            )));
+        }
+        let me = self.me();
+        let decision = if unfinished_move {
+            commit::Decision::Promote(state.received.clone())
+        } else {
+            commit::decide(&state, &reports, &lost, me)
+        };
+        let retiring = state.role == Role::LeavingDealer;
+        let (word, detail) = match decision {
+            commit::Decision::Undecided(why) => {
+                return Ok(ResolvePendingResponse {
+                    vault: self.vaults.describe(vault).await.ok(),
+                    decision: "undecided".into(),
+                    detail: why,
+                });
+            }
+            commit::Decision::Promote(cert) => {
+                // A pending share that does not open is never promoted.
+                if !retiring {
+                    self.vaults.load(vault, Slot::Pending).await?;
+                }
+                state.received = cert;
+                state.phase = if retiring {
+                    Phase::Retired
+                } else {
+                    Phase::Committed
+                };
+                state.updated_at_ms = now_ms();
+                self.vaults.save_commit(&state).await?;
+                if retiring {
+                    self.vaults.retire(vault, state.target.epoch).await?;
+                    (
+                        "retired",
+                        format!(
+                            "every new party's READY is known (a certificate): this dealer left the committee at epoch {}",
+                            state.target.epoch
+                        ),
+                    )
+                } else {
+                    self.vaults.promote(vault).await?;
+                    (
+                        "promoted",
+                        format!(
+                            "every new party's READY is known (a certificate): epoch {} is current",
+                            state.target.epoch
+                        ),
+                    )
+                }
+            }
+            commit::Decision::Discard => {
+                state.phase = Phase::Discarded;
+                state.updated_at_ms = now_ms();
+                self.vaults.save_commit(&state).await?;
+                if slots.pending == Some(state.target.epoch) {
+                    self.vaults.discard_pending(vault).await?;
+                }
+                if retiring {
+                    (
+                        "reactivated",
+                        format!(
+                            "every new party reported and no certificate exists: the reshare to epoch {} did not happen; this party's epoch {} share is in use again",
+                            state.target.epoch,
+                            state.old_epoch.unwrap_or(0)
+                        ),
+                    )
+                } else {
+                    (
+                        "discarded",
+                        format!(
+                            "every new party reported (or was declared lost) and no certificate exists: the pending share of epoch {} is deleted{}",
+                            state.target.epoch,
+                            if slots.current.is_some() {
+                                "; the current share stays in use"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                }
+            }
+        };
         let rec = Record {
             vault_id: vault.to_string(),
-            epoch: pending,
+            epoch: state.target.epoch,
             tls_identity: caller.uri.clone(),
             started_at_ms: now_ms(),
             ended_at_ms: now_ms(),
-            result: Some(ResultRecord::Error(
-                if promote {
-                    "operator promoted the pending share"
-                } else {
-                    "operator discarded the pending share"
-                }
-                .into(),
-            )),
-            ..Record::new(Kind::Reshare, Outcome::Succeeded)
+            result: Some(ResultRecord::Error(format!(
+                "{word}: {detail} ({} report(s), {} declared lost)",
+                reports.len(),
+                lost.len()
+            ))),
+            ..Record::new(Kind::Resolve, Outcome::Succeeded)
         };
         blocking(&self.history, move |h| h.append(rec)).await?;
-        match self.vaults.describe(vault).await {
-            Ok(v) => Ok(Some(v)),
+        tracing::info!(vault, decision = word, %detail, "commit resolved");
+        let vault = match self.vaults.describe(vault).await {
+            Ok(v) => Some(v),
             // Discarding the only share of a vault (an unfinished keygen) leaves nothing.
-            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-            Err(s) => Err(s),
+            Err(s) if s.code() == tonic::Code::NotFound => None,
+            Err(s) => return Err(s),
+        };
+        Ok(ResolvePendingResponse {
+            vault,
+            decision: word.into(),
+            detail,
+        })
+    }
+
+    /// This party's public record of a vault, its endorsement and its signed commit report.
+    /// A party caller must be a member of the vault (as this party's record says).
+    pub async fn vault_record(
+        &self,
+        caller: &Caller,
+        req: VaultRecordRequest,
+    ) -> Result<VaultRecordResponse, Status> {
+        let requester = if caller.identity.role == cosigner_pki::Role::Party {
+            Some(self.authenticate(GET_RECORD, &req.body, req.auth.as_ref())?)
+        } else {
+            None
+        };
+        let body = VaultRecordBody::decode(req.body.as_slice())
+            .map_err(|e| invalid("body", format!("not a VaultRecordBody ({e})")))?;
+        let vault = body.vault_id.as_str();
+        check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
+        // A ceremony in progress here would make the report stale at once. (Only checked,
+        // not held: a caller asking in a loop must not keep ceremonies from starting.)
+        if self
+            .changing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(vault)
+        {
+            return Err(Status::unavailable(format!(
+                "a keygen or reshare of vault {vault:?} is running here; ask again when it has ended"
+            )));
         }
+        let view = self.vaults.view(vault).await?;
+        let record = view
+            .record
+            .ok_or_else(|| Status::not_found(format!("no vault {vault:?} here")))?;
+        if let Some(r) = requester
+            && record.member(&r).is_none()
+        {
+            return Err(Status::permission_denied(format!(
+                "party {} is not in the committee of vault {vault:?}",
+                short(&r)
+            )));
+        }
+        let keys = self.me.keys();
+        let active = view.state == crate::vaults::State::Active;
+        let epoch = match view.state {
+            crate::vaults::State::Retired(e) => e,
+            _ => record.epoch(),
+        };
+        let about = match body.about.len() {
+            0 => None,
+            32 => body.about.as_slice().try_into().ok(),
+            n => return Err(invalid("about", format!("{n} bytes; 32 or none"))),
+        };
+        let report = Report::answer(
+            &keys,
+            vault,
+            view.commit.as_ref(),
+            Holding {
+                current_epoch: view.slots.current,
+                pending_epoch: view.slots.pending,
+            },
+            about,
+            now_ms(),
+        );
+        Ok(VaultRecordResponse {
+            party_id: keys.party_id().to_vec(),
+            record: record.encode(),
+            // Only a record in use is endorsed.
+            endorsement: active.then(|| roster::endorse(&keys, &record)),
+            commit_report: report.encode(),
+            state: view.state.as_str().to_string(),
+            epoch,
+        })
     }
 
     pub async fn drop_previous(&self, caller: &Caller, vault: &str) -> Result<u64, Status> {
@@ -1351,12 +1619,6 @@ impl Ceremonies {
         blocking(&self.history, move |h| h.append(rec)).await?;
         Ok(previous)
     }
-}
-
-fn new_members_of(c: &cosigner_api::v1::Committee) -> Result<Vec<Member>, Status> {
-    committee_from_api(c)
-        .map(|(_, m)| m)
-        .map_err(|e| invalid("new_committee", e))
 }
 
 fn ceremony_path(p: &str) -> Result<DerivationPath, Status> {

@@ -215,12 +215,23 @@ impl Cosigner for CosignerService {
         request: Request<ResolvePendingRequest>,
     ) -> Result<Response<ResolvePendingResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let r = request.into_inner();
-        let vault = self
+        let r = self
             .ceremonies
-            .resolve_pending(&caller, &r.vault_id, r.promote)
+            .resolve_pending(&caller, request.into_inner())
             .await?;
-        Ok(Response::new(ResolvePendingResponse { vault }))
+        Ok(Response::new(r))
+    }
+
+    async fn get_vault_record(
+        &self,
+        request: Request<VaultRecordRequest>,
+    ) -> Result<Response<VaultRecordResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let r = self
+            .ceremonies
+            .vault_record(&caller, request.into_inner())
+            .await?;
+        Ok(Response::new(r))
     }
 
     async fn refresh(
@@ -345,7 +356,14 @@ impl Cosigner for CosignerService {
         let pass = zeroize::Zeroizing::new(std::mem::take(&mut r.passphrase));
         let vault = self
             .backups
-            .import(&caller, r.backup, pass, r.replaces_party)
+            .import(
+                &caller,
+                r.backup,
+                pass,
+                r.replaces_party,
+                r.peers,
+                r.offline,
+            )
             .await?;
         Ok(Response::new(ImportBackupResponse { vault: Some(vault) }))
     }

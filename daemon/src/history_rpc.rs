@@ -43,6 +43,7 @@ pub fn kind_to_proto(k: Kind) -> pb::CeremonyKind {
         Kind::BackupImport => C::BackupImport,
         Kind::ConfigStart => C::ConfigStart,
         Kind::DropPrevious => C::DropPrevious,
+        Kind::Resolve => C::Resolve,
     }
 }
 
@@ -64,6 +65,7 @@ pub fn outcome_to_proto(o: Outcome) -> pb::Outcome {
         Outcome::Denied => pb::Outcome::Denied,
         Outcome::Failed => pb::Outcome::Failed,
         Outcome::Aborted => pb::Outcome::Aborted,
+        Outcome::InDoubt => pb::Outcome::InDoubt,
     }
 }
 

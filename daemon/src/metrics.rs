@@ -281,6 +281,15 @@ impl Collector for Live {
                 )?,
                 Err(err) => tracing::warn!(error = %err, "metrics: cannot list the vaults"),
             }
+            match vaults.in_doubt_count() {
+                Ok(n) => gauge(
+                    &mut e,
+                    "vaults_in_doubt",
+                    "Vaults whose last keygen or reshare awaits `cosignerctl vault resolve` (they sign nothing)",
+                    clamp(n as u64),
+                )?,
+                Err(err) => tracing::warn!(error = %err, "metrics: cannot read the commit records"),
+            }
         }
         if let Some(running) = &self.running {
             gauge(

@@ -143,8 +143,8 @@ impl Rotations {
     /// (or creation); now if that time has passed (a missed run).
     async fn due(&self, job: &Job) -> Option<i64> {
         let now = now_ms();
-        let since = match self.vaults.current(&job.schedule.vault).await {
-            Ok(Some(h)) => h.record.last_reshare_at_ms.max(h.record.created_at_ms),
+        let since = match self.vaults.active_record(&job.schedule.vault).await {
+            Ok(Some(r)) => r.last_reshare_at_ms.max(r.created_at_ms),
             _ => now,
         };
         let next = Self::next_after(job, since)?;
@@ -276,13 +276,11 @@ impl Rotations {
                 "a pending share of epoch {p} waits for repair (`cosignerctl vault resolve`)"
             )));
         }
-        let held = match self.vaults.current(vault).await {
-            Ok(Some(h)) => h,
+        let record = match self.vaults.active_record(vault).await {
+            Ok(Some(r)) => r,
             Ok(None) => return Err(RunError::NoShare),
             Err(s) => return Err(fail(s.message().to_string())),
         };
-        let record = held.record.clone();
-        drop(held);
         let me = self.me.party_id();
         let tls = self.ceremonies.client_tls();
         // Every other member must be a peer daemon we can reach, before anything starts.
@@ -347,6 +345,8 @@ impl Rotations {
             }),
             old_vault: record.encode(),
             scheduled: true,
+            // Same committee: every party holds the vault and checks its own record.
+            old_vault_endorsements: Vec::new(),
         }
         .encode_to_vec();
         let auth = cosigner_relay::request::sign(&self.me.keys(), RESHARE, &body, now_ms());

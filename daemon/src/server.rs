@@ -138,7 +138,15 @@ async fn start_core(
     )));
     drop(identity);
     let store = ShareStore::open(data_dir.path(), sealer.clone())?;
-    let vaults = Arc::new(Vaults::new(store, me.clone()));
+    let vaults = Arc::new(Vaults::new(store, me.clone(), history.clone()));
+    match vaults.upgrade().await {
+        Ok(lines) => {
+            for line in lines {
+                tracing::warn!(%line, "share store at start");
+            }
+        }
+        Err(e) => tracing::error!(error = %e.message(), "cannot list the share store at start"),
+    }
     let own_relay = relay.as_ref().map(|_| {
         let host = if config.listen.ip().is_unspecified() {
             "127.0.0.1".to_string()

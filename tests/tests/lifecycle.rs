@@ -41,21 +41,31 @@ fn export(d: &Daemon, pki: &Pki, vault: &str, out: &Path, pass: &Path) -> Value 
     ))
 }
 
+/// A backup import the operator vouches for (`--offline`: no peer is asked).
 fn import(d: &Daemon, pki: &Pki, file: &Path, replaces: &str, pass: &Path) -> std::process::Output {
-    d.ctl(
-        pki,
-        "admin",
-        &[
-            "backup",
-            "import",
-            "--backup",
-            file.to_str().unwrap(),
-            "--replaces",
-            replaces,
-            "--passphrase-file",
-            pass.to_str().unwrap(),
-        ],
-    )
+    import_with(d, pki, file, replaces, pass, &["--offline"])
+}
+
+fn import_with(
+    d: &Daemon,
+    pki: &Pki,
+    file: &Path,
+    replaces: &str,
+    pass: &Path,
+    more: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "backup",
+        "import",
+        "--backup",
+        file.to_str().unwrap(),
+        "--replaces",
+        replaces,
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    d.ctl(pki, "admin", &args)
 }
 
 fn recover(files: &[&Path], pass: &Path, extra: &[&str]) -> std::process::Output {
@@ -279,7 +289,16 @@ async fn backups_restore_a_lost_daemon_and_recover_the_key() {
         .unwrap();
     assert_ne!(party_id(&a2, &s.pki), a_id);
     let t = Instant::now();
-    let v = ok(&import(&a2, &s.pki, &a_bak, &a_id, &pass));
+    // server-b confirms (signed) that epoch 0 is still the vault's epoch.
+    let peer = format!("https://{}", s.b.addr);
+    let v = ok(&import_with(
+        &a2,
+        &s.pki,
+        &a_bak,
+        &a_id,
+        &pass,
+        &["--peer", &peer],
+    ));
     eprintln!(
         "figure: backup import on a fresh daemon (identity + share sealed) {:?}",
         t.elapsed()

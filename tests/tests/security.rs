@@ -23,15 +23,27 @@ enum Lie {
     Alter,
     Drop,
     Replay,
+    /// The victim's READY never reaches anyone.
+    DropReady,
+    /// The victim's READY is delivered after every round timeout.
+    DelayReady,
+    /// The victim's READY is kept from `hide_from` only (who times out and ABORTs after
+    /// its own READY went out).
+    HideReady,
 }
 
 /// A relay that tells one lie about the first round-2 protocol envelope from `victim`:
 /// alters it on its way to a recipient, drops it, or delivers it twice.
 struct LyingRelay {
-    inner: RelayService,
+    inner: Arc<RelayService>,
     lie: Lie,
     victim: Vec<u8>,
+    hide_from: Vec<u8>,
     told: Arc<AtomicUsize>,
+}
+
+fn is_ready(env: &api::Envelope, victim: &[u8]) -> bool {
+    env.sender == victim && env.kind == api::EnvelopeKind::Ready as i32
 }
 
 fn target(env: &api::Envelope, victim: &[u8]) -> bool {
@@ -53,7 +65,24 @@ impl RelayApi for LyingRelay {
     ) -> Result<Response<api::PostResponse>, Status> {
         let req = r.into_inner();
         let env = req.envelope.clone().unwrap_or_default();
-        if target(&env, &self.victim) && self.told.fetch_add(1, Ordering::SeqCst) == 0 {
+        if is_ready(&env, &self.victim) {
+            match self.lie {
+                Lie::DropReady => return Ok(Response::new(api::PostResponse { seq: 0 })),
+                Lie::DelayReady => {
+                    let inner = self.inner.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(25)).await;
+                        let _ = inner.post(Request::new(req)).await;
+                    });
+                    return Ok(Response::new(api::PostResponse { seq: 0 }));
+                }
+                _ => {}
+            }
+        }
+        if target(&env, &self.victim)
+            && matches!(self.lie, Lie::Alter | Lie::Drop | Lie::Replay)
+            && self.told.fetch_add(1, Ordering::SeqCst) == 0
+        {
             match self.lie {
                 Lie::Alter => {
                     // Accepted as sent; altered on delivery (see subscribe).
@@ -63,6 +92,8 @@ impl RelayApi for LyingRelay {
                 Lie::Replay => {
                     self.inner.post(Request::new(req.clone())).await?;
                 }
+                // These lie about READY only (above and in subscribe).
+                Lie::DropReady | Lie::DelayReady | Lie::HideReady => {}
             }
         }
         self.inner.post(Request::new(req)).await
@@ -74,7 +105,16 @@ impl RelayApi for LyingRelay {
         &self,
         r: Request<api::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let subscriber = r.get_ref().party_id.clone();
         let stream = self.inner.subscribe(r).await?.into_inner();
+        if self.lie == Lie::HideReady && subscriber == self.hide_from {
+            let victim = self.victim.clone();
+            let hidden = tokio_stream::StreamExt::filter(
+                stream,
+                move |d| !matches!(d, Ok(d) if d.envelope.as_ref().is_some_and(|e| is_ready(e, &victim))),
+            );
+            return Ok(Response::new(Box::pin(hidden)));
+        }
         if self.lie != Lie::Alter {
             return Ok(Response::new(stream));
         }
@@ -103,6 +143,10 @@ impl RelayApi for LyingRelay {
 
 /// Serves a lying relay over TLS (with the daemon certificate of `pki`); its address.
 async fn lying_relay(pki: &Pki, lie: Lie, victim: Vec<u8>) -> String {
+    lying_relay_hiding(pki, lie, victim, Vec::new()).await
+}
+
+async fn lying_relay_hiding(pki: &Pki, lie: Lie, victim: Vec<u8>, hide_from: Vec<u8>) -> String {
     let port = free_port();
     let tls = tonic::transport::ServerTlsConfig::new()
         .identity(tonic::transport::Identity::from_pem(
@@ -113,9 +157,13 @@ async fn lying_relay(pki: &Pki, lie: Lie, victim: Vec<u8>) -> String {
             std::fs::read(pki.file("ca.pem")).unwrap(),
         ));
     let svc = LyingRelay {
-        inner: RelayService::new(Arc::new(Relay::new(Limits::default())), |_| None),
+        inner: Arc::new(RelayService::new(
+            Arc::new(Relay::new(Limits::default())),
+            |_| None,
+        )),
         lie,
         victim,
+        hide_from,
         told: Arc::new(AtomicUsize::new(0)),
     };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -203,6 +251,63 @@ async fn a_relay_that_alters_drops_or_replays_makes_the_ceremony_abort_naming_th
     // The honest relay still works afterwards: nobody lost anything.
     let out = ok(&sign(&s, &s.d1, &["device-1", "server-b"], "honest"));
     verify_independently(&out, "honest", &key);
+}
+
+/// Issue 16, finding 2: a READY the relay drops, delays past every timeout, or keeps from
+/// one party (which then ABORTs after its own READY went out) splits the parties into
+/// committed and in doubt. Nobody deletes its new share, and the resolve from the others'
+/// signed reports brings every party to the new epoch, which signs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_delayed_or_half_delivered_ready_ends_in_doubt_and_resolves_to_one_epoch() {
+    let s = setup().await;
+    let key = keygen(&s)["public_key"].as_str().unwrap().to_string();
+    let b_id = party_id_of(&s.b.member_spec(&s.pki, "server-b").unwrap());
+    let d1_id = unhex(s.d1.show().unwrap()["party_id"].as_str().unwrap());
+    let cases = [
+        (Lie::DropReady, b_id.clone(), Vec::new()),
+        (Lie::DelayReady, b_id.clone(), Vec::new()),
+        (Lie::HideReady, d1_id.clone(), b_id.clone()),
+    ];
+    for (n, (lie, victim, hide_from)) in cases.into_iter().enumerate() {
+        let epoch = n as u64 + 1;
+        let relay = lying_relay_hiding(&s.pki, lie, victim, hide_from).await;
+        let o = tokio::task::block_in_place(|| refresh_via(&s, Some(&relay)));
+        // The coordinator says what happened: a split is reported as in doubt, per party.
+        let out =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{lie:?}: a split commit reported success: {out}"
+        );
+        assert!(out.contains("doubt"), "{lie:?}: {out}");
+        // Every party holds the new share (current or pending): nobody deleted it.
+        let daemons_hold = [&s.a, &s.b].iter().all(|d| {
+            let sl = slots(d, &s.pki, "v1").unwrap();
+            sl["current_epoch"].as_u64() == Some(epoch)
+                || sl["pending_epoch"].as_u64() == Some(epoch)
+        });
+        assert!(daemons_hold, "{lie:?}: a daemon lost its new share");
+        let in_doubt = [&s.a, &s.b]
+            .iter()
+            .filter(|d| daemon_state(d, &s.pki, "v1").as_deref() == Some("in_doubt"))
+            .count()
+            + usize::from(device_state(&s.d1, "v1").as_deref() == Some("in_doubt"));
+        assert!(in_doubt > 0, "{lie:?}: nobody was in doubt");
+        // A party in doubt signs nothing until it is resolved.
+        if daemon_state(&s.a, &s.pki, "v1").as_deref() == Some("in_doubt") {
+            let e = err(&sign(&s, &s.d1, &["server-a", "server-b"], "in doubt"));
+            assert!(
+                e.contains("in doubt") || e.contains("in_doubt"),
+                "{lie:?}: {e}"
+            );
+        }
+        assert!(repair_all(&s, "v1"), "{lie:?}");
+        assert_eq!(epochs(&s, "v1"), [Some(epoch); 3], "{lie:?}");
+        let msg = format!("after {lie:?}");
+        let sig = ok(&sign(&s, &s.d1, &["server-a", "server-b"], &msg));
+        verify_independently(&sig, &msg, &key);
+        assert_eq!(sig["epoch"].as_u64(), Some(epoch), "{lie:?}");
+    }
 }
 
 fn now_ms() -> i64 {
@@ -294,6 +399,7 @@ async fn a_party_outside_the_committee_cannot_take_part() {
         &keys.party_id(),
         0,
         ts,
+        &[7u8; 16],
     ));
     let e = match relay
         .subscribe(api::SubscribeRequest {
@@ -302,6 +408,7 @@ async fn a_party_outside_the_committee_cannot_take_part() {
             after_seq: 0,
             timestamp_ms: ts,
             signature: sig.to_vec(),
+            nonce: vec![7u8; 16],
         })
         .await
     {
@@ -315,6 +422,7 @@ async fn a_party_outside_the_committee_cannot_take_part() {
         &member.party_id(),
         0,
         ts,
+        &[7u8; 16],
     ));
     let e = match relay
         .subscribe(api::SubscribeRequest {
@@ -323,6 +431,7 @@ async fn a_party_outside_the_committee_cannot_take_part() {
             after_seq: 0,
             timestamp_ms: ts,
             signature: sig.to_vec(),
+            nonce: vec![7u8; 16],
         })
         .await
     {
@@ -333,6 +442,7 @@ async fn a_party_outside_the_committee_cannot_take_part() {
     let env = cosigner_relay::envelope::seal(
         &keys,
         &sid,
+        None,
         None,
         1,
         1,

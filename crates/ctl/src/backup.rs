@@ -45,6 +45,13 @@ pub enum BackupCommand {
         replaces: String,
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Another committee daemon (repeatable: https://host:port): the importing daemon
+        /// asks each for its epoch of the vault and refuses a backup older than any answer.
+        #[arg(long = "peer", value_name = "ADDR")]
+        peers: Vec<String>,
+        /// Import although no peer could confirm the epoch (recorded in the history).
+        #[arg(long)]
+        offline: bool,
     },
     /// Print a backup's clear metadata (no passphrase needed; trusted only once opened).
     Inspect {
@@ -142,6 +149,8 @@ pub async fn run(channel: Channel, command: BackupCommand) -> Result<()> {
             backup,
             replaces,
             passphrase_file,
+            peers,
+            offline,
         } => {
             let bytes = std::fs::read(&backup)
                 .with_context(|| format!("cannot read {}", backup.display()))?;
@@ -153,6 +162,8 @@ pub async fn run(channel: Channel, command: BackupCommand) -> Result<()> {
                     backup: bytes,
                     passphrase: pass.to_string(),
                     replaces_party: replaces.to_vec(),
+                    peers,
+                    offline,
                 })
                 .await?
                 .into_inner()

@@ -212,7 +212,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::History { command } => history::run(cli.connect.channel().await?, command).await,
-        Command::Vault { command } => vault::run(cli.connect.channel().await?, command).await,
+        Command::Vault { command } => {
+            vault::run(&cli.connect, cli.connect.channel().await?, command).await
+        }
         Command::Backup { command } => match command {
             backup::BackupCommand::Inspect { .. } => {
                 // Offline: no daemon needed to read a file's metadata.

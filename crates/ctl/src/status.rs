@@ -131,6 +131,11 @@ pub fn render(s: &pb::GetStatusResponse) -> String {
                 };
                 vec![
                     v.vault_id.clone(),
+                    if v.state.is_empty() {
+                        "-".into()
+                    } else {
+                        v.state.clone()
+                    },
                     v.epoch.to_string(),
                     format!("{t} of {n}"),
                     short_hex(&v.public_key),
@@ -144,6 +149,7 @@ pub fn render(s: &pb::GetStatusResponse) -> String {
         out.push_str(&table(
             &[
                 "VAULT",
+                "STATE",
                 "EPOCH",
                 "THRESHOLD",
                 "PUBLIC KEY",
@@ -154,6 +160,9 @@ pub fn render(s: &pb::GetStatusResponse) -> String {
             ],
             &rows,
         ));
+        for v in s.vaults.iter().filter(|v| !v.problem.is_empty()) {
+            out.push_str(&format!("  {}: {}\n", v.vault_id, first_line(&v.problem)));
+        }
     }
 
     out.push('\n');
@@ -261,6 +270,8 @@ pub fn to_json(s: &pb::GetStatusResponse) -> Value {
             let slots = v.slots.unwrap_or_default();
             json!({
                 "vault_id": v.vault_id,
+                "state": v.state,
+                "problem": (!v.problem.is_empty()).then_some(&v.problem),
                 "epoch": v.epoch,
                 "public_key": hex(&v.public_key),
                 "threshold": v.committee.as_ref().map(|c| c.threshold),
@@ -321,6 +332,8 @@ mod tests {
                     previous_epoch: 2,
                     ..Default::default()
                 }),
+                state: "in_doubt".into(),
+                problem: "a reshare ended without a certificate".into(),
                 ..Default::default()
             }],
             backups: vec![pb::BackupStatus {
@@ -340,6 +353,7 @@ mod tests {
         // shortened key has a multi-byte ellipsis).
         let col = |h: &str| header[..header.find(h).unwrap()].chars().count();
         for (h, cell) in [
+            ("STATE", "in_doubt"),
             ("EPOCH", "3"),
             ("THRESHOLD", "2 of 3"),
             ("PENDING", "-"),
@@ -349,6 +363,10 @@ mod tests {
             let at: String = row.chars().skip(col(h)).collect();
             assert!(at.starts_with(cell), "{h}: {at:?}\n{text}");
         }
+        assert!(
+            text.contains("  treasury: a reshare ended without a certificate"),
+            "{text}"
+        );
         assert!(text.contains("ROTATION: no schedule"));
         assert!(text.contains("RECENT CEREMONIES: none yet"));
     }

@@ -20,10 +20,12 @@ pub enum Kind {
     BackupImport,
     ConfigStart,
     DropPrevious,
+    /// The end of an interrupted keygen or reshare commit, decided on evidence.
+    Resolve,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Keygen,
         Kind::Sign,
         Kind::Reshare,
@@ -33,6 +35,7 @@ impl Kind {
         Kind::BackupImport,
         Kind::ConfigStart,
         Kind::DropPrevious,
+        Kind::Resolve,
     ];
 
     pub(crate) fn tag(self) -> u8 {
@@ -50,6 +53,7 @@ impl Kind {
             Kind::BackupImport => "backup_import",
             Kind::ConfigStart => "config_start",
             Kind::DropPrevious => "drop_previous",
+            Kind::Resolve => "resolve",
         }
     }
 }
@@ -63,15 +67,19 @@ pub enum Outcome {
     Denied,
     Failed,
     Aborted,
+    /// A keygen or reshare ended without a certificate: the new share is kept as pending
+    /// until a resolve decides.
+    InDoubt,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 6] = [
         Outcome::Started,
         Outcome::Succeeded,
         Outcome::Denied,
         Outcome::Failed,
         Outcome::Aborted,
+        Outcome::InDoubt,
     ];
 
     pub(crate) fn tag(self) -> u8 {
@@ -85,6 +93,7 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::Failed => "failed",
             Outcome::Aborted => "aborted",
+            Outcome::InDoubt => "in_doubt",
         }
     }
 }

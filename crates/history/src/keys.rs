@@ -11,6 +11,8 @@
 //! a series time seq                       -> Cum           prefix sums, one series per
 //! c series                                -> Cum             (vault, asset) or vault requests
 //! r len vault                             -> time          last reshare or refresh
+//! s len session                           -> seq           relay session ids used
+//! f len vault                             -> epoch         the vault's epoch floor
 //! m "head" / "anchor"                     -> chain head, first kept entry after pruning
 //! ```
 //! Numbers are big-endian; times are i64 with the sign bit flipped so byte order is time
@@ -25,6 +27,8 @@ pub(crate) const NONCE: u8 = b'n';
 pub(crate) const AGG: u8 = b'a';
 pub(crate) const SERIES_HEAD: u8 = b'c';
 pub(crate) const RESHARE: u8 = b'r';
+pub(crate) const SESSION: u8 = b's';
+pub(crate) const FLOOR: u8 = b'f';
 pub(crate) const HEAD: &[u8] = b"mhead";
 pub(crate) const ANCHOR: &[u8] = b"manchor";
 
@@ -102,6 +106,18 @@ pub(crate) fn series_head(series: &[u8]) -> Vec<u8> {
 
 pub(crate) fn reshare(vault: &str) -> Vec<u8> {
     let mut k = vec![RESHARE];
+    lp(&mut k, vault.as_bytes());
+    k
+}
+
+pub(crate) fn session(id: &[u8]) -> Vec<u8> {
+    let mut k = vec![SESSION];
+    lp(&mut k, id);
+    k
+}
+
+pub(crate) fn floor(vault: &str) -> Vec<u8> {
+    let mut k = vec![FLOOR];
     lp(&mut k, vault.as_bytes());
     k
 }

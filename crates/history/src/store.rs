@@ -173,6 +173,29 @@ fn parse_page_token(s: &str) -> Result<u64, HistoryError> {
         })
 }
 
+/// Makes `dir` (created if missing) 0700 and everything in it 0700 (folders) or 0600.
+fn restrict(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                todo.push(e.path());
+            } else if ft.is_file() {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl History {
     /// Opens (or creates) the history at `path`. A database that sled cannot read, or whose
     /// chain head does not match its last entry, is an error, never a panic.
@@ -185,6 +208,10 @@ impl History {
             path: path.display().to_string(),
             detail,
         };
+        // The history says who asked for what: readable by the daemon's user only. sled
+        // creates its files with the process umask; the daemon sets 077, and files made
+        // before (or by a caller with another umask) are tightened here.
+        restrict(path).map_err(|e| open_err(format!("cannot restrict permissions: {e}")))?;
         // sled 0.34 can panic on some corrupt files; a daemon must report that, not crash.
         let try_open = || {
             let cfg = sled::Config::new().path(path);
@@ -215,6 +242,7 @@ impl History {
             path: path.to_path_buf(),
         };
         h.check_head().map_err(|e| open_err(e.to_string()))?;
+        restrict(path).map_err(|e| open_err(format!("cannot restrict permissions: {e}")))?;
         Ok(h)
     }
 
@@ -294,6 +322,9 @@ impl History {
         if r.nonce.len() > 255 {
             return bad("nonce longer than 255 bytes".into());
         }
+        if r.session_id.len() > 255 {
+            return bad("session id longer than 255 bytes".into());
+        }
         if let Some(s) = &r.summary {
             if s.asset.len() > 255 {
                 return bad("asset longer than 255 bytes".into());
@@ -346,6 +377,12 @@ impl History {
         batch.insert(keys::time_key(at_ms, seq), &[]);
         if !r.nonce.is_empty() {
             let k = keys::nonce(&r.requester, &r.nonce);
+            if self.tree.get(&k)?.is_none() {
+                batch.insert(k, &seq.to_be_bytes());
+            }
+        }
+        if !r.session_id.is_empty() {
+            let k = keys::session(&r.session_id);
             if self.tree.get(&k)?.is_none() {
                 batch.insert(k, &seq.to_be_bytes());
             }
@@ -650,6 +687,58 @@ impl History {
             .get(keys::nonce(requester, nonce))?
             .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map(u64::from_be_bytes))
+    }
+
+    /// The entry that first used relay session `id`, if any: a session runs once per party,
+    /// across restarts (its keys and the engine session derive from it).
+    pub fn session_seen(&self, id: &[u8]) -> Result<Option<u64>, HistoryError> {
+        if id.len() > 255 {
+            return Err(HistoryError::InvalidQuery(
+                "session id longer than 255 bytes".into(),
+            ));
+        }
+        Ok(self
+            .tree
+            .get(keys::session(id))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// The vault's epoch floor: no share of an older epoch may be used as current.
+    pub fn floor(&self, vault: &str) -> Result<Option<u64>, HistoryError> {
+        if vault.len() > 255 {
+            return Err(HistoryError::InvalidQuery(
+                "vault id longer than 255 bytes".into(),
+            ));
+        }
+        Ok(self
+            .tree
+            .get(keys::floor(vault))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Raises the vault's epoch floor to `epoch` (never lowers it) and flushes; returns
+    /// the floor now in force.
+    pub fn raise_floor(&self, vault: &str, epoch: u64) -> Result<u64, HistoryError> {
+        if vault.len() > 255 {
+            return Err(HistoryError::InvalidRecord(
+                "vault id longer than 255 bytes".into(),
+            ));
+        }
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let k = keys::floor(vault);
+        let now = self
+            .tree
+            .get(&k)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes);
+        let new = now.map_or(epoch, |f| f.max(epoch));
+        if now != Some(new) {
+            self.tree.insert(k, &new.to_be_bytes())?;
+            self.db.flush()?;
+        }
+        Ok(new)
     }
 
     /// Cumulative totals of a series at the last entry at or before `at`.

@@ -618,3 +618,64 @@ fn acknowledged_entries_survive_sigkill() {
         "too few appends to mean anything: {total_acked}"
     );
 }
+
+#[test]
+fn sessions_floors_and_permissions_survive_a_reopen() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (h, _) = open_at(dir.path());
+        assert_eq!(h.session_seen(b"session-one-0000").unwrap(), None);
+        let r = h
+            .append(Record {
+                vault_id: "v".into(),
+                session_id: b"session-one-0000".to_vec(),
+                ..Record::new(Kind::Reshare, Outcome::Started)
+            })
+            .unwrap();
+        // The outcome of the same session does not move the first use.
+        h.append(Record {
+            vault_id: "v".into(),
+            session_id: b"session-one-0000".to_vec(),
+            ..Record::new(Kind::Reshare, Outcome::InDoubt)
+        })
+        .unwrap();
+        assert_eq!(h.session_seen(b"session-one-0000").unwrap(), Some(r.seq));
+        assert_eq!(h.floor("v").unwrap(), None);
+        assert_eq!(h.raise_floor("v", 3).unwrap(), 3);
+        // Never lowered.
+        assert_eq!(h.raise_floor("v", 2).unwrap(), 3);
+        assert_eq!(h.raise_floor("v", 4).unwrap(), 4);
+        assert_eq!(h.floor("other").unwrap(), None);
+    }
+    let (h, _) = open_at(dir.path());
+    assert!(h.session_seen(b"session-one-0000").unwrap().is_some());
+    assert_eq!(h.floor("v").unwrap(), Some(4));
+    assert!(h.verify().unwrap().first_bad.is_none());
+    // Only the daemon's user reads the history.
+    let root = dir.path().join("history");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root), 0o700);
+    let mut files = 0;
+    for e in walk(&root) {
+        if e.is_dir() {
+            assert_eq!(mode(&e), 0o700, "{}", e.display());
+        } else {
+            files += 1;
+            assert_eq!(mode(&e), 0o600, "{}", e.display());
+        }
+    }
+    assert!(files > 0);
+}
+
+fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

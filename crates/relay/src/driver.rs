@@ -1,12 +1,23 @@
 //! The ceremony driver: runs one engine state machine over the relay.
 //!
 //! A [`Driver`] is one party's view of one relay session. It subscribes to its mailbox,
-//! exchanges HELLO envelopes (each party's epoch, so a party holding a share of another
-//! epoch is named before any protocol work), pumps the engine's messages through signed and
-//! encrypted envelopes, and for a reshare exchanges the READY confirmations that make the
-//! new epoch atomic. Any failure is broadcast as a signed ABORT so the other parties stop at
-//! once instead of waiting for their timeouts; a party that vanishes is named by whoever
-//! times out first, who then aborts everyone else.
+//! exchanges HELLO envelopes, pumps the engine's messages through signed and encrypted
+//! envelopes, and for keygen and reshare exchanges the signed READY statements that the
+//! commit is built on ([`crate::commit`]). Any failure is broadcast as a signed ABORT so the
+//! other parties stop at once instead of waiting for their timeouts; a party that vanishes
+//! is named by whoever times out first, who then aborts everyone else.
+//!
+//! HELLO is where a ceremony is pinned down before any secret moves. Each participant
+//! signs (the envelope signature) the hash of the participant list as *it* built it
+//! ([`crate::roster::Roster::hash`]: kind, vault, epochs, thresholds, dealers, every
+//! participant's id and encryption key, the relay session and the request body), its own
+//! encryption key, and a fresh random value. A party goes on only if every HELLO carries
+//! its own roster hash and every sender names the encryption key the roster holds for it;
+//! otherwise it aborts before round one, so no fragment is ever encrypted to a key its
+//! owner did not sign. The ceremony context, a hash of the roster hash and every fresh
+//! value, then keys every point-to-point envelope and seeds the engine's session id
+//! ([`Driver::engine_nonce`]): two ceremonies never share keys or a session id, even on a
+//! reused relay session id.
 //!
 //! The engine runs on the blocking pool under `catch_unwind`: its rounds take milliseconds
 //! to seconds of CPU, and a panic inside the threshold library on hostile input must end
@@ -17,15 +28,19 @@ use std::time::Duration;
 
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_api::v1::{
-    CloseSessionRequest, Delivery, EnvelopeKind, PostRequest, SubscribeRequest,
+    CloseSessionRequest, Delivery, Envelope, EnvelopeKind, PostRequest, SubscribeRequest,
 };
 use cosigner_tss::{Ceremony, Message, PartyId, Step, TssError};
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
+use crate::commit::{CommitTarget, ReadyStatement};
 use crate::envelope::{EnvelopeError, Opened, Opener, seal};
 use crate::keys::{Member, PartyKeys, short};
 use crate::mailbox::{close_bytes, subscribe_bytes};
+use crate::roster::Roster;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriveError {
@@ -50,6 +65,14 @@ pub enum DriveError {
         ours: String,
         hint: String,
     },
+    #[error(
+        "{party} took part with another participant list or request than this party (its signed HELLO names another roster hash): a requester may have sent the parties different requests; stopped before round one"
+    )]
+    RosterMismatch { party: String },
+    #[error(
+        "{party} announced another encryption key in its signed HELLO than the participant list holds for it; stopped before round one (nothing was encrypted to that key)"
+    )]
+    KeyMismatch { party: String },
     #[error("{party} confirmed a different result: {detail}")]
     Ready { party: String, detail: String },
     #[error("the threshold engine failed internally (a bug; the ceremony is abandoned): {0}")]
@@ -63,30 +86,38 @@ impl DriveError {
     }
 }
 
-/// The engine's per-ceremony nonce, derived from the relay session id the initiator chose,
-/// so that the engine's session id is bound to the relay session. Every party (daemon or
-/// device) must derive it the same way.
-pub fn engine_nonce(session: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(b"cosigner/v1/engine-nonce");
-    h.update(session);
-    h.finalize().into()
+/// Text another party wrote (an ABORT reason) as it may reach logs, errors and the
+/// history: printable characters only (control characters, escapes and line breaks become
+/// '?'), at most `MAX_REMOTE_TEXT` characters.
+pub fn sanitize(text: &str) -> String {
+    const MAX_REMOTE_TEXT: usize = 500;
+    let mut out: String = text
+        .chars()
+        .take(MAX_REMOTE_TEXT)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().count() > MAX_REMOTE_TEXT {
+        out.push_str("...");
+    }
+    out
 }
 
-/// What a party says first: the epoch it holds for the vault (None: it holds no share, a
-/// party joining at a reshare or keygen) and a pending epoch from an interrupted reshare.
+/// What a party says of its state for the vault, in its HELLO.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
+    /// The epoch it holds (None: it holds no share, a party joining at a reshare or keygen).
     pub epoch: Option<u64>,
+    /// A pending epoch from an interrupted ceremony.
     pub pending: Option<u64>,
 }
 
-/// A new party's confirmation that it sealed its new share: the new public key and epoch.
+/// The HELLO on the wire (signed by the envelope).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-struct Ready {
-    public_key: Vec<u8>,
-    epoch: u64,
+struct HelloMessage {
+    roster_hash: [u8; 32],
+    encryption_key: [u8; 32],
+    fresh: [u8; 32],
+    state: Hello,
 }
 
 /// Called with the name of each point a party reaches ("hello", "round-1", ..., "ready")
@@ -94,11 +125,23 @@ struct Ready {
 pub type FaultHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct SessionSpec {
-    pub session_id: Vec<u8>,
-    /// Everyone who takes part, this party included.
-    pub participants: Vec<Member>,
+    /// The participant list, built from this party's own record (see [`crate::roster`]);
+    /// its relay session is the session to use.
+    pub roster: Roster,
     pub round_timeout: Duration,
     pub fault: Option<FaultHook>,
+}
+
+/// How a READY exchange ended.
+#[derive(Debug)]
+pub enum ReadyOutcome {
+    /// A valid READY from every new party (a certificate, if they name one record).
+    Complete(Vec<ReadyStatement>),
+    /// It ended early (timeout, ABORT, a lying relay, a mismatch): what arrived until then.
+    Incomplete {
+        received: Vec<ReadyStatement>,
+        error: DriveError,
+    },
 }
 
 pub struct Driver {
@@ -106,14 +149,20 @@ pub struct Driver {
     keys: PartyKeys,
     session: Vec<u8>,
     members: BTreeMap<[u8; 32], Member>,
+    roster_hash: [u8; 32],
+    fresh: [u8; 32],
+    /// Set once every HELLO agreed: keys point-to-point envelopes and the engine session.
+    context: Option<[u8; 32]>,
     opener: Opener,
     stream: tonic::Streaming<Delivery>,
     counter: u64,
     timeout: Duration,
+    /// Envelopes that arrived before the context existed (opened once it does).
+    unopened: VecDeque<Envelope>,
     /// Envelopes that arrived ahead of the stage that consumes them.
     early: VecDeque<Opened>,
     hellos: BTreeMap<[u8; 32], Hello>,
-    readies: BTreeMap<[u8; 32], Ready>,
+    readies: BTreeMap<[u8; 32], ReadyStatement>,
     fault: Option<FaultHook>,
     last_round_posted: u32,
 }
@@ -129,6 +178,25 @@ fn relay_err(what: &str, s: tonic::Status) -> DriveError {
     DriveError::Relay(format!("{what}: {} ({:?})", s.message(), s.code()))
 }
 
+/// A fresh subscription proof: the relay refuses a replayed one.
+pub fn subscription(keys: &PartyKeys, session: &[u8], after_seq: u64) -> SubscribeRequest {
+    let me = keys.party_id();
+    let ts = now_ms();
+    let mut nonce = vec![0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let signature = keys
+        .sign(&subscribe_bytes(session, &me, after_seq, ts, &nonce))
+        .to_vec();
+    SubscribeRequest {
+        session_id: session.to_vec(),
+        party_id: me.to_vec(),
+        after_seq,
+        timestamp_ms: ts,
+        signature,
+        nonce,
+    }
+}
+
 impl Driver {
     /// Subscribes to this party's mailbox in the session.
     pub async fn open(
@@ -137,36 +205,40 @@ impl Driver {
         spec: SessionSpec,
     ) -> Result<Driver, DriveError> {
         let me = keys.party_id();
-        if !spec.participants.iter().any(|m| m.id == me) {
-            return Err(DriveError::Relay(
-                "this party is not a participant of the session".into(),
-            ));
+        let roster = spec.roster;
+        match roster.member(&me) {
+            None => {
+                return Err(DriveError::Relay(
+                    "this party is not a participant of the session".into(),
+                ));
+            }
+            Some(m) if m.encryption_key != keys.encryption_public() => {
+                return Err(DriveError::KeyMismatch { party: short(&me) });
+            }
+            Some(_) => {}
         }
-        let ts = now_ms();
-        let signature = keys
-            .sign(&subscribe_bytes(&spec.session_id, &me, 0, ts))
-            .to_vec();
+        let session = roster.relay_session.clone();
         let stream = client
-            .subscribe(SubscribeRequest {
-                session_id: spec.session_id.clone(),
-                party_id: me.to_vec(),
-                after_seq: 0,
-                timestamp_ms: ts,
-                signature,
-            })
+            .subscribe(subscription(&keys, &session, 0))
             .await
             .map_err(|s| relay_err("subscribe", s))?
             .into_inner();
-        let opener = Opener::new(keys.clone(), &spec.session_id, &spec.participants);
+        let opener = Opener::new(keys.clone(), &session, &roster.participants);
+        let mut fresh = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut fresh);
         Ok(Driver {
             client,
             keys,
-            session: spec.session_id,
-            members: spec.participants.into_iter().map(|m| (m.id, m)).collect(),
+            session,
+            roster_hash: roster.hash(),
+            members: roster.participants.into_iter().map(|m| (m.id, m)).collect(),
+            fresh,
+            context: None,
             opener,
             stream,
             counter: 0,
             timeout: spec.round_timeout,
+            unopened: VecDeque::new(),
             early: VecDeque::new(),
             hellos: BTreeMap::new(),
             readies: BTreeMap::new(),
@@ -177,6 +249,23 @@ impl Driver {
 
     pub fn me(&self) -> [u8; 32] {
         self.keys.party_id()
+    }
+
+    /// The ceremony context (after HELLO): names this ceremony in READY statements.
+    pub fn context(&self) -> Option<[u8; 32]> {
+        self.context
+    }
+
+    /// The engine's per-ceremony nonce (after HELLO): the ceremony context, so the engine's
+    /// session id binds the participant list and every participant's fresh value.
+    pub fn engine_nonce(&self) -> Result<[u8; 32], DriveError> {
+        let ctx = self.context.ok_or_else(|| {
+            DriveError::Relay("the engine cannot start before every HELLO arrived".into())
+        })?;
+        let mut h = Sha256::new();
+        h.update(b"cosigner/v2/engine-nonce");
+        h.update(ctx);
+        Ok(h.finalize().into())
     }
 
     /// "name (0123abcd...)" for messages.
@@ -231,6 +320,7 @@ impl Driver {
         let env = seal(
             &self.keys,
             &self.session,
+            self.context.as_ref(),
             recipient.as_ref(),
             round,
             self.counter,
@@ -248,7 +338,7 @@ impl Driver {
 
     /// Broadcasts a signed ABORT (best effort: the relay may be what failed).
     pub async fn abort(&mut self, reason: &str) {
-        let reason: String = reason.chars().take(1000).collect();
+        let reason = sanitize(reason);
         let post = self.post(None, 0, EnvelopeKind::Abort, reason.as_bytes());
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(2), post)
             .await
@@ -278,29 +368,52 @@ impl Driver {
         Ok(())
     }
 
-    /// The next verified envelope, or None on timeout. HELLO and READY envelopes are
-    /// recorded as they come, whatever the stage; ABORT ends the ceremony.
-    async fn next(&mut self) -> Result<Option<Opened>, DriveError> {
-        let msg = match tokio::time::timeout(self.timeout, self.stream.message()).await {
-            Err(_) => return Ok(None),
-            Ok(Err(s)) => return Err(relay_err("mailbox stream", s)),
-            Ok(Ok(None)) => {
-                return Err(DriveError::Relay(
-                    "the relay ended the session (closed or expired)".into(),
-                ));
-            }
-            Ok(Ok(Some(d))) => d,
-        };
-        let env = msg
-            .envelope
-            .ok_or_else(|| DriveError::Relay("a delivery without an envelope".into()))?;
-        let opened = self.opener.open(&env)?;
+    /// Opens one envelope; an ABORT ends the ceremony.
+    fn open_one(&mut self, env: &Envelope) -> Result<Opened, DriveError> {
+        let opened = self.opener.open(env)?;
         match opened.kind {
             EnvelopeKind::Abort => Err(DriveError::Aborted {
                 party: self.who(&opened.sender),
-                reason: String::from_utf8_lossy(&opened.payload).into_owned(),
+                reason: sanitize(&String::from_utf8_lossy(&opened.payload)),
             }),
-            _ => Ok(Some(opened)),
+            _ => Ok(opened),
+        }
+    }
+
+    /// The next verified envelope, or None on timeout. Before the context exists, only
+    /// HELLO and ABORT envelopes are opened; the rest wait (in order) until it does.
+    async fn next(&mut self) -> Result<Option<Opened>, DriveError> {
+        loop {
+            if self.context.is_some()
+                && let Some(env) = self.unopened.pop_front()
+            {
+                return self.open_one(&env).map(Some);
+            }
+            let msg = match tokio::time::timeout(self.timeout, self.stream.message()).await {
+                Err(_) => return Ok(None),
+                Ok(Err(s)) => return Err(relay_err("mailbox stream", s)),
+                Ok(Ok(None)) => {
+                    return Err(DriveError::Relay(
+                        "the relay ended the session (closed or expired)".into(),
+                    ));
+                }
+                Ok(Ok(Some(d))) => d,
+            };
+            let env = msg
+                .envelope
+                .ok_or_else(|| DriveError::Relay("a delivery without an envelope".into()))?;
+            let early_kind =
+                env.kind == EnvelopeKind::Hello as i32 || env.kind == EnvelopeKind::Abort as i32;
+            if self.context.is_none() && !early_kind {
+                if self.unopened.len() >= 4096 {
+                    return Err(DriveError::Relay(
+                        "too many envelopes before every HELLO arrived".into(),
+                    ));
+                }
+                self.unopened.push_back(env);
+                continue;
+            }
+            return self.open_one(&env).map(Some);
         }
     }
 
@@ -315,8 +428,9 @@ impl Driver {
         r
     }
 
-    /// Sends this party's HELLO and waits for everyone's. `expect` says which epoch each
-    /// party must hold (None: no requirement, e.g. a party joining the committee).
+    /// Sends this party's HELLO and waits for everyone's; checks that every participant
+    /// built the same roster and names its own key as the roster does. `expect` says which
+    /// epoch each party must hold (None: no requirement, e.g. a party joining).
     pub async fn hello(
         &mut self,
         mine: Hello,
@@ -332,9 +446,17 @@ impl Driver {
         expect: &(dyn Fn(&[u8; 32]) -> Option<u64> + Sync),
     ) -> Result<BTreeMap<[u8; 32], Hello>, DriveError> {
         let me = self.me();
-        let payload = postcard::to_allocvec(&mine).unwrap_or_default();
+        let msg = HelloMessage {
+            roster_hash: self.roster_hash,
+            encryption_key: self.keys.encryption_public(),
+            fresh: self.fresh,
+            state: mine,
+        };
+        let payload = postcard::to_allocvec(&msg).unwrap_or_default();
         self.post(None, 0, EnvelopeKind::Hello, &payload).await?;
         self.hellos.insert(me, mine);
+        let mut fresh: BTreeMap<[u8; 32], [u8; 32]> = BTreeMap::new();
+        fresh.insert(me, self.fresh);
         loop {
             let missing: Vec<[u8; 32]> = self
                 .members
@@ -352,7 +474,42 @@ impl Driver {
                     waiting: self.who_list(&missing),
                 });
             };
-            self.take(o)?;
+            match o.kind {
+                EnvelopeKind::Hello => {
+                    let h: HelloMessage =
+                        postcard::from_bytes(&o.payload).map_err(|e| EnvelopeError::Malformed {
+                            sender: self.who(&o.sender),
+                            detail: format!("HELLO: {e}"),
+                        })?;
+                    if h.roster_hash != self.roster_hash {
+                        return Err(DriveError::RosterMismatch {
+                            party: self.who(&o.sender),
+                        });
+                    }
+                    let listed = self.members.get(&o.sender).map(|m| m.encryption_key);
+                    if listed != Some(h.encryption_key) {
+                        return Err(DriveError::KeyMismatch {
+                            party: self.who(&o.sender),
+                        });
+                    }
+                    if self.hellos.insert(o.sender, h.state).is_some() {
+                        return Err(EnvelopeError::Malformed {
+                            sender: self.who(&o.sender),
+                            detail: "a second HELLO".into(),
+                        }
+                        .into());
+                    }
+                    fresh.insert(o.sender, h.fresh);
+                }
+                // Nothing else is opened before the context exists.
+                _ => {
+                    return Err(EnvelopeError::Malformed {
+                        sender: self.who(&o.sender),
+                        detail: "a message before HELLO".into(),
+                    }
+                    .into());
+                }
+            }
         }
         for (id, h) in &self.hellos {
             if let Some(want) = expect(id)
@@ -361,13 +518,11 @@ impl Driver {
                 let theirs = h.epoch.map_or("no share".into(), |e| e.to_string());
                 let hint = match (h.epoch, h.pending) {
                     (_, Some(p)) if p == want => format!(
-                        "it holds a pending share of epoch {p} from an interrupted reshare; its operator promotes it (cosignerctl vault resolve --promote) once the other new parties are at epoch {p}"
+                        "it holds a pending share of epoch {p} from an interrupted ceremony; resolve it (cosignerctl vault resolve) with the other parties' reports"
                     ),
-                    (Some(e), _) if e > want => format!(
-                        "this side is behind: if this party holds a pending share of epoch {e}, promote it (cosignerctl vault resolve --promote); otherwise it was left out of a reshare and needs a new reshare that includes it"
-                    ),
+                    (Some(e), _) if e > want => "this side is behind: resolve this party's interrupted reshare (cosignerctl vault resolve), or reshare it back in".to_string(),
                     (Some(e), _) => format!(
-                        "{} missed a reshare (it is at epoch {e}); it must be reshared into the current committee, or promote its pending share if it has one",
+                        "{} missed a reshare (it is at epoch {e}); resolve it, or reshare it into the current committee",
                         self.who(id)
                     ),
                     (None, _) => "it holds no share of this vault".into(),
@@ -380,33 +535,43 @@ impl Driver {
                 });
             }
         }
+        let mut h = Sha256::new();
+        h.update(b"cosigner/v2/ceremony-context");
+        h.update(self.roster_hash);
+        for (id, f) in &fresh {
+            h.update(id);
+            h.update(f);
+        }
+        let context: [u8; 32] = h.finalize().into();
+        self.context = Some(context);
+        self.opener.set_context(context);
         Ok(self.hellos.clone())
     }
 
-    /// Files a HELLO or READY; keeps protocol envelopes for the protocol stage.
+    /// Files a READY that came early; keeps protocol envelopes for the protocol stage.
     fn take(&mut self, o: Opened) -> Result<(), DriveError> {
         match o.kind {
-            EnvelopeKind::Hello => {
-                let h: Hello =
-                    postcard::from_bytes(&o.payload).map_err(|e| EnvelopeError::Malformed {
+            EnvelopeKind::Ready => {
+                let r =
+                    ReadyStatement::decode(&o.payload).map_err(|e| EnvelopeError::Malformed {
                         sender: self.who(&o.sender),
-                        detail: format!("HELLO: {e}"),
+                        detail: e.to_string(),
                     })?;
-                if self.hellos.insert(o.sender, h).is_some() {
+                if r.party != o.sender {
                     return Err(EnvelopeError::Malformed {
                         sender: self.who(&o.sender),
-                        detail: "a second HELLO".into(),
+                        detail: "a READY statement by another party".into(),
                     }
                     .into());
                 }
-            }
-            EnvelopeKind::Ready => {
-                let r: Ready =
-                    postcard::from_bytes(&o.payload).map_err(|e| EnvelopeError::Malformed {
-                        sender: self.who(&o.sender),
-                        detail: format!("READY: {e}"),
-                    })?;
                 self.readies.insert(o.sender, r);
+            }
+            EnvelopeKind::Hello => {
+                return Err(EnvelopeError::Malformed {
+                    sender: self.who(&o.sender),
+                    detail: "a second HELLO".into(),
+                }
+                .into());
             }
             _ => self.early.push_back(o),
         }
@@ -428,6 +593,11 @@ impl Driver {
         C: Ceremony + Send + 'static,
         C::Output: Send + 'static,
     {
+        if self.context.is_none() {
+            return Err(DriveError::Relay(
+                "the ceremony cannot run before every HELLO arrived".into(),
+            ));
+        }
         let (mut c, step) = engine(ceremony, |c| c.start()).await?;
         if let Some(v) = self.send_step(step).await? {
             return Ok(v);
@@ -484,44 +654,41 @@ impl Driver {
         Ok(done)
     }
 
-    /// After a reshare: says this party sealed its new share (if it is a new party) and
-    /// waits until every new party has said the same, with the same key and epoch.
-    pub async fn ready(
+    /// After keygen or reshare: posts this party's READY (a new party, which has sealed
+    /// its new share as pending and recorded the statement) and collects every new
+    /// party's. Never fails: whatever happens, the caller gets the READYs that arrived, and
+    /// decides from them ([`crate::commit`]). A failure is still announced with an ABORT so
+    /// the others stop waiting.
+    pub async fn exchange_ready(
         &mut self,
-        new_parties: &[[u8; 32]],
-        mine: Option<(&[u8], u64)>,
-        expected_key: &[u8],
-        expected_epoch: u64,
-    ) -> Result<(), DriveError> {
-        let r = self
-            .ready_inner(new_parties, mine, expected_key, expected_epoch)
-            .await;
-        self.guarded(r).await
+        target: &CommitTarget,
+        mine: Option<&ReadyStatement>,
+    ) -> ReadyOutcome {
+        let r = self.ready_inner(target, mine).await;
+        let r = self.guarded(r).await;
+        let received: Vec<ReadyStatement> = self
+            .readies
+            .values()
+            .filter(|s| target.check(s).is_ok())
+            .cloned()
+            .collect();
+        match r {
+            Ok(()) => ReadyOutcome::Complete(received),
+            Err(error) => ReadyOutcome::Incomplete { received, error },
+        }
     }
 
     async fn ready_inner(
         &mut self,
-        new_parties: &[[u8; 32]],
-        mine: Option<(&[u8], u64)>,
-        expected_key: &[u8],
-        expected_epoch: u64,
+        target: &CommitTarget,
+        mine: Option<&ReadyStatement>,
     ) -> Result<(), DriveError> {
         let me = self.me();
-        if let Some((key, epoch)) = mine {
-            let r = Ready {
-                public_key: key.to_vec(),
-                epoch,
-            };
-            self.post(
-                None,
-                0,
-                EnvelopeKind::Ready,
-                &postcard::to_allocvec(&r).unwrap_or_default(),
-            )
-            .await?;
-            self.readies.insert(me, r);
+        if let Some(r) = mine {
+            self.post(None, 0, EnvelopeKind::Ready, &r.encode()).await?;
+            self.readies.insert(me, r.clone());
         }
-        let wanted: BTreeSet<[u8; 32]> = new_parties.iter().copied().collect();
+        let wanted: BTreeSet<[u8; 32]> = target.new_parties.iter().copied().collect();
         // Protocol envelopes still queued are late final-round messages; nothing needs them.
         while let Some(o) = self.early.pop_front() {
             if o.kind != EnvelopeKind::Protocol {
@@ -530,13 +697,10 @@ impl Driver {
         }
         loop {
             for (id, r) in &self.readies {
-                if r.public_key != expected_key || r.epoch != expected_epoch {
+                if let Err(e) = target.check(r) {
                     return Err(DriveError::Ready {
                         party: self.who(id),
-                        detail: format!(
-                            "epoch {} instead of {expected_epoch}, or another public key",
-                            r.epoch
-                        ),
+                        detail: e.to_string(),
                     });
                 }
             }

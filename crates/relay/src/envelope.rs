@@ -1,13 +1,19 @@
 //! Signed and encrypted envelopes: what parties post to the relay.
 //!
 //! The relay is not trusted, so every envelope is signed by its sender's identity key over
-//! everything that routes it (session, sender, recipient, round, counter, kind) and its
-//! payload, and point-to-point payloads are encrypted to the recipient. Encryption: X25519
-//! between the two parties' keys, HKDF-SHA256 with the session id as salt and both ids in
-//! the info (so each direction of each pair in each session has its own key), then
-//! ChaCha20-Poly1305 with the per-sender counter as nonce (unique: the counter only grows)
-//! and the routing header as associated data. The signature covers the ciphertext, so a
-//! receiver checks who sent it before it decrypts anything.
+//! everything that routes it (version, session, sender, recipient, round, counter, the full
+//! kind) and its payload, and point-to-point payloads are encrypted to the recipient.
+//! Encryption: X25519 between the two parties' keys, HKDF-SHA256 with the session id as salt
+//! and, in the info, the *ceremony context* and both ids, then ChaCha20-Poly1305 with the
+//! per-sender counter as nonce and the routing header as associated data. The signature
+//! covers the ciphertext, so a receiver checks who sent it before it decrypts anything.
+//!
+//! The ceremony context is a hash of the participant list and of a fresh random value that
+//! every participant announced in its signed HELLO (see [`crate::driver`]). Counters restart
+//! at 1 in every ceremony, so without it a relay session id used twice (after a restart, or
+//! by a requester who reuses one) would reuse (key, nonce) pairs; with it, each ceremony has
+//! its own keys even on the same session id, as long as one participant's value is fresh.
+//! Nothing is encrypted before the context exists: point-to-point envelopes need it.
 //!
 //! [`Opener`] is the receiving side for one session: it refuses foreign sessions, unknown
 //! senders, bad signatures, envelopes for someone else, and any counter that is not larger
@@ -25,9 +31,9 @@ use zeroize::Zeroizing;
 
 use crate::keys::{Member, PartyKeys, short, verify};
 
-pub const ENVELOPE_VERSION: u32 = 1;
+pub const ENVELOPE_VERSION: u32 = 2;
 const SIGN_TAG: &[u8] = b"cosigner/v1/envelope";
-const KDF_INFO: &[u8] = b"cosigner/v1/p2p";
+const KDF_INFO: &[u8] = b"cosigner/v2/p2p";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
@@ -53,10 +59,16 @@ pub enum EnvelopeError {
     Decrypt { sender: String },
     #[error("envelope from {sender}: {detail}")]
     Malformed { sender: String, detail: String },
+    #[error(
+        "a point-to-point envelope before every participant's HELLO: there are no ceremony keys yet"
+    )]
+    NoContext,
 }
 
-/// The bytes the sender signs (and, without the payload, the AEAD's associated data).
+/// The bytes the sender signs (and, without the payload, the AEAD's associated data): the
+/// version and the kind as sent (all 32 bits), so neither can be changed in transit.
 fn header(
+    version: u32,
     session: &[u8],
     sender: &[u8],
     recipient: &[u8],
@@ -64,9 +76,10 @@ fn header(
     counter: u64,
     kind: i32,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SIGN_TAG.len() + 1 + session.len() + 64 + 13);
+    let mut out = Vec::with_capacity(SIGN_TAG.len() + 5 + session.len() + 64 + 19);
     out.extend_from_slice(SIGN_TAG);
     out.push(0);
+    out.extend_from_slice(&version.to_be_bytes());
     // Lengths make the concatenation unambiguous (session ids vary from 16 to 64 bytes).
     out.push(session.len() as u8);
     out.extend_from_slice(session);
@@ -76,13 +89,14 @@ fn header(
     out.extend_from_slice(recipient);
     out.extend_from_slice(&round.to_be_bytes());
     out.extend_from_slice(&counter.to_be_bytes());
-    out.push(kind as u8);
+    out.extend_from_slice(&kind.to_be_bytes());
     out
 }
 
 /// What the signature covers: the header, then the payload.
 pub fn signed_bytes(env: &Envelope) -> Vec<u8> {
     let mut out = header(
+        env.version,
         &env.session_id,
         &env.sender,
         &env.recipient,
@@ -106,6 +120,7 @@ fn p2p_cipher(
     keys: &PartyKeys,
     their_key: &[u8; 32],
     session: &[u8],
+    context: &[u8; 32],
     sender: &[u8; 32],
     recipient: &[u8; 32],
 ) -> Option<ChaCha20Poly1305> {
@@ -116,8 +131,9 @@ fn p2p_cipher(
         return None; // a low-order public key: refuse rather than encrypt under a known key
     }
     let hk = Hkdf::<Sha256>::new(Some(session), shared.as_bytes());
-    let mut info = Vec::with_capacity(KDF_INFO.len() + 64);
+    let mut info = Vec::with_capacity(KDF_INFO.len() + 96);
     info.extend_from_slice(KDF_INFO);
+    info.extend_from_slice(context);
     info.extend_from_slice(sender);
     info.extend_from_slice(recipient);
     let mut key = Zeroizing::new([0u8; 32]);
@@ -131,10 +147,13 @@ fn nonce(counter: u64) -> Nonce {
     *Nonce::from_slice(&n)
 }
 
-/// Builds one signed envelope; encrypts the payload when it has a recipient.
+/// Builds one signed envelope; encrypts the payload when it has a recipient, under keys
+/// derived with the ceremony `context` (required for point-to-point envelopes).
+#[allow(clippy::too_many_arguments)]
 pub fn seal(
     keys: &PartyKeys,
     session: &[u8],
+    context: Option<&[u8; 32]>,
     recipient: Option<&Member>,
     round: u32,
     counter: u64,
@@ -147,14 +166,21 @@ pub fn seal(
     let payload = match recipient {
         None => plaintext.to_vec(),
         Some(m) => {
-            let cipher =
-                p2p_cipher(keys, &m.encryption_key, session, &me, &m.id).ok_or_else(|| {
-                    EnvelopeError::Malformed {
-                        sender: short(&m.id),
-                        detail: "its encryption key is not a usable X25519 key".into(),
-                    }
+            let context = context.ok_or(EnvelopeError::NoContext)?;
+            let cipher = p2p_cipher(keys, &m.encryption_key, session, context, &me, &m.id)
+                .ok_or_else(|| EnvelopeError::Malformed {
+                    sender: short(&m.id),
+                    detail: "its encryption key is not a usable X25519 key".into(),
                 })?;
-            let aad = header(session, &me, &recipient_id, round, counter, kind);
+            let aad = header(
+                ENVELOPE_VERSION,
+                session,
+                &me,
+                &recipient_id,
+                round,
+                counter,
+                kind,
+            );
             cipher
                 .encrypt(
                     &nonce(counter),
@@ -200,6 +226,7 @@ pub struct Opener {
     session: Vec<u8>,
     participants: BTreeMap<[u8; 32], Member>,
     last: HashMap<[u8; 32], u64>,
+    context: Option<[u8; 32]>,
 }
 
 impl Opener {
@@ -209,7 +236,14 @@ impl Opener {
             session: session.to_vec(),
             participants: participants.iter().map(|m| (m.id, m.clone())).collect(),
             last: HashMap::new(),
+            context: None,
         }
+    }
+
+    /// The ceremony context (from every participant's HELLO): point-to-point envelopes can
+    /// be opened from now on.
+    pub fn set_context(&mut self, context: [u8; 32]) {
+        self.context = Some(context);
     }
 
     /// "name (0123abcd...)" for a known participant, the short id otherwise.
@@ -276,10 +310,12 @@ impl Opener {
         let payload = if broadcast {
             Zeroizing::new(env.payload.clone())
         } else {
+            let context = self.context.as_ref().ok_or(EnvelopeError::NoContext)?;
             let cipher = p2p_cipher(
                 &self.keys,
                 &member.encryption_key,
                 &self.session,
+                context,
                 &sender,
                 &me,
             )
@@ -287,6 +323,7 @@ impl Opener {
                 sender: sender_short.clone(),
             })?;
             let aad = header(
+                env.version,
                 &env.session_id,
                 &env.sender,
                 &env.recipient,
@@ -323,11 +360,19 @@ impl Opener {
 mod tests {
     use super::*;
 
+    const CTX: [u8; 32] = [7; 32];
+
     fn setup() -> (PartyKeys, PartyKeys, Vec<Member>) {
         let a = PartyKeys::generate();
         let b = PartyKeys::generate();
         let members = vec![a.member("a"), b.member("b")];
         (a, b, members)
+    }
+
+    fn opener(k: &PartyKeys, s: &[u8], members: &[Member]) -> Opener {
+        let mut o = Opener::new(k.clone(), s, members);
+        o.set_context(CTX);
+        o
     }
 
     #[test]
@@ -336,6 +381,7 @@ mod tests {
         let env = seal(
             &a,
             b"s1s1s1s1s1s1s1s1",
+            Some(&CTX),
             Some(&members[1]),
             2,
             1,
@@ -344,13 +390,13 @@ mod tests {
         )
         .unwrap();
         assert!(!env.payload.windows(6).any(|w| w == b"secret"));
-        let mut ob = Opener::new(b.clone(), b"s1s1s1s1s1s1s1s1", &members);
+        let mut ob = opener(&b, b"s1s1s1s1s1s1s1s1", &members);
         let o = ob.open(&env).unwrap();
         assert_eq!(o.payload.as_slice(), b"secret fragment");
         assert_eq!(o.sender, a.party_id());
         // Replays and other sessions are refused, naming the sender.
         assert!(matches!(ob.open(&env), Err(EnvelopeError::Replay { .. })));
-        let mut other = Opener::new(b, b"s2s2s2s2s2s2s2s2", &members);
+        let mut other = opener(&b, b"s2s2s2s2s2s2s2s2", &members);
         assert!(matches!(
             other.open(&env),
             Err(EnvelopeError::WrongSession { .. })
@@ -361,30 +407,52 @@ mod tests {
     fn alterations_are_caught() {
         let (a, b, members) = setup();
         let s = b"sessionsession16";
-        let base = seal(&a, s, Some(&members[1]), 2, 5, EnvelopeKind::Protocol, b"x").unwrap();
-        let cases: [fn(&mut Envelope); 6] = [
+        let base = seal(
+            &a,
+            s,
+            Some(&CTX),
+            Some(&members[1]),
+            2,
+            5,
+            EnvelopeKind::Protocol,
+            b"x",
+        )
+        .unwrap();
+        let cases: [fn(&mut Envelope); 7] = [
             |e| e.payload[0] ^= 1,
             |e| e.round = 3,
             |e| e.counter = 6,
             |e| e.kind = EnvelopeKind::Abort as i32,
+            // A kind that differs only above the low byte (it used to be signed as one byte).
+            |e| e.kind += 256,
             |e| e.signature[0] ^= 1,
             |e| e.recipient = vec![],
         ];
         for (i, f) in cases.iter().enumerate() {
             let mut e = base.clone();
             f(&mut e);
-            let mut ob = Opener::new(b.clone(), s, &members);
+            let mut ob = opener(&b, s, &members);
             let err = ob.open(&e).unwrap_err();
             assert!(
                 matches!(err, EnvelopeError::BadSignature { .. }),
                 "case {i}: {err}"
             );
         }
+        // The version is signed too: a v2 envelope relabelled fails the signature, and any
+        // other version is refused by number first.
+        assert!(signature_ok(&base));
+        let mut relabelled = base.clone();
+        relabelled.version = 3;
+        assert!(!signature_ok(&relabelled));
+        assert_eq!(
+            opener(&b, s, &members).open(&relabelled).unwrap_err(),
+            EnvelopeError::Version(3)
+        );
         // A third party cannot read it even with a valid-looking route.
         let c = PartyKeys::generate();
         let mut all = members.clone();
         all.push(c.member("c"));
-        let mut oc = Opener::new(c, s, &all);
+        let mut oc = opener(&c, s, &all);
         assert!(matches!(
             oc.open(&base),
             Err(EnvelopeError::NotForMe { .. })
@@ -392,12 +460,77 @@ mod tests {
     }
 
     #[test]
-    fn strangers_are_refused() {
+    fn each_ceremony_context_has_its_own_keys() {
+        // Same parties, same session id, same counter: only the context differs (two
+        // ceremonies on one reused relay session id). The ciphertexts differ, and neither
+        // opens under the other's context.
         let (a, b, members) = setup();
+        let s = b"reusedsession-16";
+        let seal_with = |ctx: [u8; 32]| {
+            seal(
+                &a,
+                s,
+                Some(&ctx),
+                Some(&members[1]),
+                1,
+                1,
+                EnvelopeKind::Protocol,
+                b"fragment",
+            )
+            .unwrap()
+        };
+        let one = seal_with([1; 32]);
+        let two = seal_with([2; 32]);
+        assert_ne!(one.payload, two.payload);
+        let mut o = Opener::new(b.clone(), s, &members);
+        o.set_context([1; 32]);
+        assert!(matches!(o.open(&two), Err(EnvelopeError::Decrypt { .. })));
+        let mut o = Opener::new(b, s, &members);
+        o.set_context([1; 32]);
+        assert_eq!(o.open(&one).unwrap().payload.as_slice(), b"fragment");
+    }
+
+    #[test]
+    fn nothing_is_encrypted_or_opened_without_a_context() {
+        let (a, b, members) = setup();
+        let s = b"sessionsession16";
+        assert_eq!(
+            seal(
+                &a,
+                s,
+                None,
+                Some(&members[1]),
+                1,
+                1,
+                EnvelopeKind::Protocol,
+                b"x"
+            )
+            .unwrap_err(),
+            EnvelopeError::NoContext
+        );
+        let env = seal(
+            &a,
+            s,
+            Some(&CTX),
+            Some(&members[1]),
+            1,
+            1,
+            EnvelopeKind::Protocol,
+            b"x",
+        )
+        .unwrap();
+        let mut o = Opener::new(b, s, &members);
+        assert_eq!(o.open(&env).unwrap_err(), EnvelopeError::NoContext);
+    }
+
+    #[test]
+    fn strangers_are_refused() {
+        let (_, b, members) = setup();
         let stranger = PartyKeys::generate();
         let env = seal(
             &stranger,
             b"sessionsession16",
+            None,
             None,
             1,
             1,
@@ -405,11 +538,10 @@ mod tests {
             b"",
         )
         .unwrap();
-        let mut ob = Opener::new(b, b"sessionsession16", &members);
+        let mut ob = opener(&b, b"sessionsession16", &members);
         assert!(matches!(
             ob.open(&env),
             Err(EnvelopeError::UnknownSender { .. })
         ));
-        let _ = a;
     }
 }

@@ -4,17 +4,24 @@
 //!   limits), hosted by cosignerd or run alone. It sees only signed envelopes and ciphertext.
 //! - [`envelope`]: the signed, encrypted envelope every party posts, and its checks.
 //! - [`driver`]: runs one engine ceremony over the relay (HELLO, rounds, ABORT, READY).
+//! - [`roster`]: who takes part in a ceremony, built only from authenticated sources, and
+//!   the hash every participant signs into its HELLO.
+//! - [`commit`]: READY statements, certificates, reports, and the rule that ends a keygen
+//!   or reshare without ever stranding the vault; [`finish`]: that commit as a party runs it.
 //! - [`keys`], [`record`], [`request`]: party identities, the vault record a party keeps
 //!   with its share, and request signatures.
 
+pub mod commit;
 pub mod driver;
 pub mod envelope;
+pub mod finish;
 pub mod keys;
 pub mod mailbox;
 pub mod record;
 pub mod request;
+pub mod roster;
 pub mod service;
 
-pub use driver::{DriveError, Driver, Hello, SessionSpec};
+pub use driver::{DriveError, Driver, Hello, ReadyOutcome, SessionSpec};
 pub use keys::{Member, PartyKeys};
 pub use record::{Held, VaultRecord};

@@ -107,9 +107,14 @@ impl Session {
     }
 }
 
+/// (party, subscription nonce) -> when it was seen.
+type SeenNonces = HashMap<([u8; 32], Vec<u8>), Instant>;
+
 pub struct Relay {
     limits: Limits,
     sessions: Mutex<HashMap<Vec<u8>, Session>>,
+    /// Subscription nonces seen within the clock-skew window, per party.
+    subscriptions: Mutex<SeenNonces>,
     posted: AtomicU64,
     refused: AtomicU64,
 }
@@ -155,14 +160,23 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Bytes a subscriber signs to prove it holds its identity key.
-pub fn subscribe_bytes(session: &[u8], party: &[u8], after_seq: u64, ts_ms: i64) -> Vec<u8> {
-    let mut out = b"cosigner/v1/subscribe\0".to_vec();
+/// Bytes a subscriber signs to prove it holds its identity key. The nonce makes each
+/// subscription unique: the relay refuses one it has seen (a copied subscription would
+/// otherwise read the mailbox again within the clock-skew window).
+pub fn subscribe_bytes(
+    session: &[u8],
+    party: &[u8],
+    after_seq: u64,
+    ts_ms: i64,
+    nonce: &[u8],
+) -> Vec<u8> {
+    let mut out = b"cosigner/v2/subscribe\0".to_vec();
     out.push(session.len() as u8);
     out.extend_from_slice(session);
     out.extend_from_slice(party);
     out.extend_from_slice(&after_seq.to_be_bytes());
     out.extend_from_slice(&ts_ms.to_be_bytes());
+    out.extend_from_slice(nonce);
     out
 }
 
@@ -181,6 +195,7 @@ impl Relay {
         Relay {
             limits,
             sessions: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(HashMap::new()),
             posted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -406,16 +421,24 @@ impl Relay {
     }
 
     /// Checks a subscriber and returns a watch on its mailbox.
+    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &self,
         session_id: &[u8],
         party_id: &[u8],
         after_seq: u64,
         ts_ms: i64,
+        nonce: &[u8],
         signature: &[u8],
     ) -> Result<watch::Receiver<MailboxState>, RelayError> {
         check_session_id(session_id)?;
         let p = party(party_id, "party_id")?;
+        if !(16..=32).contains(&nonce.len()) {
+            return Err(RelayError::Invalid(format!(
+                "nonce is {} bytes; 16 to 32 are required",
+                nonce.len()
+            )));
+        }
         let skew = now_ms().saturating_sub(ts_ms).saturating_abs();
         if skew > self.limits.max_skew.as_millis() as i64 {
             return Err(RelayError::Invalid(format!(
@@ -424,7 +447,7 @@ impl Relay {
         }
         if !crate::keys::verify(
             &p,
-            &subscribe_bytes(session_id, party_id, after_seq, ts_ms),
+            &subscribe_bytes(session_id, party_id, after_seq, ts_ms, nonce),
             signature,
         ) {
             return Err(RelayError::NotParticipant(format!(
@@ -443,7 +466,23 @@ impl Relay {
                 sid(session_id)
             ))
         })?;
-        Ok(m.tx.subscribe())
+        let watch = m.tx.subscribe();
+        drop(sessions);
+        {
+            // A nonce is remembered for twice the skew window: a copy of this subscription
+            // is refused for as long as its timestamp would pass.
+            let now = Instant::now();
+            let keep = self.limits.max_skew * 2;
+            let mut seen = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+            seen.retain(|_, at| now.duration_since(*at) < keep);
+            if seen.insert((p, nonce.to_vec()), now).is_some() {
+                return Err(RelayError::Invalid(format!(
+                    "the subscription for {} was already used (a replayed subscription)",
+                    short(&p)
+                )));
+            }
+        }
+        Ok(watch)
     }
 
     /// Envelopes of a mailbox after `after` (at most `max`), with their positions.
@@ -612,13 +651,13 @@ mod tests {
         );
         r.create("bob", b"another-session-00", &ps, 60).unwrap();
 
-        let big = seal(&a, S, None, 1, 1, EnvelopeKind::Protocol, &[0; 101]).unwrap();
+        let big = seal(&a, S, None, None, 1, 1, EnvelopeKind::Protocol, &[0; 101]).unwrap();
         assert!(matches!(r.post(big), Err(RelayError::Limit(_))));
         for i in 1..=2 {
-            let e = seal(&a, S, None, 1, i, EnvelopeKind::Protocol, b"x").unwrap();
+            let e = seal(&a, S, None, None, 1, i, EnvelopeKind::Protocol, b"x").unwrap();
             assert_eq!(r.post(e).unwrap(), i);
         }
-        let e = seal(&a, S, None, 1, 3, EnvelopeKind::Protocol, b"x").unwrap();
+        let e = seal(&a, S, None, None, 1, 3, EnvelopeKind::Protocol, b"x").unwrap();
         assert!(matches!(r.post(e), Err(RelayError::Limit(m)) if m.contains("full")));
         // Mailboxes are per recipient: b's is full, a's is empty.
         assert_eq!(r.read(S, &b.party_id(), 0, 10).len(), 2);
@@ -646,7 +685,7 @@ mod tests {
             Err(RelayError::NotParticipant(_))
         ));
         r.close("coordinator", S, &[], 0, &[]).unwrap();
-        let e = seal(&a, S, None, 1, 1, EnvelopeKind::Protocol, b"x").unwrap();
+        let e = seal(&a, S, None, None, 1, 1, EnvelopeKind::Protocol, b"x").unwrap();
         assert!(matches!(r.post(e), Err(RelayError::Closed(_))));
         // A forged envelope is refused before it reaches any mailbox.
         r.create("coordinator", b"session-abcdefghij", &ps, 60)
@@ -654,6 +693,7 @@ mod tests {
         let mut e = seal(
             &a,
             b"session-abcdefghij",
+            None,
             None,
             1,
             1,
@@ -663,5 +703,32 @@ mod tests {
         .unwrap();
         e.payload[0] ^= 1;
         assert!(matches!(r.post(e), Err(RelayError::Invalid(m)) if m.contains("signature")));
+    }
+
+    #[test]
+    fn a_subscription_is_used_once() {
+        let r = Relay::new(Limits::default());
+        let a = PartyKeys::generate();
+        let b = PartyKeys::generate();
+        let ps = vec![a.party_id().to_vec(), b.party_id().to_vec()];
+        r.create("coordinator", S, &ps, 60).unwrap();
+        let ts = now_ms();
+        let nonce = [3u8; 16];
+        let sig = a.sign(&subscribe_bytes(S, &a.party_id(), 0, ts, &nonce));
+        assert!(r.subscribe(S, &a.party_id(), 0, ts, &nonce, &sig).is_ok());
+        // The same signed subscription again (copied off the wire): refused.
+        assert!(matches!(
+            r.subscribe(S, &a.party_id(), 0, ts, &nonce, &sig),
+            Err(RelayError::Invalid(m)) if m.contains("replayed")
+        ));
+        // A nonce is covered by the signature, and must be 16 to 32 bytes.
+        assert!(matches!(
+            r.subscribe(S, &a.party_id(), 0, ts, &[4u8; 16], &sig),
+            Err(RelayError::NotParticipant(_))
+        ));
+        assert!(matches!(
+            r.subscribe(S, &a.party_id(), 0, ts, &[4u8; 8], &sig),
+            Err(RelayError::Invalid(_))
+        ));
     }
 }

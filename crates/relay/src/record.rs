@@ -70,6 +70,27 @@ impl VaultRecord {
         self.members.iter().find(|m| &m.id == id)
     }
 
+    /// SHA-256 of what every party of the epoch agrees on: the engine's public record and
+    /// every member's id, encryption key and name. Local times (`created_at_ms`,
+    /// `last_reshare_at_ms`) are left out: each party sets its own. Endorsements and READY
+    /// statements are over this hash.
+    pub fn public_hash(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"cosigner/v1/vault-record\0");
+        let public = postcard::to_allocvec(&self.public).unwrap_or_default();
+        h.update((public.len() as u64).to_be_bytes());
+        h.update(&public);
+        h.update((self.members.len() as u64).to_be_bytes());
+        for m in &self.members {
+            h.update(m.id);
+            h.update(m.encryption_key);
+            h.update((m.name.len() as u64).to_be_bytes());
+            h.update(m.name.as_bytes());
+        }
+        h.finalize().into()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = RECORD_MAGIC.to_vec();
         out.push(VERSION);
@@ -113,6 +134,8 @@ impl VaultRecord {
             slots,
             created_at_ms: self.created_at_ms,
             last_reshare_at_ms: self.last_reshare_at_ms,
+            state: "active".into(),
+            problem: String::new(),
         }
     }
 }

@@ -78,6 +78,7 @@ impl RelayApi for RelayService {
                 &r.party_id,
                 r.after_seq,
                 r.timestamp_ms,
+                &r.nonce,
                 &r.signature,
             )
             .map_err(status)?;

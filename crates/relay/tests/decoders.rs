@@ -18,11 +18,20 @@ proptest! {
         let mut held = b"CHLD\x01".to_vec();
         held.extend(&bytes);
         let _ = Held::decode(&held);
+        let _ = cosigner_relay::commit::Report::decode(&bytes);
+        let _ = cosigner_relay::commit::CommitState::decode(&bytes);
+        let _ = cosigner_relay::commit::ReadyStatement::decode(&bytes);
+        let mut report = b"CRPT\x01".to_vec();
+        report.extend(&bytes);
+        let _ = cosigner_relay::commit::Report::decode(&report);
+        let mut state = b"CCMT\x01".to_vec();
+        state.extend(&bytes);
+        let _ = cosigner_relay::commit::CommitState::decode(&state);
     }
 
     #[test]
     fn envelopes_with_any_field_changed_are_refused(
-        field in 0usize..8,
+        field in 0usize..9,
         byte in any::<u8>(),
         pos in any::<usize>(),
         value in any::<u64>(),
@@ -31,7 +40,8 @@ proptest! {
         let b = PartyKeys::generate();
         let members = vec![a.member("a"), b.member("b")];
         let s = b"session-session-0";
-        let env = seal(&a, s, Some(&members[1]), 2, 3, EnvelopeKind::Protocol, b"fragment").unwrap();
+        let ctx = [5u8; 32];
+        let env = seal(&a, s, Some(&ctx), Some(&members[1]), 2, 3, EnvelopeKind::Protocol, b"fragment").unwrap();
         let mut bad: Envelope = env.clone();
         let flip = |v: &mut Vec<u8>| {
             if v.is_empty() { v.push(byte) } else { let i = pos % v.len(); v[i] ^= byte.max(1) }
@@ -44,12 +54,19 @@ proptest! {
             4 => bad.counter = bad.counter.wrapping_add(1 + value % 1000),
             5 => bad.kind = (bad.kind + 1 + (value % 5) as i32) % 6,
             6 => flip(&mut bad.payload),
+            7 => bad.version = bad.version.wrapping_add(1 + (value as u32 % 1000)),
             _ => flip(&mut bad.signature),
         }
         let mut opener = Opener::new(b.clone(), s, &members);
+        opener.set_context(ctx);
         prop_assert!(opener.open(&bad).is_err());
+        // Under another ceremony's context (a reused session id) it does not open either.
+        let mut other = Opener::new(b.clone(), s, &members);
+        other.set_context([6u8; 32]);
+        prop_assert!(other.open(&env).is_err());
         // And the untouched envelope still opens.
         let mut opener = Opener::new(b, s, &members);
+        opener.set_context(ctx);
         prop_assert!(opener.open(&env).is_ok());
     }
 }

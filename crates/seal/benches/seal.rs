@@ -30,7 +30,7 @@ async fn run(name: &str, store: &ShareStore, n: usize) {
     for i in 0..n {
         let t = Instant::now();
         store
-            .seal_pending("bench", party, i as u64, &share)
+            .seal_pending("bench", party, i as u64, &share, b"public record")
             .await
             .unwrap();
         seal.push(t.elapsed());

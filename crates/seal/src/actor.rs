@@ -211,10 +211,33 @@ impl Sealer {
     /// Seals `plaintext` bound to `binding`: a fresh data key, sealed by the backend, and
     /// the plaintext encrypted under it. Returns the file's bytes.
     pub async fn seal(&self, binding: &Binding, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.seal_with(binding, &[], plaintext).await
+    }
+
+    /// As [`Sealer::seal`], with `clear` readable from the file without unsealing.
+    pub async fn seal_with(
+        &self,
+        binding: &Binding,
+        clear: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
         let mut data_key = Zeroizing::new([0u8; 32]);
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, data_key.as_mut());
         let sealed = self.ask(|r| Request::Seal(data_key.clone(), r)).await?;
-        envelope::seal(self.kind, binding, &sealed, &data_key, plaintext)
+        envelope::seal(self.kind, binding, clear, &sealed, &data_key, plaintext)
+    }
+
+    /// Seals in the version-1 format (tests of the migration only).
+    #[doc(hidden)]
+    pub async fn seal_legacy(
+        &self,
+        binding: &Binding,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let mut data_key = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, data_key.as_mut());
+        let sealed = self.ask(|r| Request::Seal(data_key.clone(), r)).await?;
+        envelope::seal_legacy(self.kind, binding, &sealed, &data_key, plaintext)
     }
 
     /// Opens a sealed file that must be bound to `expected`.

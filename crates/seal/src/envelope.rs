@@ -1,15 +1,27 @@
 //! The sealed-file format: a sealed data key and the secret encrypted under it.
 //!
 //! ```text
-//! "CSEAL" | version (1) | backend (1 = TPM, 2 = software)
-//! | purpose (1 = share, 2 = identity) | len vault_id | vault_id | party_id (32) | epoch (u64)
+//! "CSEAL" | version (2) | backend (1 = TPM, 2 = software)
+//! | purpose (1 = share, 2 = identity) | slot (0 = none, 1 = current, 2 = pending, 3 = previous)
+//! | len vault_id | vault_id | party_id (32) | epoch (u64)
+//! | len clear | clear                                    (version 2: public facts)
 //! | len private | private | len public | public          (the sealed data key)
 //! | nonce (12) | AES-256-GCM ciphertext + tag
 //! ```
 //! Lengths are u16 big-endian. Everything before the nonce is the associated data, so the
-//! vault, party, epoch, purpose and the sealed key blob are authenticated: a file copied to
-//! another vault's, party's or epoch's place is refused before decryption (binding check) and
-//! could not be decrypted under another binding anyway (AEAD).
+//! vault, party, epoch, slot, purpose and the sealed key blob are authenticated: a file
+//! copied to another vault's, party's, epoch's or slot's place (`previous` over `current`,
+//! say) is refused before decryption (binding check) and could not be decrypted under
+//! another binding anyway (AEAD). Moving a share between slots re-seals it.
+//!
+//! `clear` is what the caller wants readable without unsealing (for a share: the party's
+//! signed public record of the vault, so status and every cheap check run without the TPM).
+//! It is authenticated by the AEAD like the rest of the header, but that needs the data
+//! key; a reader that does not unseal must check the caller's own signature inside it.
+//!
+//! Version 1 had no slot byte and no clear part. Version-1 identity files are read as they are; version-1
+//! share files are read only by [`crate::ShareStore::migrate`], which re-seals them with
+//! their slot.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -17,10 +29,13 @@ use rand::RngCore;
 use zeroize::Zeroizing;
 
 use crate::error::SealError;
+use crate::slots::Slot;
 use crate::tpm::SealedKey;
 
 pub const MAGIC: &[u8; 5] = b"CSEAL";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The format before slots were bound.
+pub const LEGACY_VERSION: u8 = 1;
 
 /// Which backend sealed the data key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,16 +55,32 @@ pub enum Purpose {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
     pub purpose: Purpose,
+    /// The share slot the file may be read from (None: not a share slot, or a version-1
+    /// file from before slots were bound).
+    pub slot: Option<Slot>,
     pub vault_id: String,
     pub party_id: [u8; 32],
     pub epoch: u64,
 }
 
+fn slot_byte(s: Option<Slot>) -> u8 {
+    match s {
+        None => 0,
+        Some(Slot::Current) => 1,
+        Some(Slot::Pending) => 2,
+        Some(Slot::Previous) => 3,
+    }
+}
+
 /// A parsed file, before unsealing.
 #[derive(Debug)]
 pub struct Envelope {
+    /// The format version the file was written in.
+    pub version: u8,
     pub backend: BackendKind,
     pub binding: Binding,
+    /// The clear part (empty in version 1).
+    pub clear: Vec<u8>,
     pub sealed_key: SealedKey,
     header_len: usize,
     nonce: [u8; 12],
@@ -64,8 +95,50 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) -> Result<(), SealError> {
     Ok(())
 }
 
-/// Encrypts `plaintext` under `data_key` and frames it with the sealed key.
+/// Encrypts `plaintext` under `data_key` and frames it with the sealed key and `clear`.
 pub fn seal(
+    backend: BackendKind,
+    binding: &Binding,
+    clear: &[u8],
+    sealed_key: &SealedKey,
+    data_key: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let mut out = Vec::with_capacity(plaintext.len() + 512);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    out.push(backend as u8);
+    out.push(binding.purpose as u8);
+    out.push(slot_byte(binding.slot));
+    put_bytes(&mut out, binding.vault_id.as_bytes())?;
+    out.extend_from_slice(&binding.party_id);
+    out.extend(binding.epoch.to_be_bytes());
+    put_bytes(&mut out, clear)?;
+    put_bytes(&mut out, &sealed_key.private)?;
+    put_bytes(&mut out, &sealed_key.public)?;
+    let header_len = out.len();
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let cipher = Aes256Gcm::new_from_slice(data_key)
+        .map_err(|_| SealError::Format("bad key length".into()))?;
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &out[..header_len],
+            },
+        )
+        .map_err(|_| SealError::Format("encryption failed".into()))?;
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    Ok(out)
+}
+
+/// Writes the version-1 format (no slot byte, no clear part). Only tests use it, to show
+/// that files written before slots were bound are migrated, not lost.
+#[doc(hidden)]
+pub fn seal_legacy(
     backend: BackendKind,
     binding: &Binding,
     sealed_key: &SealedKey,
@@ -74,7 +147,7 @@ pub fn seal(
 ) -> Result<Vec<u8>, SealError> {
     let mut out = Vec::with_capacity(plaintext.len() + 512);
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(LEGACY_VERSION);
     out.push(backend as u8);
     out.push(binding.purpose as u8);
     put_bytes(&mut out, binding.vault_id.as_bytes())?;
@@ -135,9 +208,9 @@ impl Envelope {
             ));
         }
         let version = r.take(1, "version")?[0];
-        if version != VERSION {
+        if version != VERSION && version != LEGACY_VERSION {
             return Err(SealError::Format(format!(
-                "format version {version}; this build reads version {VERSION}"
+                "format version {version}; this build reads versions {LEGACY_VERSION} and {VERSION}"
             )));
         }
         let backend = match r.take(1, "backend")?[0] {
@@ -150,6 +223,17 @@ impl Envelope {
             2 => Purpose::Identity,
             p => return Err(SealError::Format(format!("unknown purpose {p}"))),
         };
+        let slot = if version == LEGACY_VERSION {
+            None
+        } else {
+            match r.take(1, "slot")?[0] {
+                0 => None,
+                1 => Some(Slot::Current),
+                2 => Some(Slot::Pending),
+                3 => Some(Slot::Previous),
+                b => return Err(SealError::Format(format!("unknown slot {b}"))),
+            }
+        };
         let vault_id = String::from_utf8(r.bytes("vault id")?.to_vec())
             .map_err(|_| SealError::Format("vault id is not UTF-8".into()))?;
         let party_id: [u8; 32] = r
@@ -160,6 +244,11 @@ impl Envelope {
             .take(8, "epoch")?
             .try_into()
             .map_err(|_| SealError::Format("epoch".into()))?;
+        let clear = if version == LEGACY_VERSION {
+            Vec::new()
+        } else {
+            r.bytes("clear part")?.to_vec()
+        };
         let private = r.bytes("sealed key")?.to_vec();
         let public = r.bytes("sealed key")?.to_vec();
         let header_len = r.at;
@@ -171,13 +260,16 @@ impl Envelope {
             return Err(SealError::Format("truncated in the ciphertext".into()));
         }
         Ok(Envelope {
+            version,
             backend,
             binding: Binding {
                 purpose,
+                slot,
                 vault_id,
                 party_id,
                 epoch: u64::from_be_bytes(epoch_b),
             },
+            clear,
             sealed_key: SealedKey { private, public },
             header_len,
             nonce,
@@ -209,6 +301,14 @@ impl Envelope {
                 b.epoch, expected.epoch
             )));
         }
+        if b.slot != expected.slot {
+            let name = |s: Option<Slot>| s.map_or("no slot (format 1)", |s| s.name());
+            return Err(SealError::Binding(format!(
+                "it was sealed for the {} slot, not {} (a file moved or copied into this place is refused)",
+                name(b.slot),
+                name(expected.slot)
+            )));
+        }
         Ok(())
     }
 
@@ -235,6 +335,7 @@ mod tests {
     fn binding() -> Binding {
         Binding {
             purpose: Purpose::Share,
+            slot: Some(Slot::Current),
             vault_id: "v1".into(),
             party_id: [3; 32],
             epoch: 7,
@@ -251,6 +352,7 @@ mod tests {
             seal(
                 BackendKind::Software,
                 &binding(),
+                b"public facts",
                 &sk,
                 &key,
                 b"secret share",
@@ -265,8 +367,30 @@ mod tests {
         let (file, key) = sealed();
         let env = Envelope::parse(&file).unwrap();
         env.check_binding(&binding()).unwrap();
+        assert_eq!(env.clear, b"public facts");
         assert_eq!(env.open(&file, &key).unwrap().as_slice(), b"secret share");
         assert!(!file.windows(12).any(|w| w == b"secret share"));
+    }
+
+    #[test]
+    fn the_slot_is_bound() {
+        let (file, key) = sealed();
+        let env = Envelope::parse(&file).unwrap();
+        for other in [Some(Slot::Previous), Some(Slot::Pending), None] {
+            let e = env
+                .check_binding(&Binding {
+                    slot: other,
+                    ..binding()
+                })
+                .unwrap_err();
+            assert!(matches!(e, SealError::Binding(m) if m.contains("slot")));
+        }
+        // Relabelling the slot byte fails the AEAD even if the binding check were skipped.
+        let mut moved = file.clone();
+        moved[8] = 3;
+        let env = Envelope::parse(&moved).unwrap();
+        assert_eq!(env.binding.slot, Some(Slot::Previous));
+        assert_eq!(env.open(&moved, &key).unwrap_err(), SealError::Decrypt);
     }
 
     #[test]

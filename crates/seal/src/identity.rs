@@ -50,6 +50,7 @@ impl Identity {
     fn binding(party_id: [u8; 32]) -> Binding {
         Binding {
             purpose: Purpose::Identity,
+            slot: None,
             vault_id: String::new(),
             party_id,
             epoch: 0,

@@ -69,10 +69,11 @@ async fn child() {
             println!("unsealed epoch {epoch} sha256 {}", sha(&s));
         }
         "promote" => {
-            // Promotion only moves files; a software sealer is enough to drive it.
+            // Promotion re-seals each moved share (slots are bound), so it needs the TPM.
             let sealer = Sealer::start(
-                BackendConfig::Software {
-                    key_file: data.join("child-soft.key"),
+                BackendConfig::Tpm {
+                    tcti: std::env::var("TCTI").unwrap(),
+                    pcrs: vec![],
                 },
                 4,
             )
@@ -81,10 +82,11 @@ async fn child() {
             let crash_at = std::env::var("CRASH_AT").unwrap();
             store.set_fault_hook(Arc::new(move |point| {
                 if point == crash_at {
+                    eprintln!("crashing at {point}");
                     std::process::abort();
                 }
             }));
-            store.promote("vault-a").unwrap();
+            store.promote("vault-a", PARTY).await.unwrap();
             println!("promote finished without reaching the crash point");
         }
         other => panic!("unknown child role {other}"),
@@ -115,10 +117,10 @@ async fn a_105_kb_share_round_trips_through_a_fresh_process() {
         let tpm = SwTpm::start(&state).unwrap();
         let store = ShareStore::open(&data, tpm_sealer(&tpm, &[])).unwrap();
         store
-            .seal_pending("vault-a", PARTY, 1, &secret)
+            .seal_pending("vault-a", PARTY, 1, &secret, b"")
             .await
             .unwrap();
-        store.promote("vault-a").unwrap();
+        store.promote("vault-a", PARTY).await.unwrap();
         let (epoch, back) = store
             .load("vault-a", Slot::Current, PARTY, Some(1))
             .await
@@ -145,7 +147,7 @@ async fn pcr_bound_shares_follow_pcr_16() {
     let tpm = SwTpm::start(&dir.path().join("tpm")).unwrap();
     let store = ShareStore::open(&dir.path().join("data"), tpm_sealer(&tpm, &[16])).unwrap();
     store
-        .seal_pending("v", PARTY, 3, b"pcr bound")
+        .seal_pending("v", PARTY, 3, b"pcr bound", b"")
         .await
         .unwrap();
     assert!(store.load("v", Slot::Pending, PARTY, Some(3)).await.is_ok());
@@ -192,10 +194,10 @@ async fn a_share_copied_to_another_tpm_is_refused() {
     let data_a = dir.path().join("data-a");
     let store = ShareStore::open(&data_a, tpm_sealer(&tpm_a, &[])).unwrap();
     store
-        .seal_pending("v", PARTY, 1, b"only on tpm a")
+        .seal_pending("v", PARTY, 1, b"only on tpm a", b"")
         .await
         .unwrap();
-    store.promote("v").unwrap();
+    store.promote("v", PARTY).await.unwrap();
     let data_b = dir.path().join("data-b");
     copy_dir(&data_a, &data_b);
     let other = ShareStore::open(&data_b, tpm_sealer(&tpm_b, &[])).unwrap();
@@ -216,10 +218,10 @@ async fn damaged_or_misplaced_files_are_refused_clearly() {
     let data = dir.path().join("data");
     let store = ShareStore::open(&data, tpm_sealer(&tpm, &[])).unwrap();
     store
-        .seal_pending("vault-a", PARTY, 4, &share())
+        .seal_pending("vault-a", PARTY, 4, &share(), b"")
         .await
         .unwrap();
-    store.promote("vault-a").unwrap();
+    store.promote("vault-a", PARTY).await.unwrap();
     let current = data.join("shares/vault-a/current");
     let good = std::fs::read(&current).unwrap();
 
@@ -271,7 +273,7 @@ async fn damaged_or_misplaced_files_are_refused_clearly() {
     assert!(err.to_string().contains("another party"), "{err}");
     // Editing the header to claim another epoch breaks the authentication.
     let mut relabeled = good.clone();
-    let epoch_at = 5 + 1 + 1 + 1 + 2 + "vault-a".len() + 32;
+    let epoch_at = 5 + 1 + 1 + 1 + 1 + 2 + "vault-a".len() + 32;
     relabeled[epoch_at + 7] = 5;
     std::fs::write(&current, &relabeled).unwrap();
     let err = store
@@ -290,13 +292,17 @@ async fn damaged_or_misplaced_files_are_refused_clearly() {
     ));
 }
 
-const STEPS: [&str; 6] = [
+const STEPS: [&str; 10] = [
     "previous: temporary file written",
     "previous: renamed",
     "previous: directory synced",
+    "previous: written from current",
     "current: about to be replaced by pending",
-    "current: renamed from pending",
+    "current: temporary file written",
+    "current: renamed",
     "current: directory synced",
+    "current: written from pending",
+    "pending: removed",
 ];
 
 #[tokio::test]
@@ -308,26 +314,35 @@ async fn a_kill_at_any_step_of_promote_leaves_a_readable_current() {
         {
             let store = ShareStore::open(&data, tpm_sealer(&tpm, &[])).unwrap();
             store
-                .seal_pending("vault-a", PARTY, 1, b"epoch one")
+                .seal_pending("vault-a", PARTY, 1, b"epoch one", b"")
                 .await
                 .unwrap();
-            store.promote("vault-a").unwrap();
+            store.promote("vault-a", PARTY).await.unwrap();
             store
-                .seal_pending("vault-a", PARTY, 2, b"epoch two")
+                .seal_pending("vault-a", PARTY, 2, b"epoch two", b"")
                 .await
                 .unwrap();
+            store.sealer().stop().await;
         }
         let out = run_child(
             "promote",
-            &[("DATA_DIR", data.to_str().unwrap()), ("CRASH_AT", step)],
+            &[
+                ("DATA_DIR", data.to_str().unwrap()),
+                ("CRASH_AT", step),
+                ("TCTI", &tpm.tcti()),
+            ],
         );
-        assert!(!out.status.success(), "step {step:?} was never reached");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&format!("crashing at {step}")),
+            "step {step:?} was never reached: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let store = ShareStore::open(&data, tpm_sealer(&tpm, &[])).unwrap();
         let (epoch, s) = store
             .load("vault-a", Slot::Current, PARTY, None)
             .await
             .unwrap_or_else(|e| panic!("after a crash at {step:?}: {e}"));
-        let renamed = i >= 4;
+        let renamed = i >= 6;
         assert_eq!(epoch, if renamed { 2 } else { 1 }, "{step}");
         assert_eq!(
             s.as_slice(),
@@ -338,10 +353,11 @@ async fn a_kill_at_any_step_of_promote_leaves_a_readable_current() {
             }
         );
         let slots = store.slots("vault-a").unwrap();
-        if !renamed {
-            // Nothing lost: the promotion can simply be run again.
+        if i < STEPS.len() - 1 {
+            // Nothing lost: the promotion is simply run again (after the current was
+            // replaced, that only removes the pending file).
             assert_eq!(slots.pending, Some(2), "{step}");
-            store.promote("vault-a").unwrap();
+            store.promote("vault-a", PARTY).await.unwrap();
         }
         assert_eq!(
             store.slots("vault-a").unwrap(),
@@ -366,7 +382,10 @@ async fn two_hundred_concurrent_unseals_all_succeed() {
     let store =
         Arc::new(ShareStore::open(&dir.path().join("data"), tpm_sealer(&tpm, &[])).unwrap());
     let secret = share();
-    store.seal_pending("v", PARTY, 1, &secret).await.unwrap();
+    store
+        .seal_pending("v", PARTY, 1, &secret, b"")
+        .await
+        .unwrap();
     let want = sha(&secret);
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -383,7 +402,10 @@ async fn two_hundred_concurrent_unseals_all_succeed() {
         assert_eq!(t.await.unwrap().unwrap(), want);
     }
     // Nothing leaked in the TPM: sealing and unsealing still work.
-    store.seal_pending("v", PARTY, 2, b"after").await.unwrap();
+    store
+        .seal_pending("v", PARTY, 2, b"after", b"")
+        .await
+        .unwrap();
     assert_eq!(
         store
             .load("v", Slot::Pending, PARTY, Some(2))
@@ -414,10 +436,16 @@ async fn nothing_secret_is_on_disk_in_the_clear() {
     let sealer = tpm_sealer(&tpm, &[]);
     let store = ShareStore::open(&data, sealer.clone()).unwrap();
     let secret = share();
-    store.seal_pending("v", PARTY, 1, &secret).await.unwrap();
-    store.promote("v").unwrap();
-    store.seal_pending("v", PARTY, 2, &secret).await.unwrap();
-    store.promote("v").unwrap();
+    store
+        .seal_pending("v", PARTY, 1, &secret, b"")
+        .await
+        .unwrap();
+    store.promote("v", PARTY).await.unwrap();
+    store
+        .seal_pending("v", PARTY, 2, &secret, b"")
+        .await
+        .unwrap();
+    store.promote("v", PARTY).await.unwrap();
     let (identity, created) = Identity::load_or_create(&data, &sealer).await.unwrap();
     assert!(created);
     let (again, created) = Identity::load_or_create(&data, &sealer).await.unwrap();
@@ -465,7 +493,7 @@ async fn the_software_backend_guards_its_key_file() {
     );
     let store = ShareStore::open(&dir.path().join("data"), sealer).unwrap();
     store
-        .seal_pending("v", PARTY, 1, b"dev share")
+        .seal_pending("v", PARTY, 1, b"dev share", b"")
         .await
         .unwrap();
     assert_eq!(
@@ -483,4 +511,88 @@ async fn the_software_backend_guards_its_key_file() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("chmod 600"), "{err}");
+}
+
+/// Someone who can write the data directory copies the previous epoch's share (or a
+/// pending one) over `current`: the slot is bound in the seal, so the load is refused,
+/// naming the slot, and the public part says the same without unsealing.
+#[tokio::test]
+async fn a_share_copied_into_another_slot_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = SwTpm::start(&dir.path().join("tpm")).unwrap();
+    let data = dir.path().join("data");
+    let store = ShareStore::open(&data, tpm_sealer(&tpm, &[])).unwrap();
+    store
+        .seal_pending("v", PARTY, 1, b"epoch one", b"public one")
+        .await
+        .unwrap();
+    store.promote("v", PARTY).await.unwrap();
+    store
+        .seal_pending("v", PARTY, 2, b"epoch two", b"public two")
+        .await
+        .unwrap();
+    store.promote("v", PARTY).await.unwrap();
+    assert_eq!(
+        store.public("v", Slot::Current).unwrap(),
+        Some((2, b"public two".to_vec()))
+    );
+    assert_eq!(
+        store.public("v", Slot::Previous).unwrap(),
+        Some((1, b"public one".to_vec()))
+    );
+    let vdir = data.join("shares").join("v");
+    let good = std::fs::read(vdir.join("current")).unwrap();
+    std::fs::copy(vdir.join("previous"), vdir.join("current")).unwrap();
+    let e = store
+        .load("v", Slot::Current, PARTY, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SealError::Binding(m) if m.contains("previous slot")),
+        "{e}"
+    );
+    // Restored, it loads again: nothing was lost by the refusal.
+    std::fs::write(vdir.join("current"), &good).unwrap();
+    let (epoch, s) = store.load("v", Slot::Current, PARTY, None).await.unwrap();
+    assert_eq!((epoch, s.as_slice()), (2, &b"epoch two"[..]));
+    // A dealer that left: current becomes previous, nothing is current.
+    store.retire("v", PARTY).await.unwrap();
+    let slots = store.slots("v").unwrap();
+    assert_eq!((slots.current, slots.previous), (None, Some(2)));
+    let (_, s) = store
+        .load("v", Slot::Previous, PARTY, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(s.as_slice(), b"epoch two");
+}
+
+/// Files sealed in format 1 (before slots were bound) are refused by a plain load, and
+/// re-sealed with their slot by the migration, share intact.
+#[tokio::test]
+async fn format_one_shares_are_migrated_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpm = SwTpm::start(&dir.path().join("tpm")).unwrap();
+    let data = dir.path().join("data");
+    let store = ShareStore::open(&data, tpm_sealer(&tpm, &[])).unwrap();
+    let legacy = |epoch| Binding {
+        purpose: Purpose::Share,
+        slot: None,
+        vault_id: "v".into(),
+        party_id: PARTY,
+        epoch,
+    };
+    let vdir = data.join("shares").join("v");
+    std::fs::create_dir_all(&vdir).unwrap();
+    let f = store
+        .sealer()
+        .seal_legacy(&legacy(3), b"old format share")
+        .await
+        .unwrap();
+    std::fs::write(vdir.join("current"), f).unwrap();
+    assert!(store.load("v", Slot::Current, PARTY, None).await.is_err());
+    let migrated = store.migrate(PARTY).await.unwrap();
+    assert_eq!(migrated, vec![("v".to_string(), Slot::Current)]);
+    let (epoch, s) = store.load("v", Slot::Current, PARTY, None).await.unwrap();
+    assert_eq!((epoch, s.as_slice()), (3, &b"old format share"[..]));
+    assert!(store.migrate(PARTY).await.unwrap().is_empty());
 }

@@ -271,3 +271,119 @@ pub async fn with_joiner(
         .unwrap();
     tokio::task::block_in_place(|| (c.wait_with_output().unwrap(), j.wait_with_output().unwrap()))
 }
+
+/// A daemon's slots of `vault` (None: it holds nothing of it).
+pub fn slots(d: &Daemon, pki: &Pki, vault: &str) -> Option<Value> {
+    let o = d.ctl(pki, "admin", &["vault", "show", vault]);
+    o.status.success().then(|| ok(&o)["slots"].clone())
+}
+
+/// Where a party stands with `vault`: "active", "in_doubt", "retired", or None.
+pub fn daemon_state(d: &Daemon, pki: &Pki, vault: &str) -> Option<String> {
+    let o = d.ctl(pki, "admin", &["vault", "show", vault]);
+    o.status
+        .success()
+        .then(|| ok(&o)["state"].as_str().unwrap_or("").to_string())
+}
+
+pub fn device_state(p: &Party, vault: &str) -> Option<String> {
+    let show = p.show().unwrap();
+    show["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vault_id"] == vault)
+        .and_then(|v| v["state"].as_str().map(str::to_string))
+}
+
+/// Every party in doubt about `vault` resolves from the others' signed reports (the
+/// daemons answer for themselves; device-1 hands over its report as a file). Returns
+/// whether anyone was in doubt.
+pub fn repair_all(s: &Setup, vault: &str) -> bool {
+    let mut repaired = false;
+    let ev = s.d1.file.with_extension("evidence");
+    let pa = format!("https://{}", s.a.addr);
+    let pb = format!("https://{}", s.b.addr);
+    for d in [&s.a, &s.b] {
+        if daemon_state(d, &s.pki, vault).as_deref() == Some("in_doubt") {
+            // device-1 answers about the ceremony this daemon is resolving (it may have
+            // stopped before its own commit, so its record is of another ceremony).
+            let rec = ok(&d.ctl(&s.pki, "admin", &["vault", "record", "--vault", vault]));
+            let context = rec["commit_report"]["context"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            ok(&s.d1.run(
+                &s.pki,
+                &[
+                    "evidence",
+                    "--vault",
+                    vault,
+                    "--out",
+                    ev.to_str().unwrap(),
+                    "--about",
+                    &context,
+                ],
+            ));
+            let v = ok(&d.ctl(
+                &s.pki,
+                "admin",
+                &[
+                    "vault",
+                    "resolve",
+                    vault,
+                    "--peer",
+                    &pa,
+                    "--peer",
+                    &pb,
+                    "--evidence",
+                    ev.to_str().unwrap(),
+                ],
+            ));
+            assert!(
+                matches!(v["decision"].as_str(), Some("promoted" | "discarded")),
+                "{v}"
+            );
+            repaired = true;
+        }
+    }
+    if device_state(&s.d1, vault).as_deref() == Some("in_doubt") {
+        ok(&s.d1.run(
+            &s.pki,
+            &["resolve", "--vault", vault, "--peer", &pa, "--peer", &pb],
+        ));
+        repaired = true;
+    }
+    repaired
+}
+
+/// The epoch each of device-1, server-a and server-b holds `vault` at (None: nothing).
+pub fn epochs(s: &Setup, vault: &str) -> [Option<u64>; 3] {
+    let dev = s.d1.show().unwrap()["vaults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["vault_id"] == vault)
+        .and_then(|v| v["epoch"].as_u64());
+    let d = |x: &Daemon| slots(x, &s.pki, vault).and_then(|sl| sl["current_epoch"].as_u64());
+    [dev, d(&s.a), d(&s.b)]
+}
+
+/// Device-1 refreshes vault v1 (dealers device-1 and server-a, same committee).
+pub fn refresh(s: &Setup) -> Output {
+    refresh_via(s, None)
+}
+
+/// As `refresh`, over the relay at `relay` (default: server-a's).
+pub fn refresh_via(s: &Setup, relay: Option<&str>) -> Output {
+    let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
+    let mut args = vec![
+        "reshare", "--vault", "v1", "--dealer", "device-1", "--dealer", "server-a", "--daemon",
+        &da, "--daemon", &db, "--json",
+    ];
+    if let Some(r) = relay {
+        args.extend(["--relay", r]);
+    }
+    s.d1.run(&s.pki, &args)
+}

@@ -3,10 +3,14 @@
 //! It keeps its identity and shares in a passphrase-encrypted file ([`file`]), and it can
 //! start a ceremony (create the relay session, send the signed request to the daemons that
 //! take part, and take part itself) or join one from a request file another party wrote.
-//! It runs the same engine and the same driver as the daemon, and ends keygen and reshare
-//! with the same pending / READY / promote steps.
+//! It runs the same engine, driver, roster rules and commit steps as the daemon: every
+//! roster is built by `cosigner_relay::roster` from the device's own record, and keygen and
+//! reshare end with `cosigner_relay::finish` over the party file ([`store`]).
 
 pub mod file;
+pub mod store;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,9 +20,11 @@ use clap::{Args, Subcommand};
 use cosigner_api::v1 as api;
 use cosigner_api::v1::cosigner_client::CosignerClient;
 use cosigner_api::v1::relay_client::RelayClient;
-use cosigner_relay::driver::engine_nonce;
+use cosigner_relay::commit::{CommitState, Decision, Holding, Phase, Report, Role, decide};
+use cosigner_relay::finish::{self, CommitEnd, CommitStore};
 use cosigner_relay::keys::{hex, parse_id, short};
 use cosigner_relay::record::{committee_from_api, members_to_api};
+use cosigner_relay::roster::{self, KeygenPlan, ResharePlan, Roster};
 use cosigner_relay::{Driver, Held, Hello, Member, SessionSpec, VaultRecord};
 use cosigner_tss::{
     DerivationPath, Keygen, KeygenParams, PartyId, Reshare, ReshareOutput, ReshareParams, Sign,
@@ -26,17 +32,19 @@ use cosigner_tss::{
 };
 use prost::Message as _;
 use rand::RngCore;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::connect::ConnectArgs;
 use crate::payload::{NetworkArg, PayloadArgs, payload_hash};
-use file::PartyFile;
+use file::{PartyFile, VaultSlots, epoch_of, put};
+use store::FileStore;
 
 pub const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
 pub const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
 pub const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
+pub const GET_VAULT_RECORD: &str = "/cosigner.v1.Cosigner/GetVaultRecord";
 
 #[derive(Args, Debug)]
 pub struct PartyArgs {
@@ -64,7 +72,7 @@ pub enum PartyCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Print this party's id, encryption key and vaults.
+    /// Print this party's id, encryption key and vaults (each with its state and commit phase).
     Show {
         #[arg(long)]
         json: bool,
@@ -171,6 +179,36 @@ pub enum PartyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write this party's signed report on its latest keygen or reshare of a vault, for
+    /// the other parties' resolve (`party resolve --evidence`, `vault resolve --evidence`).
+    Evidence {
+        #[arg(long)]
+        vault: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The ceremony context (64 hex) the party in doubt is resolving, as its `vault
+        /// show` problem or `party show` names it. A report about another ceremony than
+        /// the one being resolved counts only when it names that ceremony.
+        #[arg(long, value_name = "HEX")]
+        about: Option<String>,
+    },
+    /// End an interrupted keygen or reshare of a vault from the other parties' signed
+    /// reports: promote (or retire) on a certificate, discard when every new party reported
+    /// none, otherwise say whom it waits for (exit status 1).
+    Resolve {
+        #[arg(long)]
+        vault: String,
+        /// A daemon to ask for its report (repeatable): https://host:port.
+        #[arg(long = "peer", value_name = "ADDR")]
+        peers: Vec<String>,
+        /// A report file another device wrote with `party evidence` (repeatable).
+        #[arg(long = "evidence", value_name = "FILE")]
+        evidence: Vec<PathBuf>,
+        /// A new party that is gone for good (name or 64-hex party id; repeatable): its
+        /// report is not waited for.
+        #[arg(long = "lost", value_name = "NAME_OR_ID")]
+        lost: Vec<String>,
+    },
 }
 
 fn now_ms() -> i64 {
@@ -211,10 +249,44 @@ fn member_by_name<'a>(members: &'a [Member], name: &str) -> Result<&'a Member> {
         .ok_or_else(|| anyhow!("no member named {name:?} in the committee"))
 }
 
+/// A party named on the command line: a 64-hex party id, or a name among `known`.
+pub fn party_ref(s: &str, known: &[(String, [u8; 32])]) -> Result<[u8; 32]> {
+    if let Some(id) = parse_id(s) {
+        return Ok(id);
+    }
+    let mut ids: Vec<[u8; 32]> = known
+        .iter()
+        .filter(|(n, _)| n == s)
+        .map(|(_, id)| *id)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    match ids.as_slice() {
+        [id] => Ok(*id),
+        [] => bail!("{s:?} is neither a party id (64 hex characters) nor a known member's name"),
+        _ => bail!("several parties are named {s:?}; give the party id (64 hex characters)"),
+    }
+}
+
 fn session_id() -> Vec<u8> {
     let mut s = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut s);
     s
+}
+
+/// The advice printed whenever a vault's commit is in doubt on this device.
+fn resolve_hint(vault: &str) -> String {
+    format!(
+        "once the other parties can be reached, run `cosignerctl party resolve --vault {vault} --peer https://DAEMON:PORT ...` (other devices' reports: `--evidence FILE`, written there with `cosignerctl party evidence --vault {vault} --out FILE`)"
+    )
+}
+
+/// What a ceremony will do with a vault, for the checks before it starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Keygen,
+    Sign,
+    Reshare,
 }
 
 /// What every party command needs: connections and the open file.
@@ -243,6 +315,76 @@ impl Ctx<'_> {
         self.file.save(self.path, self.pass.as_bytes())
     }
 
+    /// The party file as the commit steps use it.
+    fn store(&mut self) -> FileStore<'_> {
+        FileStore {
+            file: &mut self.file,
+            path: self.path,
+            pass: self.pass.as_bytes(),
+        }
+    }
+
+    fn pending_epoch(&self, vault: &str) -> Option<u64> {
+        self.file.slots(vault).and_then(|s| epoch_of(&s.pending))
+    }
+
+    /// Refuses a ceremony the vault's state here does not allow: a commit in doubt blocks
+    /// everything until a resolve; a retired party no longer signs; a keygen needs a vault
+    /// this party holds nothing of.
+    fn check_usable(&self, vault: &str, what: Use) -> Result<()> {
+        let Some(slots) = self.file.slots(vault) else {
+            return Ok(());
+        };
+        let state = slots.commit_state()?.map(CommitState::ended);
+        if let Some(s) = &state
+            && s.phase.needs_resolve()
+        {
+            bail!(
+                "vault {vault:?}: its last keygen or reshare (to epoch {}) ended without proof that every new party holds the new share (commit phase {}); this party takes part in nothing of the vault until that is resolved: {}",
+                s.target.epoch,
+                s.phase.as_str(),
+                resolve_hint(vault)
+            );
+        }
+        match what {
+            Use::Keygen => {
+                if slots.current.is_some() || slots.pending.is_some() {
+                    bail!("this party already holds a share of vault {vault:?}");
+                }
+            }
+            Use::Sign => {
+                if slots.current.is_none()
+                    && state.as_ref().is_some_and(|s| s.phase == Phase::Retired)
+                {
+                    bail!(
+                        "this party retired from vault {vault:?} (it dealt in the reshare to epoch {} that left it out of the committee); it no longer signs",
+                        state.as_ref().map_or(0, |s| s.target.epoch)
+                    );
+                }
+            }
+            Use::Reshare => {}
+        }
+        Ok(())
+    }
+
+    /// Members this party knows of a vault (any slot's record), by name and id.
+    fn known_members(&self, vault: &str) -> Vec<(String, [u8; 32])> {
+        let Some(s) = self.file.slots(vault) else {
+            return Vec::new();
+        };
+        [&s.current, &s.pending, &s.previous]
+            .into_iter()
+            .filter_map(|b| b.as_deref().and_then(|b| Held::decode(b).ok()))
+            .flat_map(|h| {
+                h.record
+                    .members
+                    .iter()
+                    .map(|m| (m.name.clone(), m.id))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     async fn create_session(
         &self,
         relay: &mut RelayClient<Channel>,
@@ -260,18 +402,16 @@ impl Ctx<'_> {
         Ok(sid)
     }
 
-    async fn driver(
-        &self,
-        relay: RelayClient<Channel>,
-        session: &[u8],
-        participants: Vec<Member>,
-    ) -> Result<Driver> {
+    /// Records the session in the party file (a session is taken part in once), then
+    /// subscribes to this party's mailbox in it.
+    async fn open_driver(&mut self, relay: RelayClient<Channel>, roster: Roster) -> Result<Driver> {
+        self.file.remember_session(&roster.relay_session)?;
+        self.save()?;
         Driver::open(
             relay,
             self.file.keys.clone(),
             SessionSpec {
-                session_id: session.to_vec(),
-                participants,
+                roster,
                 round_timeout: self.round_timeout,
                 fault: None,
             },
@@ -280,30 +420,45 @@ impl Ctx<'_> {
         .map_err(|e| anyhow!("{e}"))
     }
 
-    /// Seal-equivalent for the device: the new share as pending, READY, then promote.
-    async fn commit(&mut self, d: &mut Driver, held: Held, new_parties: &[[u8; 32]]) -> Result<()> {
-        let vault = held.record.vault_id().to_string();
-        let epoch = held.record.epoch();
-        let key = held.record.public.public_key.0.to_vec();
-        self.file.slots_mut(&vault).pending = Some(held.encode().to_vec());
-        if let Err(e) = self.save() {
-            d.abort("a device could not save its new share").await;
-            return Err(e);
+    /// Asks a daemon for its record of a vault, its endorsement and its commit report, with
+    /// a request signed by this party.
+    async fn vault_record(
+        &self,
+        addr: &str,
+        vault: &str,
+        about: Option<[u8; 32]>,
+    ) -> Result<api::VaultRecordResponse> {
+        let body = api::VaultRecordBody {
+            vault_id: vault.to_string(),
+            about: about.map(|a| a.to_vec()).unwrap_or_default(),
         }
-        if let Err(e) = d.ready(new_parties, Some((&key, epoch)), &key, epoch).await {
-            self.file.slots_mut(&vault).pending = None;
-            self.save()?;
-            bail!("{e}");
-        }
-        let s = self.file.slots_mut(&vault);
-        let new = s.pending.take();
-        s.previous = s.current.take();
-        s.current = new;
-        self.save()
+        .encode_to_vec();
+        let auth =
+            cosigner_relay::request::sign(&self.file.keys, GET_VAULT_RECORD, &body, now_ms());
+        let channel = self
+            .connect
+            .channel_to(addr, Some(Duration::from_secs(self.connect.timeout.max(1))))
+            .await?;
+        Ok(CosignerClient::new(channel)
+            .get_vault_record(api::VaultRecordRequest {
+                body,
+                auth: Some(auth),
+            })
+            .await
+            .map_err(|s| anyhow!("{addr}: {} ({:?})", s.message(), s.code()))?
+            .into_inner())
     }
 }
 
-type DaemonCall<T> = tokio::task::JoinHandle<(String, std::result::Result<T, tonic::Status>)>;
+/// One daemon's call, by the daemon's name.
+type DaemonCall<T> = (
+    String,
+    tokio::task::JoinHandle<std::result::Result<T, tonic::Status>>,
+);
+
+fn status_text(s: &tonic::Status) -> String {
+    format!("{} ({:?})", s.message(), s.code())
+}
 
 /// Starts one call per daemon; failures are also sent on `fail` so this party can stop its
 /// own part of the ceremony at once.
@@ -324,27 +479,50 @@ where
         .map(|(name, client)| {
             let fut = f(client);
             let fail = fail.clone();
-            tokio::spawn(async move {
+            let who = name.clone();
+            let handle = tokio::spawn(async move {
                 let r = fut.await.map(|r| r.into_inner());
                 if let Err(s) = &r {
-                    let _ = fail
-                        .send(format!("{name}: {} ({:?})", s.message(), s.code()))
-                        .await;
+                    let _ = fail.send(format!("{who}: {}", status_text(s))).await;
                 }
-                (name, r)
-            })
+                r
+            });
+            (name, handle)
         })
         .collect()
 }
 
+/// Every daemon's answer, waiting at most `limit` in all.
+async fn settle<T>(
+    calls: Vec<DaemonCall<T>>,
+    limit: Duration,
+) -> Vec<(String, std::result::Result<T, String>)> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut out = Vec::with_capacity(calls.len());
+    for (name, mut handle) in calls {
+        let r = match tokio::time::timeout_at(deadline, &mut handle).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(s))) => Err(status_text(&s)),
+            Ok(Err(e)) => Err(format!("the call failed: {e}")),
+            Err(_) => {
+                handle.abort();
+                Err(format!("no answer within {} s", limit.as_secs()))
+            }
+        };
+        out.push((name, r));
+    }
+    out
+}
+
+/// Every daemon's answer; any failure is the command's error.
 async fn collect<T>(calls: Vec<DaemonCall<T>>) -> Result<Vec<(String, T)>> {
     let mut ok = Vec::new();
     let mut errors = Vec::new();
-    for c in calls {
-        match c.await {
-            Ok((name, Ok(v))) => ok.push((name, v)),
-            Ok((name, Err(s))) => errors.push(format!("{name}: {} ({:?})", s.message(), s.code())),
-            Err(e) => errors.push(format!("a daemon call failed: {e}")),
+    for (name, handle) in calls {
+        match handle.await {
+            Ok(Ok(v)) => ok.push((name, v)),
+            Ok(Err(s)) => errors.push(format!("{name}: {}", status_text(&s))),
+            Err(e) => errors.push(format!("{name}: the call failed: {e}")),
         }
     }
     if errors.is_empty() {
@@ -374,22 +552,165 @@ async fn aborted<T>(d: &mut Driver, r: Result<T>) -> Result<T> {
     r
 }
 
-/// On failure: waits (bounded) for the daemons to end their part too, so their errors are
-/// reported and their outcomes recorded before this command exits.
-async fn failed_with<T, U>(
-    r: Result<T>,
-    calls: &mut Vec<DaemonCall<U>>,
-    limit: Duration,
-) -> Result<T> {
-    let Err(e) = r else { return r };
-    let calls = std::mem::take(calls);
-    match tokio::time::timeout(limit, collect(calls)).await {
-        Ok(Err(daemons)) => Err(e.context(format!("daemons: {daemons}"))),
-        _ => Err(e),
+/// On a failure before the commit: waits (bounded) for the daemons to end their part too,
+/// so their errors are reported with this party's.
+async fn failed<U>(e: anyhow::Error, calls: Vec<DaemonCall<U>>, limit: Duration) -> anyhow::Error {
+    let errors: Vec<String> = settle(calls, limit)
+        .await
+        .into_iter()
+        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if errors.is_empty() {
+        e
+    } else {
+        e.context(format!("daemons: {}", errors.join("; ")))
+    }
+}
+
+/// One party's outcome of a keygen or reshare, as printed at the end.
+struct PartyOutcome {
+    party: String,
+    ok: bool,
+    text: String,
+}
+
+impl PartyOutcome {
+    fn json(&self) -> Value {
+        json!({"party": self.party, "ok": self.ok, "outcome": self.text})
+    }
+}
+
+/// This party's outcome from its commit end.
+fn own_outcome(name: &str, end: &CommitEnd, new_epoch: u64, dealer: bool) -> PartyOutcome {
+    let (ok, text) = match end {
+        CommitEnd::Committed => (true, format!("committed: holds epoch {new_epoch}")),
+        CommitEnd::Retired => (
+            true,
+            format!("retired: dealt epoch {new_epoch} and left the committee"),
+        ),
+        CommitEnd::InDoubt(why) if dealer => (
+            false,
+            format!("in doubt ({why}): keeps its old share, unused, until a resolve"),
+        ),
+        CommitEnd::InDoubt(why) => (
+            false,
+            format!("in doubt ({why}): keeps the new share of epoch {new_epoch} pending"),
+        ),
+        CommitEnd::Failed(why) => (false, format!("failed: {why}")),
+    };
+    PartyOutcome {
+        party: format!("{name} (this device)"),
+        ok,
+        text,
+    }
+}
+
+/// A daemon's outcome from its answer.
+fn daemon_outcome(name: &str, r: &std::result::Result<Option<api::Vault>, String>) -> PartyOutcome {
+    let (ok, text) = match r {
+        Err(e) => (false, format!("failed: {e}")),
+        Ok(None) => (true, "done".to_string()),
+        Ok(Some(v)) => match v.state.as_str() {
+            "in_doubt" => (
+                false,
+                format!(
+                    "in doubt{}: resolve it with `cosignerctl vault resolve {} --peer ...` on that daemon",
+                    if v.problem.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", v.problem)
+                    },
+                    v.vault_id
+                ),
+            ),
+            "damaged" => (false, format!("damaged: {}", v.problem)),
+            "retired" => (
+                true,
+                format!("retired: left the committee at epoch {}", v.epoch),
+            ),
+            _ => (true, format!("committed: holds epoch {}", v.epoch)),
+        },
+    };
+    PartyOutcome {
+        party: name.to_string(),
+        ok,
+        text,
+    }
+}
+
+/// Prints every party's outcome, then maps this party's commit end to the command's
+/// result: a certificate is success; in doubt or failed is an error that says what to do.
+#[allow(clippy::too_many_arguments)]
+fn conclude(
+    ctx: &Ctx<'_>,
+    vault: &str,
+    new_epoch: u64,
+    dealer: bool,
+    end: &CommitEnd,
+    outcomes: &[PartyOutcome],
+    mut result: Value,
+    text: String,
+    json: bool,
+) -> Result<()> {
+    let all_ok = outcomes.iter().all(|o| o.ok);
+    if end.is_done() && all_ok {
+        if json {
+            result["parties"] = outcomes.iter().map(PartyOutcome::json).collect();
+            println!("{result}");
+        } else {
+            println!("{text}");
+            for o in outcomes {
+                println!("  {}: {}", o.party, o.text);
+            }
+        }
+        return Ok(());
+    }
+    for o in outcomes {
+        eprintln!("  {}: {}", o.party, o.text);
+    }
+    match end {
+        CommitEnd::Committed | CommitEnd::Retired => {
+            let others: Vec<&str> = outcomes
+                .iter()
+                .filter(|o| !o.ok)
+                .map(|o| o.party.as_str())
+                .collect();
+            bail!(
+                "vault {vault:?}: this party {} epoch {new_epoch}, but not every party confirmed it did ({}); a party in doubt is resolved with the others' reports (this device's: `cosignerctl party evidence --vault {vault} --out FILE`)",
+                if dealer { "retired at" } else { "holds" },
+                others.join(", ")
+            )
+        }
+        CommitEnd::InDoubt(why) => bail!(
+            "vault {vault:?}: the commit of epoch {new_epoch} is in doubt here ({why}). {} This party takes part in nothing of the vault until it is resolved: {}",
+            if dealer {
+                "It keeps its old share, unused."
+            } else {
+                "The new share is kept pending (never discarded without evidence)."
+            },
+            resolve_hint(vault)
+        ),
+        CommitEnd::Failed(why) => {
+            let in_doubt = ctx
+                .file
+                .commit_state(vault)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.ended().phase.needs_resolve());
+            if in_doubt {
+                bail!(
+                    "vault {vault:?}: the commit failed here before this party confirmed the new share: {why}; its record stays in doubt for the other parties: {}",
+                    resolve_hint(vault)
+                )
+            }
+            bail!("vault {vault:?}: the commit failed here: {why}")
+        }
     }
 }
 
 pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
+    // One command at a time on a party file, held until this function returns.
+    let _lock = file::lock(&args.file)?;
     if let PartyCommand::Init { name, force } = &args.command {
         let pass = file::passphrase(args.passphrase_file.as_deref())?;
         if args.file.exists() && !force {
@@ -413,6 +734,15 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
         file,
         round_timeout: Duration::from_secs(args.round_timeout.max(1)),
     };
+    // A promotion (or retirement) whose certificate was recorded before an interruption is
+    // finished before anything else.
+    let finished = store::finish_recorded(&mut ctx.file);
+    if !finished.is_empty() {
+        ctx.save()?;
+        for line in finished {
+            eprintln!("cosignerctl: {line}");
+        }
+    }
     match args.command {
         PartyCommand::Init { .. } => Ok(()),
         PartyCommand::Show { json } => {
@@ -506,6 +836,15 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
             backup,
             backup_passphrase_file,
         } => backup_import(&mut ctx, &backup, backup_passphrase_file.as_deref()),
+        PartyCommand::Evidence { vault, out, about } => {
+            evidence(&ctx, &vault, &out, about.as_deref())
+        }
+        PartyCommand::Resolve {
+            vault,
+            peers,
+            evidence,
+            lost,
+        } => resolve(&mut ctx, &vault, &peers, &evidence, &lost).await,
     }
 }
 
@@ -577,7 +916,7 @@ fn backup_import(ctx: &mut Ctx<'_>, path: &Path, pass: Option<&Path>) -> Result<
             .file
             .vaults
             .iter()
-            .filter(|v| v.current.is_some() || v.pending.is_some() || v.previous.is_some())
+            .filter(|v| v.holds_anything())
             .map(|v| v.vault_id.as_str())
             .collect();
         if !held.is_empty() {
@@ -592,7 +931,10 @@ fn backup_import(ctx: &mut Ctx<'_>, path: &Path, pass: Option<&Path>) -> Result<
         ctx.file.keys = b.keys.clone();
         ctx.file.name = b.meta.party_name.clone();
     }
-    ctx.file.slots_mut(&vault).current = Some(b.held.encode().to_vec());
+    put(
+        &mut ctx.file.slots_mut(&vault).current,
+        Some(b.held.encode().to_vec()),
+    );
     ctx.save()?;
     print_vault(&b.held.record, true);
     Ok(())
@@ -617,19 +959,53 @@ fn print_identity(f: &PartyFile, json: bool) {
     }
 }
 
+/// Where this party stands with a vault: its state ("active", "in_doubt", "retired",
+/// "damaged" or "empty"), its commit phase and what is wrong.
+fn vault_state(v: &VaultSlots) -> (&'static str, Option<CommitState>, Option<String>) {
+    match v.commit_state() {
+        Err(e) => ("damaged", None, Some(format!("{e:#}"))),
+        Ok(state) => {
+            let state = state.map(CommitState::ended);
+            let s = if state.as_ref().is_some_and(|s| s.phase.needs_resolve()) {
+                "in_doubt"
+            } else if v.current.is_some() {
+                "active"
+            } else if state.as_ref().is_some_and(|s| s.phase == Phase::Retired)
+                || v.previous.is_some()
+            {
+                "retired"
+            } else {
+                "empty"
+            };
+            let problem = (s == "in_doubt").then(|| {
+                format!(
+                    "the commit of epoch {} ended without a certificate; run `cosignerctl party resolve --vault {}`",
+                    state.as_ref().map_or(0, |s| s.target.epoch),
+                    v.vault_id
+                )
+            });
+            (s, state, problem)
+        }
+    }
+}
+
 fn show(f: &PartyFile, json: bool) {
-    let vaults: Vec<serde_json::Value> = f
+    let vaults: Vec<Value> = f
         .vaults
         .iter()
         .map(|v| {
-            let epoch = |b: &Option<Vec<u8>>| b.as_ref().and_then(|b| Held::decode(b).ok()).map(|h| h.record.epoch());
             let current = v.current.as_ref().and_then(|b| Held::decode(b).ok());
+            let (state, commit, problem) = vault_state(v);
             json!({
                 "vault_id": v.vault_id,
+                "state": state,
+                "problem": problem,
+                "commit_phase": commit.as_ref().map(|c| c.phase.as_str()),
+                "commit_epoch": commit.as_ref().map(|c| c.target.epoch),
                 "public_key": current.as_ref().map(|h| hex(&h.record.public.public_key.0)),
-                "epoch": epoch(&v.current),
-                "pending_epoch": epoch(&v.pending),
-                "previous_epoch": epoch(&v.previous),
+                "epoch": epoch_of(&v.current),
+                "pending_epoch": epoch_of(&v.pending),
+                "previous_epoch": epoch_of(&v.previous),
                 "threshold": current.as_ref().map(|h| h.record.public.committee.threshold()),
                 "members": current.as_ref().map(|h| h.record.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()),
             })
@@ -646,6 +1022,174 @@ fn show(f: &PartyFile, json: bool) {
             println!("vault:           {v}");
         }
     }
+}
+
+/// `party evidence`: this party's signed report on its latest commit of a vault.
+fn evidence(ctx: &Ctx<'_>, vault: &str, out: &Path, about: Option<&str>) -> Result<()> {
+    let about = about
+        .map(|a| {
+            cosigner_relay::keys::parse_id(a)
+                .ok_or_else(|| anyhow!("--about: {a:?} is not 64 hex characters"))
+        })
+        .transpose()?;
+    // Under the file lock no ceremony runs here, so the record describes an ended one.
+    let state = ctx.file.commit_state(vault)?.map(CommitState::ended);
+    let current = ctx.file.held_current(vault)?.map(|h| h.record.epoch());
+    let pending = ctx
+        .file
+        .slots(vault)
+        .and_then(|s| file::epoch_of(&s.pending));
+    let report = Report::answer(
+        &ctx.file.keys,
+        vault,
+        state.as_ref(),
+        Holding {
+            current_epoch: current,
+            pending_epoch: pending,
+        },
+        about,
+        now_ms(),
+    );
+    file::write_private(out, &report.encode())?;
+    println!(
+        "{}",
+        json!({
+            "file": out,
+            "vault_id": vault,
+            "party_id": hex(&report.party),
+            "phase": report.phase.map(Phase::as_str),
+            "current_epoch": report.current_epoch,
+            "epoch_seen": report.epoch_seen,
+            "readies": report.readies.len(),
+            "digest": hex(&report.digest()),
+        })
+    );
+    Ok(())
+}
+
+/// `party resolve`: decides an interrupted commit from the other parties' reports.
+async fn resolve(
+    ctx: &mut Ctx<'_>,
+    vault: &str,
+    peers: &[String],
+    evidence: &[PathBuf],
+    lost: &[String],
+) -> Result<()> {
+    let Some(state) = ctx.file.commit_state(vault)?.map(CommitState::ended) else {
+        bail!("this party has no commit record of vault {vault:?}: nothing to resolve");
+    };
+    if !state.phase.needs_resolve() {
+        println!(
+            "{}",
+            json!({"vault_id": vault, "decision": "none", "phase": state.phase.as_str(), "detail": "nothing to resolve: the last commit ended here"})
+        );
+        return Ok(());
+    }
+    let mut reports = Vec::new();
+    for addr in peers {
+        match ctx
+            .vault_record(addr, vault, Some(state.target.context))
+            .await
+        {
+            Ok(r) if r.commit_report.is_empty() => {
+                eprintln!("cosignerctl: {addr}: no commit report for vault {vault:?}");
+            }
+            Ok(r) => match Report::decode(&r.commit_report) {
+                Ok(rep) => reports.push(rep),
+                Err(e) => eprintln!("cosignerctl: {addr}: {e}"),
+            },
+            Err(e) => eprintln!("cosignerctl: cannot ask {addr}: {e:#}"),
+        }
+    }
+    for f in evidence {
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        reports.push(Report::decode(&bytes).map_err(|e| anyhow!("{}: {e}", f.display()))?);
+    }
+    let known = ctx.known_members(vault);
+    let lost: Vec<[u8; 32]> = lost
+        .iter()
+        .map(|l| party_ref(l, &known).with_context(|| format!("--lost {l:?}")))
+        .collect::<Result<_>>()?;
+    let me = ctx.file.keys.party_id();
+    let dealer = state.role == Role::LeavingDealer;
+    let epoch = state.target.epoch;
+    let (decision, detail) = match decide(&state, &reports, &lost, me) {
+        Decision::Promote(cert) => {
+            let mut st = state;
+            st.received = cert;
+            st.phase = if dealer {
+                Phase::Retired
+            } else {
+                Phase::Committed
+            };
+            st.updated_at_ms = now_ms();
+            // The certificate first: a crash before the move is finished at the next start.
+            let mut store = ctx.store();
+            store.save(&st).await.map_err(|e| anyhow!("{e}"))?;
+            if dealer {
+                store.retire(vault).await.map_err(|e| anyhow!("{e}"))?;
+                (
+                    "retired",
+                    format!("a certificate for epoch {epoch}: this party left the committee"),
+                )
+            } else {
+                store.promote(vault).await.map_err(|e| anyhow!("{e}"))?;
+                (
+                    "promoted",
+                    format!("a certificate for epoch {epoch}: the pending share is current"),
+                )
+            }
+        }
+        Decision::Discard => {
+            let mut st = state;
+            let old_epoch = st.old_epoch;
+            st.phase = Phase::Discarded;
+            st.updated_at_ms = now_ms();
+            let bytes = st.encode();
+            let s = ctx.file.slots_mut(vault);
+            let outcome = if dealer {
+                // It never retired without a certificate; put the old share back if needed.
+                if s.current.is_none() && old_epoch.is_some() && epoch_of(&s.previous) == old_epoch
+                {
+                    s.current = s.previous.take();
+                }
+                (
+                    "reactivated",
+                    format!(
+                        "no certificate for epoch {epoch} exists: this party keeps its share of epoch {}",
+                        old_epoch.unwrap_or_default()
+                    ),
+                )
+            } else {
+                if epoch_of(&s.pending) == Some(epoch) {
+                    put(&mut s.pending, None);
+                }
+                (
+                    "discarded",
+                    format!(
+                        "no certificate for epoch {epoch} exists: the pending share is deleted"
+                    ),
+                )
+            };
+            // The record and the slots in one write.
+            s.commit = Some(bytes);
+            ctx.save()?;
+            outcome
+        }
+        Decision::Undecided(why) => {
+            println!(
+                "{}",
+                json!({"vault_id": vault, "decision": "undecided", "detail": why})
+            );
+            bail!("vault {vault:?}: undecided: {why}");
+        }
+    };
+    let current = ctx.file.slots(vault).and_then(|s| epoch_of(&s.current));
+    println!(
+        "{}",
+        json!({"vault_id": vault, "decision": decision, "detail": detail, "epoch": current})
+    );
+    Ok(())
 }
 
 async fn daemon_clients(
@@ -668,6 +1212,14 @@ fn relay_addr(relay: Option<String>, daemons: &[(String, String)]) -> Result<Str
         .ok_or_else(|| anyhow!("no relay: pass --relay ADDR or at least one --daemon"))
 }
 
+/// Closes the session (the coordinator, once the daemons answered) unless device parties
+/// joining from a request file may still be using it; then it expires by itself.
+async fn close_session(d: &mut Driver, request_out: &Option<PathBuf>) {
+    if request_out.is_none() {
+        let _ = d.close().await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn keygen(
     ctx: &mut Ctx<'_>,
@@ -679,21 +1231,15 @@ async fn keygen(
     request_out: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
-    if ctx
-        .file
-        .slots(vault)
-        .and_then(|s| s.current.as_ref())
-        .is_some()
-    {
-        bail!("this party already holds a share of vault {vault:?}");
-    }
+    ctx.check_usable(vault, Use::Keygen)?;
     let daemons = parse_daemons(daemons)?;
-    let mut all = vec![ctx.file.keys.member(&ctx.file.name)];
+    let me = ctx.file.keys.member(&ctx.file.name);
+    let mut all = vec![me.clone()];
     for m in members {
         all.push(parse_member(m)?);
     }
     let api_c = members_to_api(threshold, &all);
-    let (committee, all) = committee_from_api(&api_c).map_err(|e| anyhow!("{e}"))?;
+    let (_, all) = committee_from_api(&api_c).map_err(|e| anyhow!("{e}"))?;
     for (name, _) in &daemons {
         member_by_name(&all, name)?;
     }
@@ -703,13 +1249,15 @@ async fn keygen(
     let body = api::KeygenBody {
         vault_id: vault.to_string(),
         scheme: api::Scheme::EcdsaSecp256k1 as i32,
-        committee: Some(api_c),
+        committee: Some(api_c.clone()),
         relay: Some(api::RelayRef {
             address: relay_addr.clone(),
             session_id: sid.clone(),
         }),
     }
     .encode_to_vec();
+    let plan =
+        roster::keygen(&body, vault, &sid, Some(&api_c), me.id, &me).map_err(|e| anyhow!("{e}"))?;
     let auth = cosigner_relay::request::sign(&ctx.file.keys, KEYGEN, &body, now_ms());
     if let Some(out) = &request_out {
         write_request(
@@ -722,7 +1270,7 @@ async fn keygen(
         )?;
     }
     let (fail_tx, mut fail_rx) = mpsc::channel(8);
-    let clients = daemon_clients(ctx, &daemons, &all).await?;
+    let clients = daemon_clients(ctx, &daemons, &plan.members).await?;
     let calls = spawn_calls(clients, fail_tx, |mut c| {
         let req = api::KeygenRequest {
             body: body.clone(),
@@ -730,76 +1278,106 @@ async fn keygen(
         };
         async move { c.keygen(req).await }
     });
-    let r = take_part_keygen(ctx, relay, &sid, vault, committee, all, &mut fail_rx).await;
-    let mut calls = calls;
-    let record = failed_with(r, &mut calls, ctx.round_timeout * 3).await?;
-    collect(calls).await?;
-    print_vault(&record, json);
-    Ok(())
+    let limit = ctx.round_timeout * 3;
+    let (mut d, record, end) = match take_part_keygen(ctx, relay, vault, plan, &mut fail_rx).await {
+        Ok(x) => x,
+        Err(e) => return Err(failed(e, calls, limit).await),
+    };
+    let answers = settle(calls, limit).await;
+    close_session(&mut d, &request_out).await;
+    let mut outcomes = vec![own_outcome(&ctx.file.name, &end, record.epoch(), false)];
+    outcomes.extend(
+        answers
+            .into_iter()
+            .map(|(n, r)| daemon_outcome(&n, &r.map(|r| r.vault))),
+    );
+    conclude(
+        ctx,
+        vault,
+        record.epoch(),
+        false,
+        &end,
+        &outcomes,
+        vault_value(&record),
+        vault_line(&record),
+        json,
+    )
 }
 
-/// This party's part of a keygen: HELLO, the rounds, then pending / READY / promote in the
-/// party file. On failure the others have been told (ABORT).
+/// This party's part of a keygen: HELLO, the rounds, then the commit (pending, READY,
+/// promote) in the party file. A failure before the commit has told the others (ABORT).
 async fn take_part_keygen(
     ctx: &mut Ctx<'_>,
     relay: RelayClient<Channel>,
-    sid: &[u8],
     vault: &str,
-    committee: cosigner_tss::Committee,
-    members: Vec<Member>,
+    plan: KeygenPlan,
     fail_rx: &mut mpsc::Receiver<String>,
-) -> Result<VaultRecord> {
-    let mut d = ctx.driver(relay, sid, members.clone()).await?;
+) -> Result<(Driver, VaultRecord, CommitEnd)> {
+    let mut d = ctx.open_driver(relay, plan.roster).await?;
     let me = PartyId(ctx.file.keys.party_id());
-    let params = KeygenParams {
-        vault_id: vault.to_string(),
-        committee,
-        nonce: engine_nonce(sid),
-    };
+    let committee = plan.committee;
     let share = own_part(fail_rx, async {
-        d_hello_none(&mut d).await?;
+        d.hello(
+            Hello {
+                epoch: None,
+                pending: None,
+            },
+            &|_| None,
+        )
+        .await?;
+        let params = KeygenParams {
+            vault_id: vault.to_string(),
+            committee,
+            nonce: d.engine_nonce()?,
+        };
         Ok(d.run(Keygen::new(params, me)?).await?)
     })
     .await;
     let share = aborted(&mut d, share).await?;
-    let record = VaultRecord::new(share.public().clone(), members, now_ms(), 0)?;
-    let held = Held::new(record.clone(), share)?;
-    let ids: Vec<[u8; 32]> = record.members.iter().map(|m| m.id).collect();
-    ctx.commit(&mut d, held, &ids).await?;
-    let _ = d.close().await;
-    Ok(record)
-}
-
-async fn d_hello_none(d: &mut Driver) -> Result<()> {
-    d.hello(
-        Hello {
-            epoch: None,
-            pending: None,
-        },
-        &|_| None,
+    let made = VaultRecord::new(share.public().clone(), plan.members, now_ms(), 0)
+        .and_then(|r| Held::new(r.clone(), share).map(|h| (r, h)))
+        .map_err(anyhow::Error::from);
+    let (record, held) = aborted(&mut d, made).await?;
+    let new_parties: Vec<[u8; 32]> = record.members.iter().map(|m| m.id).collect();
+    let keys = ctx.file.keys.clone();
+    let (end, _) = finish::new_party(
+        &mut d,
+        &keys,
+        &mut ctx.store(),
+        &record,
+        held,
+        new_parties,
+        None,
     )
-    .await?;
-    Ok(())
+    .await;
+    Ok((d, record, end))
 }
 
-fn print_vault(r: &VaultRecord, json: bool) {
-    let v = json!({
+fn vault_value(r: &VaultRecord) -> Value {
+    json!({
         "vault_id": r.vault_id(),
         "public_key": hex(&r.public.public_key.0),
         "chain_code": hex(&r.public.chain_code),
         "epoch": r.epoch(),
         "threshold": r.public.committee.threshold(),
         "members": r.members.iter().map(|m| json!({"name": m.name, "party_id": hex(&m.id)})).collect::<Vec<_>>(),
-    });
+    })
+}
+
+fn vault_line(r: &VaultRecord) -> String {
+    format!(
+        "vault {} epoch {}: public key {}",
+        r.vault_id(),
+        r.epoch(),
+        hex(&r.public.public_key.0)
+    )
+}
+
+fn print_vault(r: &VaultRecord, json: bool) {
     if json {
-        println!("{v}");
+        println!("{}", vault_value(r));
     } else {
-        println!(
-            "vault {} epoch {}: public key {}",
-            r.vault_id(),
-            r.epoch(),
-            hex(&r.public.public_key.0)
-        );
+        println!("{}", vault_line(r));
     }
 }
 
@@ -816,6 +1394,7 @@ async fn sign(
     request_out: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
+    ctx.check_usable(vault, Use::Sign)?;
     let daemons = parse_daemons(daemons)?;
     let held = ctx.file.current(vault)?;
     let record = held.record.clone();
@@ -838,7 +1417,7 @@ async fn sign(
     let relay_addr = relay_addr(relay, &daemons)?;
     let mut relay = ctx.relay(&relay_addr).await?;
     let sid = ctx.create_session(&mut relay, &signer_members).await?;
-    let body = api::SignBody {
+    let body_msg = api::SignBody {
         vault_id: vault.to_string(),
         epoch: record.epoch(),
         signers: signer_members.iter().map(|m| m.id.to_vec()).collect(),
@@ -849,8 +1428,17 @@ async fn sign(
             address: relay_addr.clone(),
             session_id: sid.clone(),
         }),
-    }
-    .encode_to_vec();
+    };
+    let body = body_msg.encode_to_vec();
+    // Not a signer: it only coordinates, and needs no roster.
+    let plan = if i_sign {
+        Some(
+            roster::sign(&body, &record, &sid, &body_msg.signers, me, me)
+                .map_err(|e| anyhow!("{e}"))?,
+        )
+    } else {
+        None
+    };
     let auth = cosigner_relay::request::sign(&ctx.file.keys, SIGN, &body, now_ms());
     let (fail_tx, mut fail_rx) = mpsc::channel(8);
     let others: Vec<Member> = signer_members
@@ -874,7 +1462,7 @@ async fn sign(
             },
         )?;
     }
-    let mut calls = spawn_calls(clients, fail_tx, |mut c| {
+    let calls = spawn_calls(clients, fail_tx, |mut c| {
         let req = api::SignRequest {
             body: body.clone(),
             auth: Some(auth.clone()),
@@ -884,33 +1472,38 @@ async fn sign(
     let derivation = DerivationPath::parse(path)?;
     let public_key = record.public.derive(&derivation)?;
     let epoch = record.epoch();
-    let own = if i_sign {
-        let r = take_part_sign(
-            ctx,
-            relay.clone(),
-            &sid,
-            held,
-            &signer_members,
-            hash,
-            derivation,
-            &mut fail_rx,
-        )
-        .await;
-        let (mut d, sig) = failed_with(r, &mut calls, ctx.round_timeout * 3).await?;
-        let _ = d.close().await;
-        Some(sig)
-    } else {
-        None
+    let (own, d) = match plan {
+        Some(plan) => {
+            let r = take_part_sign(
+                ctx,
+                relay.clone(),
+                plan.roster,
+                held,
+                hash,
+                derivation,
+                &mut fail_rx,
+            )
+            .await;
+            match r {
+                Ok((d, sig)) => (Some(sig), Some(d)),
+                Err(e) => return Err(failed(e, calls, ctx.round_timeout * 3).await),
+            }
+        }
+        None => (None, None),
     };
     let results = collect(calls).await?;
-    if !i_sign {
+    match d {
+        Some(mut d) => close_session(&mut d, &request_out).await,
         // Not a participant: close the session as its creator.
-        let _ = relay
-            .close_session(api::CloseSessionRequest {
-                session_id: sid.clone(),
-                ..Default::default()
-            })
-            .await;
+        None if request_out.is_none() => {
+            let _ = relay
+                .close_session(api::CloseSessionRequest {
+                    session_id: sid.clone(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        None => {}
     }
     let (r, s, v) = match (&own, results.first()) {
         (Some(sig), _) => (sig.r.to_vec(), sig.s.to_vec(), u32::from(sig.recovery_id)),
@@ -999,39 +1592,40 @@ fn print_signature(
 /// by the engine against the derived key). On failure the others have been told (ABORT).
 #[allow(clippy::too_many_arguments)]
 async fn take_part_sign(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     relay: RelayClient<Channel>,
-    sid: &[u8],
+    roster: Roster,
     held: Held,
-    signers: &[Member],
     hash: [u8; 32],
     path: DerivationPath,
     fail_rx: &mut mpsc::Receiver<String>,
 ) -> Result<(Driver, cosigner_tss::Signature)> {
     let epoch = held.record.epoch();
-    let ceremony = Sign::new(
-        &held.share,
-        SignParams {
-            signers: signers.iter().map(|m| PartyId(m.id)).collect(),
-            message_hash: hash,
-            path,
-            nonce: engine_nonce(sid),
-        },
-    )?;
-    drop(held); // the ceremony holds its own copy of the secret state
-    let mut d = ctx.driver(relay, sid, signers.to_vec()).await?;
+    let pending = ctx.pending_epoch(held.record.vault_id());
+    let signers: Vec<PartyId> = roster.participants.iter().map(|m| PartyId(m.id)).collect();
+    let mut d = ctx.open_driver(relay, roster).await?;
     let sig = own_part(fail_rx, async {
         d.hello(
             Hello {
                 epoch: Some(epoch),
-                pending: None,
+                pending,
             },
             &|_| Some(epoch),
         )
         .await?;
+        let ceremony = Sign::new(
+            &held.share,
+            SignParams {
+                signers,
+                message_hash: hash,
+                path,
+                nonce: d.engine_nonce()?,
+            },
+        )?;
         Ok(d.run(ceremony).await?)
     })
     .await;
+    drop(held); // the ceremony held its own copy of the secret state
     let sig = aborted(&mut d, sig).await?;
     Ok((d, sig))
 }
@@ -1056,6 +1650,47 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
     cosigner_relay::keys::unhex(s).ok_or_else(|| anyhow!("not hex"))
 }
 
+/// Endorsements of the old record for parties that hold nothing of the vault: this
+/// party's own, and (when `ask`) those of the old members' daemons it was given.
+async fn endorsements(
+    ctx: &Ctx<'_>,
+    old: &VaultRecord,
+    daemons: &[(String, String)],
+    ask: bool,
+) -> Vec<api::Endorsement> {
+    let me = ctx.file.keys.party_id();
+    let mut out = vec![roster::endorse(&ctx.file.keys, old)];
+    if !ask {
+        return out;
+    }
+    for (name, addr) in daemons {
+        if !old.members.iter().any(|m| &m.name == name && m.id != me) {
+            continue;
+        }
+        match ctx.vault_record(addr, old.vault_id(), None).await {
+            Ok(r) => match r.endorsement {
+                Some(e) if roster::check_endorsements(old, std::slice::from_ref(&e)) == Ok(1) => {
+                    if !out.iter().any(|x| x.party_id == e.party_id) {
+                        out.push(e);
+                    }
+                }
+                Some(_) => eprintln!(
+                    "cosignerctl: {name} endorsed another record of vault {:?} than this party's (epoch {}); its endorsement is left out",
+                    old.vault_id(),
+                    old.epoch()
+                ),
+                None => eprintln!(
+                    "cosignerctl: {name} sent no endorsement of vault {:?} (its state: {:?})",
+                    old.vault_id(),
+                    r.state
+                ),
+            },
+            Err(e) => eprintln!("cosignerctl: cannot ask {name} for its endorsement: {e:#}"),
+        }
+    }
+    out
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn reshare(
     ctx: &mut Ctx<'_>,
@@ -1069,24 +1704,25 @@ async fn reshare(
     request_out: Option<PathBuf>,
     json: bool,
 ) -> Result<()> {
+    ctx.check_usable(vault, Use::Reshare)?;
     let daemons = parse_daemons(daemons)?;
     let held = ctx.file.current(vault)?;
     let old = held.record.clone();
+    for r in remove {
+        member_by_name(&old.members, r)?;
+    }
     let mut new_members: Vec<Member> = old
         .members
         .iter()
         .filter(|m| !remove.contains(&m.name))
         .cloned()
         .collect();
-    for r in remove {
-        member_by_name(&old.members, r)?;
-    }
     for a in add {
         new_members.push(parse_member(a)?);
     }
     let t = threshold.unwrap_or(u32::from(old.public.committee.threshold()));
     let api_new = members_to_api(t, &new_members);
-    let (new_committee, new_members) = committee_from_api(&api_new).map_err(|e| anyhow!("{e}"))?;
+    let (_, new_members) = committee_from_api(&api_new).map_err(|e| anyhow!("{e}"))?;
     let mut dealer_members = Vec::new();
     for d in dealers {
         dealer_members.push(member_by_name(&old.members, d)?.clone());
@@ -1098,10 +1734,26 @@ async fn reshare(
         }
     }
     participants.sort_by_key(|m| m.id);
+    // Parties that hold nothing of the vault take the old record only with endorsements
+    // by at least the old threshold of its members.
+    let joiners: Vec<&str> = new_members
+        .iter()
+        .filter(|m| old.member(&m.id).is_none())
+        .map(|m| m.name.as_str())
+        .collect();
+    let endorsements = endorsements(ctx, &old, &daemons, !joiners.is_empty()).await;
+    let t_old = usize::from(old.public.committee.threshold());
+    if !joiners.is_empty() && endorsements.len() < t_old {
+        bail!(
+            "new member(s) {} hold nothing of vault {vault:?} and take its record only with endorsements by at least {t_old} old members; {} could be collected (this device's and those of the old members' daemons given with --daemon NAME=ADDR)",
+            joiners.join(", "),
+            endorsements.len()
+        );
+    }
     let relay_addr = relay_addr(relay, &daemons)?;
     let mut relay = ctx.relay(&relay_addr).await?;
     let sid = ctx.create_session(&mut relay, &participants).await?;
-    let body = api::ReshareBody {
+    let body_msg = api::ReshareBody {
         vault_id: vault.to_string(),
         old_epoch: old.epoch(),
         dealers: dealer_members.iter().map(|m| m.id.to_vec()).collect(),
@@ -1112,21 +1764,40 @@ async fn reshare(
         }),
         old_vault: old.encode(),
         scheduled: false,
-    }
-    .encode_to_vec();
+        old_vault_endorsements: endorsements,
+    };
+    let body = body_msg.encode_to_vec();
+    let me = ctx.file.keys.member(&ctx.file.name);
+    let plan = roster::reshare(
+        &roster::ReshareRequest {
+            body: &body,
+            vault_id: vault,
+            old_epoch: body_msg.old_epoch,
+            old_vault: &body_msg.old_vault,
+            endorsements: &body_msg.old_vault_endorsements,
+            dealers: &body_msg.dealers,
+            new_committee: body_msg.new_committee.as_ref(),
+            relay_session: &sid,
+            requester: me.id,
+        },
+        Some(&held.record),
+        &me,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let auth = cosigner_relay::request::sign(&ctx.file.keys, RESHARE, &body, now_ms());
     let request = api::ReshareRequest {
         body: body.clone(),
-        auth: Some(auth.clone()),
+        auth: Some(auth),
     };
     if let Some(out) = &request_out {
         write_request(out, RESHARE, &request)?;
     }
     let (fail_tx, mut fail_rx) = mpsc::channel(8);
-    let me = ctx.file.keys.party_id();
-    let others: Vec<Member> = participants
+    let others: Vec<Member> = plan
+        .roster
+        .participants
         .iter()
-        .filter(|m| m.id != me)
+        .filter(|m| m.id != me.id)
         .cloned()
         .collect();
     let clients = daemon_clients(ctx, &daemons, &others).await?;
@@ -1134,95 +1805,146 @@ async fn reshare(
         let req = request.clone();
         async move { c.reshare(req).await }
     });
-    let params = ReshareParams {
-        old: old.public.clone(),
-        dealers: dealer_members.iter().map(|m| PartyId(m.id)).collect(),
-        new_committee: new_committee.clone(),
-        nonce: engine_nonce(&sid),
-    };
-    let dealer_ids: Vec<[u8; 32]> = dealer_members.iter().map(|m| m.id).collect();
-    let result = take_part_reshare(
-        ctx,
-        relay,
-        &sid,
-        participants,
-        params,
-        &dealer_ids,
-        new_members,
-        Some(held),
-        &old,
-        &mut fail_rx,
-    )
-    .await;
-    let mut calls = calls;
-    let record = failed_with(result, &mut calls, ctx.round_timeout * 3).await?;
-    collect(calls).await?;
-    match &record {
-        Some(r) => print_vault(r, json),
-        None => println!("{}", json!({"vault_id": vault, "dealt": true})),
-    }
-    Ok(())
+    let limit = ctx.round_timeout * 3;
+    let (mut d, part, end) =
+        match take_part_reshare(ctx, relay, plan, Some(held), &mut fail_rx).await {
+            Ok(x) => x,
+            Err(e) => return Err(failed(e, calls, limit).await),
+        };
+    let answers = settle(calls, limit).await;
+    close_session(&mut d, &request_out).await;
+    let daemons: Vec<PartyOutcome> = answers
+        .into_iter()
+        .map(|(n, r)| daemon_outcome(&n, &r.map(|r| r.vault)))
+        .collect();
+    finish_reshare(ctx, part, &end, daemons, json)
 }
 
-/// This party's part of a reshare: HELLO, the rounds, then READY and the file update.
-#[allow(clippy::too_many_arguments)]
+/// How this party's part of a reshare ended.
+enum Part {
+    /// It is in the new committee: the new record (current, or pending while in doubt).
+    New(VaultRecord),
+    /// A dealer that left the committee.
+    Dealt { vault: String, new_epoch: u64 },
+}
+
+/// Prints a reshare's outcomes and maps this party's commit end to the result.
+fn finish_reshare(
+    ctx: &Ctx<'_>,
+    part: Part,
+    end: &CommitEnd,
+    daemons: Vec<PartyOutcome>,
+    json: bool,
+) -> Result<()> {
+    let (vault, epoch, dealer, value, line) = match &part {
+        Part::New(r) => (
+            r.vault_id().to_string(),
+            r.epoch(),
+            false,
+            vault_value(r),
+            vault_line(r),
+        ),
+        Part::Dealt { vault, new_epoch } => (
+            vault.clone(),
+            *new_epoch,
+            true,
+            json!({"vault_id": vault, "dealt": true, "retired": end.is_done(), "new_epoch": new_epoch}),
+            format!("vault {vault}: dealt epoch {new_epoch} and left the committee"),
+        ),
+    };
+    let mut outcomes = vec![own_outcome(&ctx.file.name, end, epoch, dealer)];
+    outcomes.extend(daemons);
+    conclude(
+        ctx, &vault, epoch, dealer, end, &outcomes, value, line, json,
+    )
+}
+
+/// This party's part of a reshare: HELLO, the rounds, then the commit: a new party keeps
+/// its new share pending, sends READY and promotes on a certificate; a dealer that leaves
+/// retires on one.
 async fn take_part_reshare(
     ctx: &mut Ctx<'_>,
     relay: RelayClient<Channel>,
-    sid: &[u8],
-    participants: Vec<Member>,
-    params: ReshareParams,
-    dealers: &[[u8; 32]],
-    new_members: Vec<Member>,
+    plan: ResharePlan,
     held: Option<Held>,
-    old: &VaultRecord,
     fail_rx: &mut mpsc::Receiver<String>,
-) -> Result<Option<VaultRecord>> {
+) -> Result<(Driver, Part, CommitEnd)> {
     let me = PartyId(ctx.file.keys.party_id());
-    let new_ids: Vec<[u8; 32]> = new_members.iter().map(|m| m.id).collect();
-    let mut d = ctx.driver(relay, sid, participants).await?;
+    let vault = plan.roster.vault_id.clone();
+    let new_parties = plan.roster.committee.clone();
+    let old_epoch = plan.old.epoch();
     let my_epoch = held.as_ref().map(|h| h.record.epoch());
-    let ceremony = Reshare::new(params, me, held.as_ref().map(|h| &h.share))?;
-    drop(held);
-    let old_epoch = old.epoch();
+    let pending = ctx.pending_epoch(&vault);
+    let dealers = plan.dealers.clone();
+    let old_public = plan.old.public.clone();
+    let new_committee = plan.new_committee.clone();
+    let mut d = ctx.open_driver(relay, plan.roster).await?;
     let out = own_part(fail_rx, async {
         d.hello(
             Hello {
                 epoch: my_epoch,
-                pending: None,
+                pending,
             },
             &|id| dealers.contains(id).then_some(old_epoch),
         )
         .await?;
+        let params = ReshareParams {
+            old: old_public,
+            dealers: dealers.iter().map(|id| PartyId(*id)).collect(),
+            new_committee,
+            nonce: d.engine_nonce()?,
+        };
+        let ceremony = Reshare::new(params, me, held.as_ref().map(|h| &h.share))?;
         Ok(d.run(ceremony).await?)
     })
     .await;
+    drop(held); // the ceremony held its own copy of the secret state
     let out = aborted(&mut d, out).await?;
-    let record = match out {
+    let keys = ctx.file.keys.clone();
+    match out {
         ReshareOutput::NewShare(share) => {
-            let record = VaultRecord::new(
+            let made = VaultRecord::new(
                 share.public().clone(),
-                new_members,
-                old.created_at_ms,
+                plan.new_members,
+                plan.old.created_at_ms,
                 now_ms(),
-            )?;
-            let held = Held::new(record.clone(), *share)?;
-            ctx.commit(&mut d, held, &new_ids).await?;
-            Some(record)
+            )
+            .and_then(|r| Held::new(r.clone(), *share).map(|h| (r, h)))
+            .map_err(anyhow::Error::from);
+            let (record, new_held) = aborted(&mut d, made).await?;
+            let (end, _) = finish::new_party(
+                &mut d,
+                &keys,
+                &mut ctx.store(),
+                &record,
+                new_held,
+                new_parties,
+                my_epoch,
+            )
+            .await;
+            Ok((d, Part::New(record), end))
         }
         ReshareOutput::Dealt => {
-            let key = old.public.public_key.0.to_vec();
-            d.ready(&new_ids, None, &key, old_epoch + 1).await?;
-            // Removed from the committee: the old share is useless now; keep it only as
-            // previous (never used by a ceremony) until the operator cleans up.
-            let s = ctx.file.slots_mut(old.vault_id());
-            s.previous = s.current.take();
-            ctx.save()?;
-            None
+            if plan.in_new_committee {
+                let r = Err(anyhow!(
+                    "the engine only dealt, but this party is in the new committee"
+                ));
+                return aborted(&mut d, r).await;
+            }
+            let new_epoch = old_epoch + 1;
+            let (end, _) = finish::leaving_dealer(
+                &mut d,
+                &mut ctx.store(),
+                &vault,
+                new_epoch,
+                &plan.old.public.public_key.0,
+                new_parties,
+                old_epoch,
+            )
+            .await;
+            Ok((d, Part::Dealt { vault, new_epoch }, end))
         }
-    };
-    let _ = d.close().await;
-    Ok(record)
+    }
 }
 
 async fn join(ctx: &mut Ctx<'_>, path: &Path, json: bool) -> Result<()> {
@@ -1250,56 +1972,43 @@ async fn join_keygen(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> 
     let req = api::KeygenRequest::decode(bytes).context("not a keygen request")?;
     let requester = check_request(KEYGEN, &req.body, req.auth.as_ref())?;
     let body = api::KeygenBody::decode(req.body.as_slice()).context("keygen body")?;
-    let api_c = body
-        .committee
-        .ok_or_else(|| anyhow!("the request has no committee"))?;
-    let (committee, members) = committee_from_api(&api_c).map_err(|e| anyhow!("{e}"))?;
-    let me = ctx.file.keys.party_id();
-    match members.iter().find(|m| m.id == me) {
-        Some(m) if m.encryption_key == ctx.file.keys.encryption_public() => {}
-        Some(_) => bail!("the committee lists another encryption key for this party"),
-        None => bail!("this party is not in the requested committee"),
-    }
-    if !members.iter().any(|m| m.id == requester) {
-        bail!(
-            "the request was signed by {}, who is not in the committee",
-            short(&requester)
-        );
-    }
-    if ctx
-        .file
-        .slots(&body.vault_id)
-        .and_then(|s| s.current.as_ref())
-        .is_some()
-    {
-        bail!(
-            "this party already holds a share of vault {:?}",
-            body.vault_id
-        );
-    }
+    ctx.check_usable(&body.vault_id, Use::Keygen)?;
     let relay_ref = body
         .relay
+        .as_ref()
         .ok_or_else(|| anyhow!("the request names no relay"))?;
+    let me = ctx.file.keys.member(&ctx.file.name);
+    let plan = roster::keygen(
+        &req.body,
+        &body.vault_id,
+        &relay_ref.session_id,
+        body.committee.as_ref(),
+        requester,
+        &me,
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     let relay = ctx.relay(&relay_ref.address).await?;
     let (_tx, mut rx) = mpsc::channel(1);
-    let record = take_part_keygen(
+    let (_, record, end) = take_part_keygen(ctx, relay, &body.vault_id, plan, &mut rx).await?;
+    let outcomes = [own_outcome(&ctx.file.name, &end, record.epoch(), false)];
+    conclude(
         ctx,
-        relay,
-        &relay_ref.session_id,
         &body.vault_id,
-        committee,
-        members,
-        &mut rx,
+        record.epoch(),
+        false,
+        &end,
+        &outcomes,
+        vault_value(&record),
+        vault_line(&record),
+        json,
     )
-    .await?;
-    print_vault(&record, json);
-    Ok(())
 }
 
 async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
     let req = api::SignRequest::decode(bytes).context("not a sign request")?;
     let requester = check_request(SIGN, &req.body, req.auth.as_ref())?;
     let body = api::SignBody::decode(req.body.as_slice()).context("sign body")?;
+    ctx.check_usable(&body.vault_id, Use::Sign)?;
     let held = ctx.file.current(&body.vault_id)?;
     let record = held.record.clone();
     if body.epoch != record.epoch() {
@@ -1310,54 +2019,34 @@ async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
             body.vault_id
         );
     }
-    if record.member(&requester).is_none() {
-        bail!(
-            "the request was signed by {}, who is not in the vault's committee",
-            short(&requester)
-        );
-    }
+    let relay_ref = body
+        .relay
+        .as_ref()
+        .ok_or_else(|| anyhow!("the request names no relay"))?;
+    let plan = roster::sign(
+        &req.body,
+        &record,
+        &relay_ref.session_id,
+        &body.signers,
+        requester,
+        ctx.file.keys.party_id(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
     // Never blind-sign: the hash is computed here from the payload.
     let hash = payload_hash(
-        &body.payload.unwrap_or_default(),
+        &body.payload.clone().unwrap_or_default(),
         &record,
         &body.derivation_path,
     )?;
     if !body.expected_hashes.is_empty() && body.expected_hashes != [hash.to_vec()] {
         bail!("the request's expected hash differs from the message's; refusing to sign");
     }
-    let mut signers = Vec::new();
-    for s in &body.signers {
-        let id: [u8; 32] = s
-            .as_slice()
-            .try_into()
-            .map_err(|_| anyhow!("a signer id is not 32 bytes"))?;
-        signers.push(
-            record
-                .member(&id)
-                .cloned()
-                .ok_or_else(|| anyhow!("signer {} is not in the committee", short(&id)))?,
-        );
-    }
-    signers.sort_by_key(|m| m.id);
     let derivation = DerivationPath::parse(&body.derivation_path)?;
     let public_key = record.public.derive(&derivation)?;
-    let relay_ref = body
-        .relay
-        .ok_or_else(|| anyhow!("the request names no relay"))?;
     let relay = ctx.relay(&relay_ref.address).await?;
     let (_tx, mut rx) = mpsc::channel(1);
-    let (mut d, sig) = take_part_sign(
-        ctx,
-        relay,
-        &relay_ref.session_id,
-        held,
-        &signers,
-        hash,
-        derivation,
-        &mut rx,
-    )
-    .await?;
-    let _ = d.close().await;
+    let signers = plan.signers;
+    let (_, sig) = take_part_sign(ctx, relay, plan.roster, held, hash, derivation, &mut rx).await?;
     if !cosigner_tss::verify_ecdsa(&public_key, &hash, &sig.r, &sig.s) {
         bail!("the signature does not verify under the vault key");
     }
@@ -1379,67 +2068,32 @@ async fn join_reshare(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()>
     let req = api::ReshareRequest::decode(bytes).context("not a reshare request")?;
     let requester = check_request(RESHARE, &req.body, req.auth.as_ref())?;
     let body = api::ReshareBody::decode(req.body.as_slice()).context("request body")?;
-    let old = VaultRecord::decode(&body.old_vault).map_err(|e| anyhow!("{e}"))?;
-    if old.member(&requester).is_none() {
-        bail!(
-            "the request was signed by {}, who is not in the vault's committee",
-            short(&requester)
-        );
-    }
-    let api_new = body
-        .new_committee
-        .clone()
-        .ok_or_else(|| anyhow!("the request has no new committee"))?;
-    let (new_committee, new_members) = committee_from_api(&api_new).map_err(|e| anyhow!("{e}"))?;
-    let dealers: Vec<[u8; 32]> = body
-        .dealers
-        .iter()
-        .map(|d| {
-            d.as_slice()
-                .try_into()
-                .map_err(|_| anyhow!("a dealer id is not 32 bytes"))
-        })
-        .collect::<Result<_>>()?;
-    let mut participants = new_members.clone();
-    for d in &dealers {
-        if !participants.iter().any(|p| p.id == *d) {
-            participants.push(
-                old.member(d)
-                    .cloned()
-                    .ok_or_else(|| anyhow!("dealer {} is not an old member", short(d)))?,
-            );
-        }
-    }
-    participants.sort_by_key(|m| m.id);
+    ctx.check_usable(&body.vault_id, Use::Reshare)?;
+    // This party's own record when it holds the vault: the request's is only compared.
+    let held = ctx.file.held_current(&body.vault_id)?;
     let relay_ref = body
         .relay
-        .clone()
+        .as_ref()
         .ok_or_else(|| anyhow!("the request names no relay"))?;
-    let relay = ctx.relay(&relay_ref.address).await?;
-    let held = ctx.file.current(&body.vault_id).ok();
-    let params = ReshareParams {
-        old: old.public.clone(),
-        dealers: dealers.iter().map(|d| PartyId(*d)).collect(),
-        new_committee,
-        nonce: engine_nonce(&relay_ref.session_id),
-    };
-    let (_tx, mut rx) = mpsc::channel(1);
-    let record = take_part_reshare(
-        ctx,
-        relay,
-        &relay_ref.session_id,
-        participants,
-        params,
-        &dealers,
-        new_members,
-        held,
-        &old,
-        &mut rx,
+    let me = ctx.file.keys.member(&ctx.file.name);
+    let plan = roster::reshare(
+        &roster::ReshareRequest {
+            body: &req.body,
+            vault_id: &body.vault_id,
+            old_epoch: body.old_epoch,
+            old_vault: &body.old_vault,
+            endorsements: &body.old_vault_endorsements,
+            dealers: &body.dealers,
+            new_committee: body.new_committee.as_ref(),
+            relay_session: &relay_ref.session_id,
+            requester,
+        },
+        held.as_ref().map(|h| &h.record),
+        &me,
     )
-    .await?;
-    match record {
-        Some(r) => print_vault(&r, json),
-        None => println!("{}", json!({"vault_id": body.vault_id, "dealt": true})),
-    }
-    Ok(())
+    .map_err(|e| anyhow!("{e}"))?;
+    let relay = ctx.relay(&relay_ref.address).await?;
+    let (_tx, mut rx) = mpsc::channel(1);
+    let (_, part, end) = take_part_reshare(ctx, relay, plan, held, &mut rx).await?;
+    finish_reshare(ctx, part, &end, Vec::new(), json)
 }
