@@ -1527,7 +1527,8 @@ impl Ceremonies {
     }
 
     /// This party's public record of a vault, its endorsement and its signed commit report.
-    /// A party caller must be a member of the vault (as this party's record says).
+    /// A party caller must be a member of the vault (as this party's record says); a party
+    /// that holds nothing of it answers anyone with a report that says so.
     pub async fn vault_record(
         &self,
         caller: &Caller,
@@ -1554,7 +1555,37 @@ impl Ceremonies {
                 "a keygen or reshare of vault {vault:?} is running here; ask again when it has ended"
             )));
         }
-        let view = self.vaults.view(vault).await?;
+        let about = match body.about.len() {
+            0 => None,
+            32 => body.about.as_slice().try_into().ok(),
+            n => return Err(invalid("about", format!("{n} bytes; 32 or none"))),
+        };
+        let keys = self.me.keys();
+        let view = match self.vaults.view(vault).await {
+            Ok(v) => v,
+            // Holding nothing is an answer too: a keygen or reshare that never reached this
+            // party's commit must not wait for its report forever.
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                let commit = self.vaults.commit_state(vault).await?;
+                let report = Report::answer(
+                    &keys,
+                    vault,
+                    commit.as_ref(),
+                    Holding::default(),
+                    about,
+                    now_ms(),
+                );
+                return Ok(VaultRecordResponse {
+                    party_id: keys.party_id().to_vec(),
+                    record: Vec::new(),
+                    endorsement: None,
+                    commit_report: report.encode(),
+                    state: "none".into(),
+                    epoch: 0,
+                });
+            }
+            Err(s) => return Err(s),
+        };
         let record = view
             .record
             .ok_or_else(|| Status::not_found(format!("no vault {vault:?} here")))?;
@@ -1566,16 +1597,10 @@ impl Ceremonies {
                 short(&r)
             )));
         }
-        let keys = self.me.keys();
         let active = view.state == crate::vaults::State::Active;
         let epoch = match view.state {
             crate::vaults::State::Retired(e) => e,
             _ => record.epoch(),
-        };
-        let about = match body.about.len() {
-            0 => None,
-            32 => body.about.as_slice().try_into().ok(),
-            n => return Err(invalid("about", format!("{n} bytes; 32 or none"))),
         };
         let report = Report::answer(
             &keys,
@@ -1597,6 +1622,70 @@ impl Ceremonies {
             state: view.state.as_str().to_string(),
             epoch,
         })
+    }
+
+    /// Drops previous-epoch shares whose commit was certified more than
+    /// `ceremonies.drop_previous_after_secs` ago: the certificate shows every new party holds
+    /// the new epoch, so the old share only adds risk (a daemon never chosen as a signer,
+    /// or a retired dealer, would otherwise keep it for ever). Each drop is recorded.
+    pub async fn drop_stale_previous(&self) {
+        let Some(limit) = self.settings.drop_previous_after else {
+            return;
+        };
+        let ids = match self.vaults.ids().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e.message(), "timed drop of previous shares: cannot list the vaults");
+                return;
+            }
+        };
+        for vault in ids {
+            let Ok(slots) = self.vaults.slots(&vault).await else {
+                continue;
+            };
+            let Some(previous) = slots.previous else {
+                continue;
+            };
+            let Ok(Some(state)) = self.vaults.commit_state(&vault).await else {
+                continue;
+            };
+            let certified = matches!(state.phase, Phase::Committed | Phase::Retired)
+                && state.target.certificate(&state.received).is_some()
+                && previous < state.target.epoch
+                && slots.pending.is_none();
+            let age = now_ms().saturating_sub(state.updated_at_ms);
+            if !certified || age < limit.as_millis() as i64 {
+                continue;
+            }
+            // Not while a keygen or reshare of the vault runs here.
+            let Ok(_changing) = self.exclusive(&vault) else {
+                continue;
+            };
+            if let Err(e) = self.vaults.drop_previous(&vault).await {
+                tracing::warn!(vault, error = %e.message(), "could not drop the previous share");
+                continue;
+            }
+            let rec = Record {
+                vault_id: vault.clone(),
+                epoch: previous,
+                started_at_ms: now_ms(),
+                ended_at_ms: now_ms(),
+                result: Some(ResultRecord::Error(format!(
+                    "dropped {} s after the certified commit of epoch {} (ceremonies.drop_previous_after_secs)",
+                    age / 1000,
+                    state.target.epoch
+                ))),
+                ..Record::new(Kind::DropPrevious, Outcome::Succeeded)
+            };
+            if let Err(e) = blocking(&self.history, move |h| h.append(rec)).await {
+                tracing::error!(error = %e.message(), "could not record dropping the previous share");
+            }
+            tracing::info!(
+                vault,
+                dropped = previous,
+                "previous share dropped after the configured time"
+            );
+        }
     }
 
     pub async fn drop_previous(&self, caller: &Caller, vault: &str) -> Result<u64, Status> {

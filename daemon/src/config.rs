@@ -107,6 +107,9 @@ pub struct CeremonySettings {
     pub max_concurrent: usize,
     /// How far a request's timestamp may be from this daemon's clock.
     pub max_clock_skew: Duration,
+    /// How long after a certified commit the previous epoch's share is dropped even if
+    /// this daemon has not signed at the new epoch (None: only on a signature or by hand).
+    pub drop_previous_after: Option<Duration>,
 }
 
 /// How shares and identity keys are sealed.
@@ -267,6 +270,7 @@ struct RawCeremonies {
     round_timeout_secs: u64,
     max_concurrent: usize,
     max_clock_skew_secs: u64,
+    drop_previous_after_secs: u64,
 }
 
 impl Default for RawCeremonies {
@@ -276,6 +280,7 @@ impl Default for RawCeremonies {
             round_timeout_secs: 30,
             max_concurrent: 64,
             max_clock_skew_secs: 300,
+            drop_previous_after_secs: 7 * 86_400,
         }
     }
 }
@@ -684,11 +689,22 @@ fn validate_ceremonies(c: RawCeremonies) -> Result<CeremonySettings, ConfigError
             why: format!("{} is outside 1..=3600", c.max_clock_skew_secs),
         });
     }
+    if c.drop_previous_after_secs > 366 * 86_400 {
+        return Err(ConfigError::Invalid {
+            key: "ceremonies.drop_previous_after_secs",
+            why: format!(
+                "{} is more than a year (0 turns the timed drop off)",
+                c.drop_previous_after_secs
+            ),
+        });
+    }
     Ok(CeremonySettings {
         allowed_requesters: allowed,
         round_timeout: Duration::from_secs(c.round_timeout_secs),
         max_concurrent: c.max_concurrent,
         max_clock_skew: Duration::from_secs(c.max_clock_skew_secs),
+        drop_previous_after: (c.drop_previous_after_secs > 0)
+            .then(|| Duration::from_secs(c.drop_previous_after_secs)),
     })
 }
 

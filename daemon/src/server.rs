@@ -116,6 +116,10 @@ async fn start_core(
         tokio::task::spawn_blocking(move || Sealer::start_observed(backend, 64, Some(observer)))
             .await
             .map_err(|e| SealError::Tpm(format!("sealing start-up task failed: {e}")))??;
+    // Before anything is unsealed: the TPM must be the one this data directory started on.
+    if cosigner_seal::identity::check_primary(data_dir.path(), &sealer)? {
+        tracing::info!("pinned the TPM storage primary to this data directory");
+    }
     let (identity, created) = PartyIdentity::load_or_create(data_dir.path(), &sealer).await?;
     let party_id = identity.party_id();
     let party_hex: String = party_id.iter().map(|b| format!("{b:02x}")).collect();
@@ -184,6 +188,18 @@ async fn start_core(
         },
         metrics.clone(),
     ));
+    if let Some(limit) = config.ceremonies.drop_previous_after {
+        let c = ceremonies.clone();
+        // Checked at a quarter of the limit (between 1 s and 10 min).
+        let every = (limit / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                c.drop_stale_previous().await;
+            }
+        });
+    }
     if config.ceremonies.allowed_requesters.is_empty() {
         tracing::warn!(
             "ceremonies.allowed_requesters is empty: every keygen, sign and reshare request will be refused"

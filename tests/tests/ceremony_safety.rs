@@ -302,6 +302,34 @@ async fn a_dealer_that_left_the_committee_signs_nothing() {
     let out = ok(&sign(&s, &s.d1, &["device-1", "server-a"], "new committee"));
     verify_independently(&out, "new committee", &key);
     assert_eq!(out["epoch"], 1);
+
+    // The retired share does not stay for ever: with a 2-second limit after the certified
+    // commit, server-b drops it by itself and records that.
+    let mut b = s.b;
+    tokio::task::block_in_place(|| b.stop()).unwrap();
+    let config = std::fs::read_to_string(&b.config).unwrap();
+    std::fs::write(
+        &b.config,
+        config.replacen(
+            "[ceremonies]\n",
+            "[ceremonies]\ndrop_previous_after_secs = 2\n",
+            1,
+        ),
+    )
+    .unwrap();
+    b.respawn(&s.pki).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(b.data_dir.join("shares/v1/previous")).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retired share was kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        history_kinds(&b, &s.pki).contains(&("drop_previous".into(), "succeeded".into())),
+        "the drop is recorded"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

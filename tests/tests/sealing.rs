@@ -50,6 +50,37 @@ async fn the_identity_is_sealed_by_the_tpm_and_survives_restarts() {
     // was sealed with is the only one that opens it: covered in crates/seal).
     let file = std::fs::read(d.data_dir.join("identity")).unwrap();
     assert!(file.starts_with(b"CSEAL"));
+
+    // The data directory is pinned to its TPM's storage primary: started against another
+    // TPM (a replaced chip, a cleared owner hierarchy, something in the middle), the daemon
+    // refuses before it unseals anything.
+    assert!(d.data_dir.join("tpm-primary").exists());
+    stop(&mut d).await;
+    let other = cosigner_seal::swtpm::SwTpm::start(&tmp.path().join("other-tpm")).unwrap();
+    let moved = tmp.path().join("d").join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    let config = cosigner_tests::write_config(
+        &moved,
+        &pki,
+        "127.0.0.1:1".parse().unwrap(),
+        &d.data_dir,
+        "",
+        &cosigner_tests::tpm_seal(&other.tcti()),
+        "",
+    )
+    .unwrap();
+    let o = Command::new(bin("cosignerd"))
+        .arg("--config")
+        .arg(&config)
+        .env("TSS2_LOG", "all+NONE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not the one pinned") && err.contains("Nothing was unsealed"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

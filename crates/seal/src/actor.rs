@@ -74,6 +74,7 @@ enum Request {
 pub struct Sealer {
     tx: mpsc::Sender<Request>,
     kind: BackendKind,
+    primary_name: Option<Vec<u8>>,
 }
 
 impl Backend {
@@ -138,7 +139,11 @@ impl Sealer {
                 };
                 let mut backend = match backend {
                     Ok(b) => {
-                        let _ = ready_tx.send(Ok(()));
+                        let name = match &b {
+                            Backend::Tpm(t) => Some(t.primary_name().to_vec()),
+                            Backend::Software(_) => None,
+                        };
+                        let _ = ready_tx.send(Ok(name));
                         b
                     }
                     Err(e) => {
@@ -188,12 +193,21 @@ impl Sealer {
                 }
             })
             .map_err(|e| SealError::Tpm(format!("cannot start the sealing thread: {e}")))?;
-        ready_rx.recv().map_err(|_| SealError::Stopped)??;
-        Ok(Sealer { tx, kind })
+        let primary_name = ready_rx.recv().map_err(|_| SealError::Stopped)??;
+        Ok(Sealer {
+            tx,
+            kind,
+            primary_name,
+        })
     }
 
     pub fn kind(&self) -> BackendKind {
         self.kind
+    }
+
+    /// The TPM storage primary's name (None for the software sealer).
+    pub fn primary_name(&self) -> Option<&[u8]> {
+        self.primary_name.as_deref()
     }
 
     async fn ask<T>(

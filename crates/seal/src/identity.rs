@@ -130,3 +130,38 @@ impl Identity {
         }
     }
 }
+
+/// Pins the TPM's storage primary to the data directory: its name is written to
+/// `<data_dir>/tpm-primary` at the first start and compared at every later one, before
+/// anything is unsealed. Sessions are salted to that primary, so a different primary means
+/// another TPM, a cleared owner hierarchy, or something in the middle that would receive
+/// the unsealed keys; the daemon refuses to use it. Returns true when the pin was written
+/// now. The software sealer has no primary and nothing is pinned.
+pub fn check_primary(data_dir: &Path, sealer: &Sealer) -> Result<bool, SealError> {
+    let Some(name) = sealer.primary_name() else {
+        return Ok(false);
+    };
+    let path = data_dir.join("tpm-primary");
+    let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+    match fs::read_to_string(&path) {
+        Ok(pinned) if pinned.trim() == hex => Ok(false),
+        Ok(pinned) => Err(SealError::Tpm(format!(
+            "the TPM's storage primary ({hex}) is not the one pinned in {} at this data directory's first start ({}): this is another TPM, its owner hierarchy was cleared, or something stands between the daemon and the TPM. Nothing was unsealed. If the TPM was replaced on purpose, restore the vaults from backups into a fresh data directory",
+            path.display(),
+            pinned.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::slots::write_atomic(
+                data_dir,
+                "tpm-primary",
+                format!("{hex}\n").as_bytes(),
+                &|_| {},
+            )?;
+            Ok(true)
+        }
+        Err(e) => Err(SealError::Io {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        }),
+    }
+}

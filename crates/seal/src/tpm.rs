@@ -46,6 +46,10 @@ pub struct SealedKey {
 pub struct TpmBackend {
     ctx: Context,
     primary: KeyHandle,
+    /// The TPM name of the storage primary (a hash of its public area): the same TPM
+    /// re-creates the same primary from the fixed template, another TPM (or one in the
+    /// middle) cannot.
+    primary_name: Vec<u8>,
     pcrs: Vec<u8>,
 }
 
@@ -170,11 +174,22 @@ impl TpmBackend {
                 .map_err(|e| tpm_err("create the storage primary", e))
             })?
             .key_handle;
+        let primary_name = ctx
+            .tr_get_name(primary.into())
+            .map_err(|e| tpm_err("read the storage primary's name", e))?
+            .value()
+            .to_vec();
         Ok(TpmBackend {
             ctx,
             primary,
+            primary_name,
             pcrs: pcrs.to_vec(),
         })
+    }
+
+    /// The storage primary's TPM name (see [`crate::identity::check_primary`]).
+    pub fn primary_name(&self) -> &[u8] {
+        &self.primary_name
     }
 
     /// A session salted to the primary, with parameter encryption both ways.
