@@ -76,15 +76,20 @@ async fn a_party_killed_in_each_keygen_round_stops_the_others_and_the_next_keyge
         b_died_and_restarts(&mut s, point).await;
         names_server_b(&o, Some(&s.a), &s.pki, point);
         // Killed before its READY was sent but after it was recorded, server-b's report
-        // still completes the certificate: then everyone promotes. Before that point
-        // nobody kept anything.
+        // still completes the certificate if the others sent theirs: then everyone
+        // promotes; otherwise every new party reported none and everyone discards.
         repair_all(&s, &vault);
         let e = epochs(&s, &vault);
         assert!(
             e == [None, None, None] || e == [Some(0), Some(0), Some(0)],
             "{point}: the parties disagree about vault {vault}: {e:?}"
         );
-        assert_eq!(e[0].is_some(), point == "ready", "{point}: {e:?}");
+        // Before "ready" nobody recorded a commit. At "ready" it depends on whether
+        // device-1 had sent its own READY before it saw server-b fail: either way every
+        // party agrees.
+        if point != "ready" {
+            assert_eq!(e, [None, None, None], "{point}");
+        }
     }
     // The next keygen succeeds and its vault signs.
     let v = ok(&keygen_named(&s, "v1"));

@@ -489,7 +489,15 @@ pub fn decide(
     let mut reported: BTreeSet<[u8; 32]> = BTreeSet::new();
     let mut problems = Vec::new();
     for r in reports {
-        if r.vault_id != t.vault_id || !t.new_parties.contains(&r.party) || !r.verify() {
+        if r.vault_id != t.vault_id || !r.verify() {
+            continue;
+        }
+        // READYs are signed by their parties, so whoever holds them (a dealer that retired
+        // with the certificate, say) can show them.
+        if !t.new_parties.contains(&r.party) {
+            if r.context == Some(t.context) {
+                pool.extend(r.readies.iter());
+            }
             continue;
         }
         if r.context == Some(t.context) {
@@ -588,6 +596,34 @@ mod tests {
         let mut forged = all[0].clone();
         forged.epoch += 1;
         assert!(t.check(&forged).is_err());
+    }
+
+    #[test]
+    fn a_certificate_held_by_a_retired_dealer_is_evidence() {
+        let (keys, t) = setup(2);
+        let me = keys[0].party_id();
+        let mut mine = CommitState::new(t.clone(), Role::NewParty, None, 0);
+        mine.own_ready = Some(ready(&keys[0], &t));
+        mine.phase = Phase::InDoubt;
+        // A dealer outside the new committee saw both READYs and retired.
+        let dealer = PartyKeys::generate();
+        let mut d = CommitState::new(
+            CommitTarget {
+                record_hash: None,
+                ..t.clone()
+            },
+            Role::LeavingDealer,
+            Some(2),
+            0,
+        );
+        d.absorb([&ready(&keys[0], &t), &ready(&keys[1], &t)]);
+        d.phase = Phase::Retired;
+        let r = Report::sign(&dealer, "v", Some(&d), None, 0);
+        // Even with party 1 declared lost, the certificate wins over a discard.
+        assert!(matches!(
+            decide(&mine, &[r], &[keys[1].party_id()], me),
+            Decision::Promote(_)
+        ));
     }
 
     #[test]
