@@ -1006,14 +1006,7 @@ impl Ceremonies {
         };
         match self.vaults.drop_previous(vault).await {
             Ok(()) => {
-                let rec = Record {
-                    vault_id: vault.to_string(),
-                    epoch: previous,
-                    tls_identity: caller.uri.clone(),
-                    started_at_ms: now_ms(),
-                    ended_at_ms: now_ms(),
-                    ..Record::new(Kind::DropPrevious, Outcome::Succeeded)
-                };
+                let rec = drop_record(vault, previous, &caller.uri, None);
                 if let Err(e) = blocking(&self.history, move |h| h.append(rec)).await {
                     tracing::error!(error = %e.message(), "could not record dropping the previous share");
                 }
@@ -1665,18 +1658,12 @@ impl Ceremonies {
                 tracing::warn!(vault, error = %e.message(), "could not drop the previous share");
                 continue;
             }
-            let rec = Record {
-                vault_id: vault.clone(),
-                epoch: previous,
-                started_at_ms: now_ms(),
-                ended_at_ms: now_ms(),
-                result: Some(ResultRecord::Error(format!(
-                    "dropped {} s after the certified commit of epoch {} (ceremonies.drop_previous_after_secs)",
-                    age / 1000,
-                    state.target.epoch
-                ))),
-                ..Record::new(Kind::DropPrevious, Outcome::Succeeded)
-            };
+            let note = format!(
+                "dropped {} s after the certified commit of epoch {} (ceremonies.drop_previous_after_secs)",
+                age / 1000,
+                state.target.epoch
+            );
+            let rec = drop_record(&vault, previous, "", Some(note));
             if let Err(e) = blocking(&self.history, move |h| h.append(rec)).await {
                 tracing::error!(error = %e.message(), "could not record dropping the previous share");
             }
@@ -1697,16 +1684,22 @@ impl Ceremonies {
             )));
         };
         self.vaults.drop_previous(vault).await?;
-        let rec = Record {
-            vault_id: vault.to_string(),
-            epoch: previous,
-            tls_identity: caller.uri.clone(),
-            started_at_ms: now_ms(),
-            ended_at_ms: now_ms(),
-            ..Record::new(Kind::DropPrevious, Outcome::Succeeded)
-        };
+        let rec = drop_record(vault, previous, &caller.uri, None);
         blocking(&self.history, move |h| h.append(rec)).await?;
         Ok(previous)
+    }
+}
+
+/// The history entry for a dropped previous share (`note`: why, if not asked by a caller).
+fn drop_record(vault: &str, previous: u64, tls_identity: &str, note: Option<String>) -> Record {
+    Record {
+        vault_id: vault.to_string(),
+        epoch: previous,
+        tls_identity: tls_identity.to_string(),
+        started_at_ms: now_ms(),
+        ended_at_ms: now_ms(),
+        result: note.map(ResultRecord::Error),
+        ..Record::new(Kind::DropPrevious, Outcome::Succeeded)
     }
 }
 

@@ -116,6 +116,16 @@ pub fn seal(
     put_bytes(&mut out, clear)?;
     put_bytes(&mut out, &sealed_key.private)?;
     put_bytes(&mut out, &sealed_key.public)?;
+    encrypt_under_header(out, data_key, plaintext)
+}
+
+/// Appends a fresh nonce and `plaintext` encrypted under `data_key` to the header in
+/// `out`, which is authenticated as associated data.
+fn encrypt_under_header(
+    mut out: Vec<u8>,
+    data_key: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
     let header_len = out.len();
     let mut nonce = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -155,23 +165,7 @@ pub fn seal_legacy(
     out.extend(binding.epoch.to_be_bytes());
     put_bytes(&mut out, &sealed_key.private)?;
     put_bytes(&mut out, &sealed_key.public)?;
-    let header_len = out.len();
-    let mut nonce = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let cipher = Aes256Gcm::new_from_slice(data_key)
-        .map_err(|_| SealError::Format("bad key length".into()))?;
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: &out[..header_len],
-            },
-        )
-        .map_err(|_| SealError::Format("encryption failed".into()))?;
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    Ok(out)
+    encrypt_under_header(out, data_key, plaintext)
 }
 
 struct Reader<'a> {
