@@ -28,7 +28,8 @@ use std::time::Duration;
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_api::v1::*;
 use cosigner_history::{
-    CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, SignatureRecord, Summary,
+    BlameRecord, CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, SignatureRecord,
+    Summary,
 };
 use cosigner_policy::input::{self, Facts, Request, VaultFacts, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
@@ -128,6 +129,7 @@ fn drive_status(e: &DriveError) -> (Status, Outcome) {
         DriveError::EpochMismatch { .. } => (Status::failed_precondition(msg), Outcome::Failed),
         DriveError::Relay(_) => (Status::unavailable(msg), Outcome::Failed),
         DriveError::Panicked(_) => (Status::internal(msg), Outcome::Failed),
+        DriveError::Blamed { .. } => (Status::aborted(msg), Outcome::Aborted),
     }
 }
 
@@ -552,23 +554,44 @@ impl Ceremonies {
         Ok(receipt.seq)
     }
 
+    /// A ceremony that failed in the driver: recorded with the ABORT's evidence when it
+    /// ended with one, so the blame can be checked again from the history.
+    async fn fail_drive(&self, begun: &Begun, e: DriveError) -> Status {
+        let (status, outcome) = drive_status(&e);
+        let result = match e.blamed() {
+            None => ResultRecord::Error(status.message().to_string()),
+            Some(b) => ResultRecord::Blame(BlameRecord {
+                error: status.message().to_string(),
+                accuser: b.verdict.accuser.to_vec(),
+                accused: b.verdict.accused.map(|a| a.to_vec()).unwrap_or_default(),
+                finding: b.verdict.summary(),
+                abort: prost::Message::encode_to_vec(&b.abort),
+            }),
+        };
+        self.fail_with(begun, status, outcome, result).await
+    }
+
     async fn fail(&self, begun: &Begun, status: Status, outcome: Outcome) -> Status {
+        let result = ResultRecord::Error(status.message().to_string());
+        self.fail_with(begun, status, outcome, result).await
+    }
+
+    async fn fail_with(
+        &self,
+        begun: &Begun,
+        status: Status,
+        outcome: Outcome,
+        result: ResultRecord,
+    ) -> Status {
         tracing::warn!(
             kind = begun.record.kind.as_str(),
             vault = %begun.record.vault_id,
             session = %short(&begun.session),
             error = %status.message(),
+            blame = matches!(result, ResultRecord::Blame(_)),
             "ceremony failed"
         );
-        match self
-            .finish(
-                begun,
-                outcome,
-                Some(ResultRecord::Error(status.message().to_string())),
-                None,
-            )
-            .await
-        {
+        match self.finish(begun, outcome, Some(result), None).await {
             Ok(_) => status,
             Err(e) => e,
         }
@@ -769,10 +792,7 @@ impl Ceremonies {
         };
         let (mut d, share) = match run.await {
             Ok(v) => v,
-            Err(e) => {
-                let (s, o) = drive_status(&e);
-                return Err(self.fail(&begun, s, o).await);
-            }
+            Err(e) => return Err(self.fail_drive(&begun, e).await),
         };
         let held = match VaultRecord::new(share.public().clone(), members, now_ms(), 0)
             .and_then(|r| Held::new(r, share))
@@ -942,10 +962,7 @@ impl Ceremonies {
         };
         let sig = match run.await {
             Ok(s) => s,
-            Err(e) => {
-                let (s, o) = drive_status(&e);
-                return Err(self.fail(&begun, s, o).await);
-            }
+            Err(e) => return Err(self.fail_drive(&begun, e).await),
         };
         // Verified again here, independently of the engine's own check, before it leaves.
         if sig.public_key != expected_key
@@ -1166,10 +1183,7 @@ impl Ceremonies {
         };
         let (mut d, out) = match run.await {
             Ok(v) => v,
-            Err(e) => {
-                let (s, o) = drive_status(&e);
-                return Err(self.fail(&begun, s, o).await);
-            }
+            Err(e) => return Err(self.fail_drive(&begun, e).await),
         };
         let new_parties: Vec<[u8; 32]> = new_committee.parties().iter().map(|p| p.0).collect();
         let new_epoch = old_epoch + 1;

@@ -131,7 +131,17 @@ pub fn entry_to_proto(e: &Entry, hash: &[u8; 32]) -> pb::HistoryEntry {
         ),
         Some(ResultRecord::PublicKey(pk)) => (Vec::new(), pk.clone(), String::new()),
         Some(ResultRecord::Error(m)) => (Vec::new(), Vec::new(), m.clone()),
+        Some(ResultRecord::Blame(b)) => (Vec::new(), Vec::new(), b.error.clone()),
         None => (Vec::new(), Vec::new(), String::new()),
+    };
+    let blame = match &r.result {
+        Some(ResultRecord::Blame(b)) => Some(pb::Blame {
+            accuser: b.accuser.clone(),
+            accused: b.accused.clone(),
+            finding: b.finding.clone(),
+            abort_envelope: b.abort.clone(),
+        }),
+        _ => None,
     };
     pb::HistoryEntry {
         seq: e.seq,
@@ -180,6 +190,7 @@ pub fn entry_to_proto(e: &Entry, hash: &[u8; 32]) -> pb::HistoryEntry {
         prev_hash: e.prev_hash.to_vec(),
         entry_hash: hash.to_vec(),
         recorded_at_ms: e.at_ms,
+        blame,
     }
 }
 

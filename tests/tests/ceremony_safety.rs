@@ -7,7 +7,9 @@
 //! - parties shown different requests stop before round one (finding 1, roster hash);
 //! - a dealer that left the committee signs nothing with its old share (finding 3);
 //! - a share file rolled back to an older epoch is refused (finding 4, epoch floor);
-//! - a stale backup is refused when a peer knows a newer epoch (finding 4).
+//! - a stale backup is refused when a peer knows a newer epoch (finding 4);
+//! - a blamed dealer is named with its own signed messages, which every other party and
+//!   an operator check again (finding 6, blame evidence).
 
 mod common;
 
@@ -519,5 +521,202 @@ async fn a_forged_old_record_is_refused_by_a_party_joining_the_vault() {
         !history_kinds(&c, &s.pki)
             .iter()
             .any(|(k, _)| k == "reshare")
+    );
+}
+
+/// Mallory's reshare engine, honest except that its round-1 fragment to `victim` is off by
+/// one bit: it no longer matches mallory's commitments.
+struct BadDealer {
+    inner: cosigner_tss::Reshare,
+    victim: [u8; 32],
+}
+
+impl BadDealer {
+    fn tamper(
+        &self,
+        step: cosigner_tss::Step<cosigner_tss::ReshareOutput>,
+    ) -> cosigner_tss::Step<cosigner_tss::ReshareOutput> {
+        use cosigner_tss::{PartyId, Step};
+        let fix = |msgs: Vec<cosigner_tss::Message>| {
+            msgs.into_iter()
+                .map(|mut m| {
+                    if m.round == 1 && m.to == Some(PartyId(self.victim)) {
+                        let last = m.body.len() - 1;
+                        m.body[last] ^= 1;
+                    }
+                    m
+                })
+                .collect()
+        };
+        match step {
+            Step::Continue(m) => Step::Continue(fix(m)),
+            Step::Done(v, m) => Step::Done(v, fix(m)),
+        }
+    }
+}
+
+impl cosigner_tss::Ceremony for BadDealer {
+    type Output = cosigner_tss::ReshareOutput;
+    fn session(&self) -> cosigner_tss::SessionId {
+        self.inner.session()
+    }
+    fn me(&self) -> cosigner_tss::PartyId {
+        self.inner.me()
+    }
+    fn start(&mut self) -> Result<cosigner_tss::Step<Self::Output>, cosigner_tss::TssError> {
+        let s = self.inner.start()?;
+        Ok(self.tamper(s))
+    }
+    fn handle(
+        &mut self,
+        msg: cosigner_tss::Message,
+    ) -> Result<cosigner_tss::Step<Self::Output>, cosigner_tss::TssError> {
+        let s = self.inner.handle(msg)?;
+        Ok(self.tamper(s))
+    }
+    fn waiting_for(&self) -> Vec<cosigner_tss::PartyId> {
+        self.inner.waiting_for()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blamed_dealer_is_named_with_its_own_signed_messages_as_evidence() {
+    use cosigner_relay::roster::{Roster, RosterKind, request_digest};
+    use cosigner_relay::{Driver, Hello, SessionSpec};
+    use cosigner_tss::{Committee, PartyId, Reshare, ReshareParams};
+
+    // Mallory joins a reshare of v1 (dealers server-a and server-b, new committee
+    // {server-a, server-b, mallory}, 2-of-3) and deals server-a a bad fragment.
+    let (s, m, old) = vault_with_mallory().await;
+    let a_id = id_of(&old, "server-a");
+    let b_id = id_of(&old, "server-b");
+    let mut members: Vec<Member> = old
+        .members
+        .iter()
+        .filter(|x| x.id == a_id || x.id == b_id)
+        .cloned()
+        .collect();
+    members.push(m.member("mallory"));
+    members.sort_by_key(|x| x.id);
+    let mut dealers = vec![a_id, b_id];
+    dealers.sort();
+    let session = vec![0x5bu8; 32];
+    new_session(&s, &session, &members).await;
+    let relay = format!("https://{}", s.a.addr);
+    let req = reshare_request(&m, &old, &members, 2, &dealers, &relay, &session);
+    let roster = Roster {
+        kind: RosterKind::Reshare,
+        vault_id: "v1".into(),
+        relay_session: session.clone(),
+        request_digest: request_digest(&req.body),
+        epoch: old.epoch(),
+        threshold: 2,
+        old_threshold: old.public.committee.threshold(),
+        dealers: dealers.clone(),
+        committee: members.iter().map(|x| x.id).collect(),
+        participants: members.clone(),
+    };
+    let ca = CosignerClient::new(s.pki.channel(s.a.addr, Some("device-1")).await.unwrap());
+    let cb = CosignerClient::new(s.pki.channel(s.b.addr, Some("device-1")).await.unwrap());
+    let (to_a, to_b) = (req.clone(), req);
+    let mallory = async {
+        let ch = s.pki.channel(s.a.addr, Some("device-1")).await.unwrap();
+        let mut d = Driver::open(
+            RelayClient::new(ch),
+            m.clone(),
+            SessionSpec {
+                roster,
+                round_timeout: std::time::Duration::from_secs(20),
+                fault: None,
+            },
+        )
+        .await
+        .unwrap();
+        d.hello(
+            Hello {
+                epoch: None,
+                pending: None,
+            },
+            &|_| None,
+        )
+        .await
+        .unwrap();
+        let params = ReshareParams {
+            old: old.public.clone(),
+            dealers: dealers.iter().map(|x| PartyId(*x)).collect(),
+            new_committee: Committee::new(2, members.iter().map(|x| PartyId(x.id))).unwrap(),
+            nonce: d.engine_nonce().unwrap(),
+        };
+        let inner = Reshare::new(params, PartyId(m.party_id()), None).unwrap();
+        d.run(BadDealer {
+            inner,
+            victim: a_id,
+        })
+        .await
+    };
+    let (ra, rb, rm) = tokio::join!(
+        async move { ca.clone().reshare(to_a).await },
+        async move { cb.clone().reshare(to_b).await },
+        mallory
+    );
+    let mallory_hex = hex(&m.party_id());
+    let short_m = &mallory_hex[..8];
+    // server-a found the bad fragment; server-b stopped on a's ABORT and checked the
+    // evidence itself; mallory's own driver heard the same.
+    let ea = ra.expect_err("server-a took a bad fragment");
+    let eb = rb.expect_err("server-b went on after an ABORT");
+    assert!(
+        ea.message().contains("does not match its commitments") && ea.message().contains("upheld"),
+        "server-a: {}",
+        ea.message()
+    );
+    assert!(
+        eb.message().contains("server-a") && eb.message().contains("upheld"),
+        "server-b: {}",
+        eb.message()
+    );
+    assert!(rm.is_err(), "mallory's ceremony cannot complete");
+    // Each daemon recorded the ABORT whole; an operator checks it again from either
+    // history, without trusting the daemon or the accuser.
+    for (who, d) in [("server-a", &s.a), ("server-b", &s.b)] {
+        let list = ok(&d.ctl(
+            &s.pki,
+            "admin",
+            &[
+                "history", "list", "--json", "--kind", "reshare", "--limit", "1",
+            ],
+        ));
+        let seq = list["seq"].as_u64().unwrap();
+        assert_eq!(list["outcome"], "aborted", "{who}: {list}");
+        assert_eq!(
+            list["blame"]["accused"],
+            mallory_hex.as_str(),
+            "{who}: {list}"
+        );
+        let out = d.ctl(
+            &s.pki,
+            "admin",
+            &["history", "blame", &seq.to_string(), "--json"],
+        );
+        let v = ok(&out);
+        assert_eq!(v["finding"], "upheld", "{who}: {v}");
+        assert_eq!(v["accused"], mallory_hex.as_str(), "{who}: {v}");
+        assert_eq!(v["accuser"], hex(&a_id).as_str(), "{who}: {v}");
+        assert!(
+            v["summary"].as_str().unwrap().contains(short_m),
+            "{who}: {v}"
+        );
+        // The vault is untouched: still epoch 0, nothing pending.
+        let vault = show_vault(d, &s.pki, "v1");
+        assert_eq!(vault["epoch"], 0, "{who}: {vault}");
+        assert!(vault["slots"]["pending_epoch"].is_null(), "{who}: {vault}");
+    }
+    // An entry without evidence is refused by name.
+    let out = s.a.ctl(&s.pki, "admin", &["history", "blame", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no blame evidence"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -37,6 +37,18 @@ pub enum HistoryCommand {
     },
     /// Walk the hash chain; exits 1 and names the first bad entry if it does not match.
     Verify,
+    /// Check again, here, the evidence of an ABORT that blamed a party (an entry whose
+    /// `blame` is set): the accused's own signatures decide, not the accuser's word or
+    /// this daemon's. Prints JSON; exits 1 when the evidence does not hold.
+    Blame {
+        seq: u64,
+        /// Also write the signed ABORT envelope (protobuf) to FILE, for others to check.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// One line of JSON instead of indented JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every matching entry, oldest first, as JSON lines.
     Export {
         #[command(flatten)]
@@ -186,6 +198,9 @@ pub(crate) fn entry_json(e: &pb::HistoryEntry) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "public_key": hex(&e.public_key),
         "error": e.error,
+        "blame": e.blame.as_ref().map(|b| serde_json::json!({
+            "accuser": hex(&b.accuser), "accused": hex(&b.accused), "finding": b.finding,
+        })),
         "nonce": hex(&e.nonce),
         "prev_hash": hex(&e.prev_hash),
         "entry_hash": hex(&e.entry_hash),
@@ -296,6 +311,52 @@ pub async fn run(channel: Channel, cmd: HistoryCommand) -> Result<ExitCode> {
                 );
                 Ok(ExitCode::FAILURE)
             }
+        }
+        HistoryCommand::Blame { seq, out, json } => {
+            let e = client
+                .get_history_entry(pb::GetHistoryEntryRequest { seq })
+                .await?
+                .into_inner();
+            let b = e.blame.with_context(|| {
+                format!("entry {seq} carries no blame evidence (only ceremonies that ended with an ABORT blaming a party do)")
+            })?;
+            if let Some(p) = &out {
+                std::fs::write(p, &b.abort_envelope)
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            let env = <pb::Envelope as prost::Message>::decode(b.abort_envelope.as_slice())
+                .context("the stored ABORT is not an envelope")?;
+            let v = cosigner_relay::blame::judge(&env, None)
+                .map_err(|e| anyhow::anyhow!("the stored ABORT: {e}"))?;
+            use cosigner_relay::blame::Finding;
+            let (finding, detail) = match &v.finding {
+                Finding::NoEvidence => ("no_evidence", String::new()),
+                Finding::Upheld(d) => ("upheld", d.clone()),
+                Finding::Authentic => ("authentic", String::new()),
+                Finding::Rejected(d) => ("rejected", d.clone()),
+            };
+            let report = serde_json::json!({
+                    "seq": seq,
+                    "accuser": hex(&v.accuser),
+                    "accused": v.accused.map(|a| hex(&a)),
+                    "claim": v.claim,
+                    "exhibits": v.exhibits,
+                    "truncated": v.truncated,
+                    "finding": finding,
+                    "detail": detail,
+                    "summary": v.summary(),
+                    "daemon_finding": b.finding,
+            });
+            if json {
+                println!("{report}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report).context("JSON")?);
+            }
+            Ok(if matches!(v.finding, Finding::Rejected(_)) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         HistoryCommand::Export { filter, output } => {
             let mut stream = client

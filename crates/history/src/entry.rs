@@ -143,6 +143,23 @@ pub enum ResultRecord {
     Signatures(Vec<SignatureRecord>),
     PublicKey(Vec<u8>),
     Error(String),
+    /// A failure that ended with an ABORT carrying evidence against a party. Added last, so
+    /// entries written before it decode unchanged.
+    Blame(BlameRecord),
+}
+
+/// An ABORT with evidence, kept whole so an operator can check the blame again later
+/// without trusting this daemon (`cosignerctl history blame`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlameRecord {
+    /// The error, as the caller was told.
+    pub error: String,
+    pub accuser: Vec<u8>,
+    pub accused: Vec<u8>,
+    /// What checking the evidence found, when the daemon recorded it.
+    pub finding: String,
+    /// The signed ABORT envelope (protobuf), evidence included.
+    pub abort: Vec<u8>,
 }
 
 /// The caller's part of an entry: everything except what the store assigns.
@@ -241,6 +258,13 @@ impl Entry {
             }),
             Some(ResultRecord::PublicKey(pk)) => serde_json::json!({ "public_key": hex(pk) }),
             Some(ResultRecord::Error(e)) => serde_json::json!({ "error": e }),
+            Some(ResultRecord::Blame(b)) => serde_json::json!({
+                "error": b.error,
+                "blame": {
+                    "accuser": hex(&b.accuser), "accused": hex(&b.accused),
+                    "finding": b.finding, "abort_envelope": hex(&b.abort),
+                },
+            }),
         };
         serde_json::json!({
             "seq": self.seq,

@@ -19,8 +19,8 @@ mod keys;
 mod store;
 
 pub use entry::{
-    CommitteeRecord, Entry, Kind, Outcome, PolicyRecord, Record, ResultRecord, SignatureRecord,
-    Summary,
+    BlameRecord, CommitteeRecord, Entry, Kind, Outcome, PolicyRecord, Record, ResultRecord,
+    SignatureRecord, Summary,
 };
 pub use store::{
     Aggregates, Clock, History, HistoryError, Page, Pruned, Query, Receipt, Verification,

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
+use crate::blame::{AbortMessage, Blamed, Claim, Evidence, Received, judge};
 use crate::commit::{CommitTarget, ReadyStatement};
 use crate::envelope::{EnvelopeError, Opened, Opener, seal};
 use crate::keys::{Member, PartyKeys, short};
@@ -50,8 +51,13 @@ pub enum DriveError {
     Envelope(#[from] EnvelopeError),
     #[error("ceremony: {0}")]
     Engine(#[from] TssError),
-    #[error("{party} aborted the ceremony: {reason}")]
-    Aborted { party: String, reason: String },
+    #[error("{party} aborted the ceremony: {reason}{}", if evidence.is_empty() { String::new() } else { format!(" ({evidence})") })]
+    Aborted {
+        party: String,
+        reason: String,
+        /// What checking the ABORT's evidence found ([`crate::blame::Verdict::summary`]).
+        evidence: String,
+    },
     #[error("timed out after {secs} s {stage}, waiting for {waiting}")]
     Timeout {
         secs: u64,
@@ -77,12 +83,38 @@ pub enum DriveError {
     Ready { party: String, detail: String },
     #[error("the threshold engine failed internally (a bug; the ceremony is abandoned): {0}")]
     Panicked(String),
+    /// A failure that ended with an ABORT carrying evidence against a party (sent or
+    /// received), and what checking that evidence found.
+    #[error("{error}{}", blamed_suffix(error, blamed))]
+    Blamed {
+        error: Box<DriveError>,
+        blamed: Box<Blamed>,
+    },
+}
+
+/// The verdict, unless the error's text already carries it (a received ABORT).
+fn blamed_suffix(error: &DriveError, blamed: &Blamed) -> String {
+    match error {
+        DriveError::Aborted { .. } => String::new(),
+        _ => format!(
+            " (this party's ABORT forwards the evidence: {})",
+            blamed.verdict.summary()
+        ),
+    }
 }
 
 impl DriveError {
     /// True when the error came from another party's ABORT (no need to abort again).
     fn is_remote_abort(&self) -> bool {
-        matches!(self, DriveError::Aborted { .. })
+        matches!(self, DriveError::Aborted { .. } | DriveError::Blamed { .. })
+    }
+
+    /// The ABORT with evidence this failure ended with, if any.
+    pub fn blamed(&self) -> Option<&Blamed> {
+        match self {
+            DriveError::Blamed { blamed, .. } => Some(blamed),
+            _ => None,
+        }
     }
 }
 
@@ -113,11 +145,11 @@ pub struct Hello {
 
 /// The HELLO on the wire (signed by the envelope).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-struct HelloMessage {
-    roster_hash: [u8; 32],
-    encryption_key: [u8; 32],
-    fresh: [u8; 32],
-    state: Hello,
+pub(crate) struct HelloMessage {
+    pub(crate) roster_hash: [u8; 32],
+    pub(crate) encryption_key: [u8; 32],
+    pub(crate) fresh: [u8; 32],
+    pub(crate) state: Hello,
 }
 
 /// Called with the name of each point a party reaches ("hello", "round-1", ..., "ready")
@@ -165,6 +197,14 @@ pub struct Driver {
     readies: BTreeMap<[u8; 32], ReadyStatement>,
     fault: Option<FaultHook>,
     last_round_posted: u32,
+    /// The participant list (for evidence) and every participant's signed HELLO.
+    roster: Roster,
+    hello_envelopes: BTreeMap<[u8; 32], Envelope>,
+    /// Every protocol envelope received, by sender, with its message key: the evidence an
+    /// ABORT carries if that sender's messages make the engine stop.
+    received: BTreeMap<[u8; 32], Vec<Received>>,
+    /// The ABORT with evidence that ended the ceremony (sent or received), once checked.
+    blamed: Option<Blamed>,
 }
 
 fn now_ms() -> i64 {
@@ -218,6 +258,7 @@ impl Driver {
             Some(_) => {}
         }
         let session = roster.relay_session.clone();
+        let kept_roster = roster.clone();
         let stream = client
             .subscribe(subscription(&keys, &session, 0))
             .await
@@ -244,7 +285,17 @@ impl Driver {
             readies: BTreeMap::new(),
             fault: spec.fault,
             last_round_posted: 0,
+            roster: kept_roster,
+            hello_envelopes: BTreeMap::new(),
+            received: BTreeMap::new(),
+            blamed: None,
         })
+    }
+
+    /// The ABORT with evidence that ended this ceremony, sent or received, and what
+    /// checking it found: for the history, so an operator can check the blame again.
+    pub fn blamed(&self) -> Option<&Blamed> {
+        self.blamed.as_ref()
     }
 
     pub fn me(&self) -> [u8; 32] {
@@ -297,7 +348,7 @@ impl Driver {
         round: u32,
         kind: EnvelopeKind,
         payload: &[u8],
-    ) -> Result<(), DriveError> {
+    ) -> Result<Envelope, DriveError> {
         match kind {
             EnvelopeKind::Hello => self.fault("hello"),
             EnvelopeKind::Ready => self.fault("ready"),
@@ -329,23 +380,69 @@ impl Driver {
         )?;
         self.client
             .post(PostRequest {
-                envelope: Some(env),
+                envelope: Some(env.clone()),
             })
             .await
             .map_err(|s| relay_err("post", s))?;
-        Ok(())
+        Ok(env)
     }
 
     /// Broadcasts a signed ABORT (best effort: the relay may be what failed).
     pub async fn abort(&mut self, reason: &str) {
-        let reason = sanitize(reason);
-        let post = self.post(None, 0, EnvelopeKind::Abort, reason.as_bytes());
-        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(Duration::from_secs(2), post)
-            .await
-            .map_err(|_| DriveError::Relay("timed out".into()))
-        {
-            tracing::debug!(error = %e, "could not post the abort");
+        self.abort_with(reason, None).await;
+    }
+
+    /// An ABORT, with evidence against the party whose messages made this one stop.
+    async fn abort_with(&mut self, reason: &str, evidence: Option<Evidence>) {
+        let msg = AbortMessage {
+            reason: sanitize(reason),
+            evidence,
+        };
+        let with_evidence = msg.evidence.is_some();
+        let payload = msg.encode();
+        let post = self.post(None, 0, EnvelopeKind::Abort, &payload);
+        match tokio::time::timeout(Duration::from_secs(2), post).await {
+            Ok(Ok(env)) if with_evidence => {
+                // Judged like anyone else would: what this party records is what others see.
+                if let Ok(verdict) = judge(&env, Some(&self.roster_hash)) {
+                    self.blamed = Some(Blamed {
+                        abort: env,
+                        verdict,
+                    });
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "could not post the abort"),
+            Err(_) => tracing::debug!("could not post the abort: timed out"),
         }
+    }
+
+    /// Evidence for an engine error that names another participant whose HELLO arrived.
+    fn evidence_for(&self, e: &DriveError) -> Option<Evidence> {
+        let DriveError::Engine(t) = e else {
+            return None;
+        };
+        let accused = t.accused()?.0;
+        if accused == self.me() {
+            return None;
+        }
+        let hello = self.hello_envelopes.get(&accused)?;
+        let claim = match t {
+            TssError::BadFragment { .. } => Claim::BadFragment,
+            other => Claim::Other(other.to_string()),
+        };
+        let received = self
+            .received
+            .get(&accused)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        Some(Evidence::new(
+            accused,
+            claim,
+            self.roster.clone(),
+            hello,
+            received,
+        ))
     }
 
     /// Ends the session on the relay (the coordinator does this when everyone is done).
@@ -368,14 +465,48 @@ impl Driver {
         Ok(())
     }
 
-    /// Opens one envelope; an ABORT ends the ceremony.
+    /// Opens one envelope; an ABORT ends the ceremony. Keeps what may become evidence: the
+    /// signed HELLOs and every protocol envelope with its message key.
     fn open_one(&mut self, env: &Envelope) -> Result<Opened, DriveError> {
         let opened = self.opener.open(env)?;
         match opened.kind {
-            EnvelopeKind::Abort => Err(DriveError::Aborted {
-                party: self.who(&opened.sender),
-                reason: sanitize(&String::from_utf8_lossy(&opened.payload)),
-            }),
+            EnvelopeKind::Abort => {
+                let (reason, evidence) = match AbortMessage::decode(&opened.payload) {
+                    Ok(m) => {
+                        let verdict = judge(env, Some(&self.roster_hash));
+                        let summary = match &verdict {
+                            Ok(v) if m.evidence.is_some() => v.summary(),
+                            Ok(_) => String::new(),
+                            Err(e) => format!("its evidence is {e}"),
+                        };
+                        if let (Ok(verdict), Some(_)) = (verdict, &m.evidence) {
+                            self.blamed = Some(Blamed {
+                                abort: env.clone(),
+                                verdict,
+                            });
+                        }
+                        (m.reason, summary)
+                    }
+                    Err(e) => (format!("(an unreadable ABORT: {e})"), String::new()),
+                };
+                Err(DriveError::Aborted {
+                    party: self.who(&opened.sender),
+                    reason: sanitize(&reason),
+                    evidence,
+                })
+            }
+            EnvelopeKind::Hello => {
+                self.hello_envelopes.insert(opened.sender, env.clone());
+                Ok(opened)
+            }
+            EnvelopeKind::Protocol => {
+                let key = opened.key.as_deref().copied();
+                self.received
+                    .entry(opened.sender)
+                    .or_default()
+                    .push((env.clone(), key));
+                Ok(opened)
+            }
             _ => Ok(opened),
         }
     }
@@ -419,13 +550,21 @@ impl Driver {
 
     /// Runs `f`, and on a local failure tells everyone else.
     async fn guarded<T>(&mut self, r: Result<T, DriveError>) -> Result<T, DriveError> {
-        if let Err(e) = &r
-            && !e.is_remote_abort()
-        {
+        let Err(e) = r else {
+            return r;
+        };
+        if !e.is_remote_abort() {
             let reason = format!("{} failed: {e}", self.who(&self.me()));
-            self.abort(&reason).await;
+            let evidence = self.evidence_for(&e);
+            self.abort_with(&reason, evidence).await;
         }
-        r
+        Err(match (&e, &self.blamed) {
+            (DriveError::Blamed { .. }, _) | (_, None) => e,
+            (_, Some(b)) => DriveError::Blamed {
+                error: Box::new(e),
+                blamed: Box::new(b.clone()),
+            },
+        })
     }
 
     /// Sends this party's HELLO and waits for everyone's; checks that every participant
@@ -453,7 +592,8 @@ impl Driver {
             state: mine,
         };
         let payload = postcard::to_allocvec(&msg).unwrap_or_default();
-        self.post(None, 0, EnvelopeKind::Hello, &payload).await?;
+        let sent = self.post(None, 0, EnvelopeKind::Hello, &payload).await?;
+        self.hello_envelopes.insert(me, sent);
         self.hellos.insert(me, mine);
         let mut fresh: BTreeMap<[u8; 32], [u8; 32]> = BTreeMap::new();
         fresh.insert(me, self.fresh);

@@ -4,9 +4,18 @@
 //! everything that routes it (version, session, sender, recipient, round, counter, the full
 //! kind) and its payload, and point-to-point payloads are encrypted to the recipient.
 //! Encryption: X25519 between the two parties' keys, HKDF-SHA256 with the session id as salt
-//! and, in the info, the *ceremony context* and both ids, then ChaCha20-Poly1305 with the
-//! per-sender counter as nonce and the routing header as associated data. The signature
-//! covers the ciphertext, so a receiver checks who sent it before it decrypts anything.
+//! and, in the info, the *ceremony context*, both ids and the per-sender counter, which gives
+//! every message its own key; then ChaCha20-Poly1305 with the counter as nonce and the
+//! routing header as associated data. The payload starts with a commitment to that message
+//! key (SHA-256 under a tag), and the signature covers commitment and ciphertext, so a
+//! receiver checks who sent it before it decrypts anything.
+//!
+//! One key per message, committed to by the sender's signature, is what makes a blame
+//! checkable ([`crate::blame`]): a receiver that accuses a sender reveals the keys of the
+//! accused's messages to it, and anyone can then check that the accused signed exactly those
+//! bytes and what they say, without learning the long-term X25519 secret or any other
+//! message. ChaCha20-Poly1305 alone does not commit to its key (a sender could craft a
+//! ciphertext that opens under two keys); the signed commitment removes that ambiguity.
 //!
 //! The ceremony context is a hash of the participant list and of a fresh random value that
 //! every participant announced in its signed HELLO (see [`crate::driver`]). Counters restart
@@ -25,15 +34,18 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use cosigner_api::v1::{Envelope, EnvelopeKind};
 use hkdf::Hkdf;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use x25519_dalek::PublicKey as XPublic;
 use zeroize::Zeroizing;
 
 use crate::keys::{Member, PartyKeys, short, verify};
 
-pub const ENVELOPE_VERSION: u32 = 2;
+pub const ENVELOPE_VERSION: u32 = 3;
 const SIGN_TAG: &[u8] = b"cosigner/v1/envelope";
-const KDF_INFO: &[u8] = b"cosigner/v2/p2p";
+const KDF_INFO: &[u8] = b"cosigner/v3/p2p";
+const KEY_COMMIT_TAG: &[u8] = b"cosigner/v3/key-commitment";
+/// Length of the key commitment that starts every point-to-point payload.
+pub const KEY_COMMITMENT_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
@@ -93,9 +105,9 @@ fn header(
     out
 }
 
-/// What the signature covers: the header, then the payload.
-pub fn signed_bytes(env: &Envelope) -> Vec<u8> {
-    let mut out = header(
+/// The header of an envelope as it arrived.
+fn header_of(env: &Envelope) -> Vec<u8> {
+    header(
         env.version,
         &env.session_id,
         &env.sender,
@@ -103,7 +115,12 @@ pub fn signed_bytes(env: &Envelope) -> Vec<u8> {
         env.round,
         env.counter,
         env.kind,
-    );
+    )
+}
+
+/// What the signature covers: the header, then the payload.
+pub fn signed_bytes(env: &Envelope) -> Vec<u8> {
+    let mut out = header_of(env);
     out.extend_from_slice(&env.payload);
     out
 }
@@ -116,14 +133,16 @@ pub fn signature_ok(env: &Envelope) -> bool {
     }
 }
 
-fn p2p_cipher(
+/// The key of one point-to-point message (`counter` from `sender` to `recipient`).
+fn message_key(
     keys: &PartyKeys,
     their_key: &[u8; 32],
     session: &[u8],
     context: &[u8; 32],
     sender: &[u8; 32],
     recipient: &[u8; 32],
-) -> Option<ChaCha20Poly1305> {
+    counter: u64,
+) -> Option<Zeroizing<[u8; 32]>> {
     let shared = keys
         .encryption_secret()
         .diffie_hellman(&XPublic::from(*their_key));
@@ -131,14 +150,47 @@ fn p2p_cipher(
         return None; // a low-order public key: refuse rather than encrypt under a known key
     }
     let hk = Hkdf::<Sha256>::new(Some(session), shared.as_bytes());
-    let mut info = Vec::with_capacity(KDF_INFO.len() + 96);
+    let mut info = Vec::with_capacity(KDF_INFO.len() + 104);
     info.extend_from_slice(KDF_INFO);
     info.extend_from_slice(context);
     info.extend_from_slice(sender);
     info.extend_from_slice(recipient);
+    info.extend_from_slice(&counter.to_be_bytes());
     let mut key = Zeroizing::new([0u8; 32]);
     hk.expand(&info, key.as_mut()).ok()?;
-    Some(ChaCha20Poly1305::new(Key::from_slice(key.as_ref())))
+    Some(key)
+}
+
+/// What a sender signs in place of the key: SHA-256 over a tag and the message key.
+pub fn key_commitment(key: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(KEY_COMMIT_TAG);
+    h.update(key);
+    h.finalize().into()
+}
+
+/// Opens a point-to-point payload with its message key: the key must match the commitment
+/// the sender signed, and the ciphertext must authenticate under it and `env`'s header.
+/// Used by the receiver and, with a revealed key, by whoever checks a blame.
+pub fn open_with_key(env: &Envelope, key: &[u8; 32]) -> Option<Zeroizing<Vec<u8>>> {
+    if env.payload.len() < KEY_COMMITMENT_LEN {
+        return None;
+    }
+    let (commitment, ciphertext) = env.payload.split_at(KEY_COMMITMENT_LEN);
+    if commitment != key_commitment(key).as_slice() {
+        return None;
+    }
+    let aad = header_of(env);
+    ChaCha20Poly1305::new(Key::from_slice(key))
+        .decrypt(
+            &nonce(env.counter),
+            Payload {
+                msg: ciphertext,
+                aad: &aad,
+            },
+        )
+        .ok()
+        .map(Zeroizing::new)
 }
 
 fn nonce(counter: u64) -> Nonce {
@@ -167,11 +219,19 @@ pub fn seal(
         None => plaintext.to_vec(),
         Some(m) => {
             let context = context.ok_or(EnvelopeError::NoContext)?;
-            let cipher = p2p_cipher(keys, &m.encryption_key, session, context, &me, &m.id)
-                .ok_or_else(|| EnvelopeError::Malformed {
-                    sender: short(&m.id),
-                    detail: "its encryption key is not a usable X25519 key".into(),
-                })?;
+            let key = message_key(
+                keys,
+                &m.encryption_key,
+                session,
+                context,
+                &me,
+                &m.id,
+                counter,
+            )
+            .ok_or_else(|| EnvelopeError::Malformed {
+                sender: short(&m.id),
+                detail: "its encryption key is not a usable X25519 key".into(),
+            })?;
             let aad = header(
                 ENVELOPE_VERSION,
                 session,
@@ -181,7 +241,7 @@ pub fn seal(
                 counter,
                 kind,
             );
-            cipher
+            let ciphertext = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()))
                 .encrypt(
                     &nonce(counter),
                     Payload {
@@ -192,7 +252,11 @@ pub fn seal(
                 .map_err(|_| EnvelopeError::Malformed {
                     sender: short(&me),
                     detail: "encryption failed".into(),
-                })?
+                })?;
+            let mut out = Vec::with_capacity(KEY_COMMITMENT_LEN + ciphertext.len());
+            out.extend_from_slice(&key_commitment(&key));
+            out.extend_from_slice(&ciphertext);
+            out
         }
     };
     let mut env = Envelope {
@@ -218,6 +282,8 @@ pub struct Opened {
     pub round: u32,
     pub broadcast: bool,
     pub payload: Zeroizing<Vec<u8>>,
+    /// Point-to-point: the message key, revealed only as evidence against the sender.
+    pub key: Option<Zeroizing<[u8; 32]>>,
 }
 
 /// The receiving side of one session.
@@ -307,43 +373,26 @@ impl Opener {
                 last,
             });
         }
-        let payload = if broadcast {
-            Zeroizing::new(env.payload.clone())
+        let (payload, key) = if broadcast {
+            (Zeroizing::new(env.payload.clone()), None)
         } else {
             let context = self.context.as_ref().ok_or(EnvelopeError::NoContext)?;
-            let cipher = p2p_cipher(
+            let key = message_key(
                 &self.keys,
                 &member.encryption_key,
                 &self.session,
                 context,
                 &sender,
                 &me,
+                env.counter,
             )
             .ok_or_else(|| EnvelopeError::Decrypt {
                 sender: sender_short.clone(),
             })?;
-            let aad = header(
-                env.version,
-                &env.session_id,
-                &env.sender,
-                &env.recipient,
-                env.round,
-                env.counter,
-                env.kind,
-            );
-            Zeroizing::new(
-                cipher
-                    .decrypt(
-                        &nonce(env.counter),
-                        Payload {
-                            msg: &env.payload,
-                            aad: &aad,
-                        },
-                    )
-                    .map_err(|_| EnvelopeError::Decrypt {
-                        sender: sender_short.clone(),
-                    })?,
-            )
+            let payload = open_with_key(env, &key).ok_or_else(|| EnvelopeError::Decrypt {
+                sender: sender_short.clone(),
+            })?;
+            (payload, Some(key))
         };
         self.last.insert(sender, env.counter);
         Ok(Opened {
@@ -352,6 +401,7 @@ impl Opener {
             round: env.round,
             broadcast,
             payload,
+            key,
         })
     }
 }
@@ -438,15 +488,15 @@ mod tests {
                 "case {i}: {err}"
             );
         }
-        // The version is signed too: a v2 envelope relabelled fails the signature, and any
+        // The version is signed too: an envelope relabelled fails the signature, and any
         // other version is refused by number first.
         assert!(signature_ok(&base));
         let mut relabelled = base.clone();
-        relabelled.version = 3;
+        relabelled.version = 2;
         assert!(!signature_ok(&relabelled));
         assert_eq!(
             opener(&b, s, &members).open(&relabelled).unwrap_err(),
-            EnvelopeError::Version(3)
+            EnvelopeError::Version(2)
         );
         // A third party cannot read it even with a valid-looking route.
         let c = PartyKeys::generate();

@@ -3,7 +3,8 @@
 //! - [`mailbox`] and [`service`]: the relay itself (sessions, per-recipient mailboxes,
 //!   limits), hosted by cosignerd or run alone. It sees only signed envelopes and ciphertext.
 //! - [`envelope`]: the signed, encrypted envelope every party posts, and its checks.
-//! - [`driver`]: runs one engine ceremony over the relay (HELLO, rounds, ABORT, READY).
+//! - [`driver`]: runs one engine ceremony over the relay (HELLO, rounds, ABORT, READY);
+//!   [`blame`]: the evidence an ABORT carries against a faulty party, and its check.
 //! - [`roster`]: who takes part in a ceremony, built only from authenticated sources, and
 //!   the hash every participant signs into its HELLO.
 //! - [`commit`]: READY statements, certificates, reports, and the rule that ends a keygen
@@ -11,6 +12,7 @@
 //! - [`keys`], [`record`], [`request`]: party identities, the vault record a party keeps
 //!   with its share, and request signatures.
 
+pub mod blame;
 pub mod commit;
 pub mod driver;
 pub mod envelope;

@@ -53,7 +53,7 @@ fn invalid(field: &'static str, detail: impl Into<String>) -> RosterError {
 }
 
 /// Which ceremony a roster is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RosterKind {
     Keygen,
     Sign,
@@ -71,7 +71,7 @@ impl RosterKind {
 }
 
 /// Everything a ceremony is about that decides whom a party talks to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Roster {
     pub kind: RosterKind,
     pub vault_id: String,

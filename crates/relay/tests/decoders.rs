@@ -27,6 +27,11 @@ proptest! {
         let mut state = b"CCMT\x01".to_vec();
         state.extend(&bytes);
         let _ = cosigner_relay::commit::CommitState::decode(&state);
+        let _ = cosigner_relay::blame::AbortMessage::decode(&bytes);
+        // An ABORT envelope carrying junk, or junk evidence, is judged without a panic.
+        let keys = PartyKeys::generate();
+        let abort = seal(&keys, b"session-session-0", None, None, 0, 1, EnvelopeKind::Abort, &bytes).unwrap();
+        let _ = cosigner_relay::blame::judge(&abort, None);
     }
 
     #[test]

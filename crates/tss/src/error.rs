@@ -76,3 +76,25 @@ pub enum TssError {
     #[error("the ceremony is already finished")]
     Finished,
 }
+
+impl TssError {
+    /// The party whose own message this error rests on, when it names one: the party a
+    /// driver blames, and whose signed messages it forwards as evidence. Not for errors
+    /// that rest on silence (missing messages) or on two parties' words (an inconsistent
+    /// broadcast: the origin or the reporter may be lying).
+    pub fn accused(&self) -> Option<PartyId> {
+        match self {
+            TssError::WrongSession { party }
+            | TssError::WrongRound { party, .. }
+            | TssError::Duplicate { party, .. }
+            | TssError::Misrouted { party }
+            | TssError::Malformed { party, .. }
+            | TssError::Protocol { party, .. }
+            | TssError::EpochMismatch { party, .. } => Some(*party),
+            TssError::BadFragment { dealer } | TssError::BadConstantTerm { dealer } => {
+                Some(*dealer)
+            }
+            _ => None,
+        }
+    }
+}

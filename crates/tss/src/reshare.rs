@@ -214,32 +214,10 @@ impl Reshare {
             Zeroizing::new(Vec::with_capacity(p2p.len() + 1));
         let mut constants = ProjectivePoint::IDENTITY;
         for (from, m) in &bcast {
-            let commitments = m.body::<R1Bcast>()?.commitments;
-            if commitments.len() != degree_plus_one {
-                return Err(TssError::Malformed {
-                    party: *from,
-                    detail: format!(
-                        "{} commitments; the new threshold needs {degree_plus_one}",
-                        commitments.len()
-                    ),
-                });
-            }
-            let points = commitments
-                .iter()
-                .map(|c| decode_point(c).map(ProjectivePoint::from))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| TssError::Malformed {
-                    party: *from,
-                    detail: "a commitment is not a curve point".into(),
-                })?;
             let frag_msg = p2p.get(from).ok_or(TssError::Missing {
                 parties: vec![*from],
             })?;
-            let fragment =
-                fragment_of(frag_msg).map_err(|_| TssError::BadFragment { dealer: *from })?;
-            if ProjectivePoint::from(mul_base(&fragment)) != eval_commitments(&points, my_new) {
-                return Err(TssError::BadFragment { dealer: *from });
-            }
+            let (points, fragment) = open_dealing(m, frag_msg, degree_plus_one, my_new)?;
             if points[0] != self.expected_constant(from)? {
                 return Err(TssError::BadConstantTerm { dealer: *from });
             }
@@ -262,6 +240,73 @@ impl Reshare {
         self.dkg = Some(dkg);
         Ok(out)
     }
+}
+
+/// Checks one dealing as its receiver would: the dealer's broadcast commitments (one per
+/// coefficient of a polynomial of the new threshold) and the fragment it sent to the party
+/// at 1-based index `receiver` of the new committee must agree. Returns the commitments
+/// and the fragment. Also what a third party runs on forwarded evidence
+/// ([`check_dealing`]), so that a blamed dealer is judged by the same code that blamed it.
+fn open_dealing(
+    bcast: &Message,
+    p2p: &Message,
+    degree_plus_one: usize,
+    receiver: u8,
+) -> Result<(Vec<ProjectivePoint>, Scalar), TssError> {
+    let from = bcast.from;
+    let commitments = bcast.body::<R1Bcast>()?.commitments;
+    if commitments.len() != degree_plus_one {
+        return Err(TssError::Malformed {
+            party: from,
+            detail: format!(
+                "{} commitments; the new threshold needs {degree_plus_one}",
+                commitments.len()
+            ),
+        });
+    }
+    let points = commitments
+        .iter()
+        .map(|c| decode_point(c).map(ProjectivePoint::from))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| TssError::Malformed {
+            party: from,
+            detail: "a commitment is not a curve point".into(),
+        })?;
+    let fragment = fragment_of(p2p).map_err(|_| TssError::BadFragment { dealer: from })?;
+    if ProjectivePoint::from(mul_base(&fragment)) != eval_commitments(&points, receiver) {
+        return Err(TssError::BadFragment { dealer: from });
+    }
+    Ok((points, fragment))
+}
+
+/// Re-checks a reshare dealing from its two messages (the dealer's round-1 broadcast and
+/// its round-1 fragment to `receiver`), for a party or an operator judging a blame from
+/// forwarded evidence. `Ok` means the dealing is consistent (the blame for a bad fragment
+/// does not hold); the error is what the receiver would have found.
+pub fn check_dealing(
+    new_committee: &Committee,
+    receiver: &PartyId,
+    bcast: &Message,
+    p2p: &Message,
+) -> Result<(), TssError> {
+    if bcast.kind != CeremonyKind::Reshare
+        || p2p.kind != CeremonyKind::Reshare
+        || bcast.round != 1
+        || p2p.round != 1
+        || bcast.to.is_some()
+        || p2p.to != Some(*receiver)
+        || bcast.from != p2p.from
+        || bcast.session != p2p.session
+    {
+        return Err(TssError::InvalidParameters(
+            "not a round-1 reshare dealing (a broadcast and a fragment of one dealer and one session, the fragment to the receiver)".into(),
+        ));
+    }
+    let idx = new_committee
+        .index_of(receiver)
+        .ok_or(TssError::NotInCommittee { party: *receiver })?
+        .as_u8();
+    open_dealing(bcast, p2p, usize::from(new_committee.threshold()), idx).map(|_| ())
 }
 
 /// Lagrange coefficient of dealer `p` over the dealer set, at old indices.
