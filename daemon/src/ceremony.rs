@@ -25,6 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::refusals::{self, Refusals, Refused};
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_api::v1::*;
 use cosigner_history::{
@@ -243,6 +244,8 @@ pub struct Ceremonies {
     /// (two would fight over the same pending slot).
     changing: Arc<Mutex<HashSet<String>>>,
     metrics: Arc<Metrics>,
+    /// Rate limits for writing refused requests to the history.
+    refusals: Refusals,
 }
 
 /// Holds a vault's "keygen or reshare in progress" mark; released on drop.
@@ -344,6 +347,56 @@ impl Ceremonies {
             kill_at: test_kill_point(),
             changing: Arc::new(Mutex::new(HashSet::new())),
             metrics,
+            refusals: Refusals::default(),
+        }
+    }
+
+    /// Runs one ceremony request (keygen, sign, reshare). A request refused before its
+    /// ceremony recorded anything (STARTED or DENIED) gets a `refused` history entry with
+    /// the reason, within the refusal rate limit ([`crate::refusals`]).
+    pub async fn gated<T>(
+        &self,
+        refused: Refused,
+        request: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let (r, recorded) = Refusals::gate(request).await;
+        if let Err(status) = &r
+            && !recorded
+        {
+            self.record_refusal(refused, status).await;
+        }
+        r
+    }
+
+    async fn record_refusal(&self, f: Refused, status: &Status) {
+        let kind = f.kind.as_str();
+        self.metrics.ceremony(kind, "refused", None);
+        if !self
+            .refusals
+            .admit(&f.tls_identity, std::time::Instant::now())
+        {
+            self.metrics.refusal_dropped();
+            tracing::debug!(kind, caller = %f.tls_identity, reason = %status.message(), "request refused (not recorded: refusal rate limit)");
+            return;
+        }
+        let now = now_ms();
+        let rec = Record {
+            vault_id: f.vault_id,
+            tls_identity: f.tls_identity,
+            requester: f.requester,
+            payload_digest: f.payload_digest,
+            started_at_ms: now,
+            ended_at_ms: now,
+            result: Some(ResultRecord::Error(status.message().to_string())),
+            ..Record::new(f.kind, Outcome::Refused)
+        };
+        match blocking(&self.history, move |h| h.append(rec)).await {
+            Ok(receipt) => {
+                tracing::info!(seq = receipt.seq, kind, reason = %status.message(), "request refused")
+            }
+            Err(e) => {
+                tracing::warn!(kind, error = %e.message(), "could not record a refused request")
+            }
         }
     }
 
@@ -510,6 +563,7 @@ impl Ceremonies {
             };
             let kind = denied.kind.as_str();
             let receipt = blocking(&self.history, move |h| h.append(denied)).await?;
+            refusals::mark_recorded();
             self.metrics.ceremony(kind, "denied", None);
             tracing::info!(seq = receipt.seq, %reasons, "request denied by the policy");
             return Err(Status::permission_denied(format!(
@@ -522,6 +576,7 @@ impl Ceremonies {
             ..record.clone()
         };
         blocking(&self.history, move |h| h.append(started)).await?;
+        refusals::mark_recorded();
         Ok(Begun {
             session: relay.session_id.clone(),
             record,

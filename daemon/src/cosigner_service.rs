@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cosigner_history::History;
+use cosigner_history::{History, Kind};
 
 use cosigner_api::v1::cosigner_server::Cosigner;
 use cosigner_api::v1::*;
@@ -19,6 +19,7 @@ use crate::ceremony::Ceremonies;
 use crate::history_rpc::{self, blocking};
 use crate::me::Me;
 use crate::policy::Policy;
+use crate::refusals::Refused;
 use crate::rotation::Rotations;
 use crate::vaults::Vaults;
 
@@ -177,7 +178,8 @@ impl Cosigner for CosignerService {
         let req = request.into_inner();
         // Detached: a client that hangs up must not cut a ceremony short (the other
         // parties would be left waiting, and the outcome would go unrecorded).
-        let r = tokio::spawn(async move { c.keygen(&caller, req).await })
+        let refused = Refused::new(Kind::Keygen, &caller, &req.body, req.auth.as_ref());
+        let r = tokio::spawn(async move { c.gated(refused, c.keygen(&caller, req)).await })
             .await
             .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;
         Ok(Response::new(r))
@@ -189,7 +191,8 @@ impl Cosigner for CosignerService {
         let req = request.into_inner();
         // Detached: a client that hangs up must not cut a ceremony short (the other
         // parties would be left waiting, and the outcome would go unrecorded).
-        let r = tokio::spawn(async move { c.sign(&caller, req).await })
+        let refused = Refused::new(Kind::Sign, &caller, &req.body, req.auth.as_ref());
+        let r = tokio::spawn(async move { c.gated(refused, c.sign(&caller, req)).await })
             .await
             .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;
         Ok(Response::new(r))
@@ -204,7 +207,8 @@ impl Cosigner for CosignerService {
         let req = request.into_inner();
         // Detached: a client that hangs up must not cut a ceremony short (the other
         // parties would be left waiting, and the outcome would go unrecorded).
-        let r = tokio::spawn(async move { c.reshare(&caller, req).await })
+        let refused = Refused::new(Kind::Reshare, &caller, &req.body, req.auth.as_ref());
+        let r = tokio::spawn(async move { c.gated(refused, c.reshare(&caller, req)).await })
             .await
             .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;
         Ok(Response::new(r))

@@ -66,6 +66,7 @@ pub fn outcome_to_proto(o: Outcome) -> pb::Outcome {
         Outcome::Failed => pb::Outcome::Failed,
         Outcome::Aborted => pb::Outcome::Aborted,
         Outcome::InDoubt => pb::Outcome::InDoubt,
+        Outcome::Refused => pb::Outcome::Refused,
     }
 }
 

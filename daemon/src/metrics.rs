@@ -84,6 +84,7 @@ pub struct Metrics {
     tpm_seconds: Histograms<TpmLabels>,
     policy_reloads: Family<ResultLabel, Counter>,
     watchdog_failures: Counter,
+    refusals_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -95,12 +96,13 @@ impl Default for Metrics {
             tpm_seconds: Family::new_with_constructor(tpm_histogram),
             policy_reloads: Family::default(),
             watchdog_failures: Counter::default(),
+            refusals_dropped: Counter::default(),
         }
     }
 }
 
 impl Metrics {
-    /// A ceremony reached an outcome (`denied`, `succeeded`, `failed`, `aborted`). Its
+    /// A ceremony reached an outcome (`refused`, `denied`, `succeeded`, `failed`, `aborted`). Its
     /// duration, from admission to the recorded outcome, is given for those that ran.
     pub fn ceremony(&self, kind: &'static str, outcome: &'static str, took: Option<Duration>) {
         let labels = CeremonyLabels { kind, outcome };
@@ -130,6 +132,11 @@ impl Metrics {
     /// The watchdog withheld a keep-alive because a probe failed.
     pub fn watchdog_failure(&self) {
         self.watchdog_failures.inc();
+    }
+
+    /// A refused request was answered but not written to the history (refusal rate limit).
+    pub fn refusal_dropped(&self) {
+        self.refusals_dropped.inc();
     }
 
     /// An observer for the sealing thread: every seal, unseal and probe, timed on the TPM
@@ -184,6 +191,11 @@ impl Metrics {
             "watchdog_failures",
             "Watchdog intervals in which a health probe failed and no keep-alive was sent",
             self.watchdog_failures.clone(),
+        );
+        r.register(
+            "refusals_dropped",
+            "Refused ceremony requests answered but not written to the history (refusal rate limit)",
+            self.refusals_dropped.clone(),
         );
         r.register_collector(Box::new(live));
         r

@@ -326,23 +326,7 @@ async fn a_party_outside_the_committee_cannot_take_part() {
     keygen(&s);
     let a_spec = s.a.member_spec(&s.pki, "server-a").unwrap();
     let sign_body = |signer: &cosigner_relay::PartyKeys| {
-        api::SignBody {
-            vault_id: "v1".into(),
-            epoch: 0,
-            signers: vec![party_id_of(&a_spec), signer.party_id().to_vec()],
-            payload: Some(api::Payload {
-                kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
-                    message: b"x".to_vec(),
-                })),
-            }),
-            derivation_path: String::new(),
-            expected_hashes: vec![],
-            relay: Some(api::RelayRef {
-                address: String::new(),
-                session_id: vec![7; 32],
-            }),
-        }
-        .encode_to_vec()
+        personal_sign_body("v1", vec![party_id_of(&a_spec), signer.party_id().to_vec()])
     };
     let ch = s.pki.channel(s.a.addr, Some("device-2")).await.unwrap();
     let mut c = api::cosigner_client::CosignerClient::new(ch.clone());

@@ -67,7 +67,7 @@ pub struct FilterArgs {
     /// config_start, drop_previous.
     #[arg(long)]
     kind: Option<String>,
-    /// started, succeeded, denied, failed, aborted.
+    /// started, succeeded, denied, failed, aborted, in_doubt, refused.
     #[arg(long)]
     outcome: Option<String>,
     /// Start of the time range: a duration back from now (30m, 24h, 7d), RFC 3339, or Unix ms.

@@ -70,16 +70,20 @@ pub enum Outcome {
     /// A keygen or reshare ended without a certificate: the new share is kept as pending
     /// until a resolve decides.
     InDoubt,
+    /// Refused before it started (authentication, replay, membership, allow list, unknown
+    /// vault, malformed request): the reason and the caller, nothing indexed.
+    Refused,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 6] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::Started,
         Outcome::Succeeded,
         Outcome::Denied,
         Outcome::Failed,
         Outcome::Aborted,
         Outcome::InDoubt,
+        Outcome::Refused,
     ];
 
     pub(crate) fn tag(self) -> u8 {
@@ -94,6 +98,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Aborted => "aborted",
             Outcome::InDoubt => "in_doubt",
+            Outcome::Refused => "refused",
         }
     }
 }

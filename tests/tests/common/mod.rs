@@ -387,3 +387,28 @@ pub fn refresh_via(s: &Setup, relay: Option<&str>) -> Output {
     }
     s.d1.run(&s.pki, &args)
 }
+
+/// A sign request body for `vault` at epoch 0 over a personal message, on session 7...7 of
+/// the daemon's own relay.
+pub fn personal_sign_body(vault: &str, signers: Vec<Vec<u8>>) -> Vec<u8> {
+    use prost::Message as _;
+    let api_body = cosigner_api::v1::SignBody {
+        vault_id: vault.into(),
+        epoch: 0,
+        signers,
+        payload: Some(cosigner_api::v1::Payload {
+            kind: Some(cosigner_api::v1::payload::Kind::PersonalMessage(
+                cosigner_api::v1::PersonalMessage {
+                    message: b"x".to_vec(),
+                },
+            )),
+        }),
+        derivation_path: String::new(),
+        expected_hashes: vec![],
+        relay: Some(cosigner_api::v1::RelayRef {
+            address: String::new(),
+            session_id: vec![7; 32],
+        }),
+    };
+    api_body.encode_to_vec()
+}
