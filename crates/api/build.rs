@@ -18,9 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("cosigner_v1_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
+    // Stubs only with the `grpc` feature; the messages are the same either way.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
+        .build_client(grpc)
+        .build_server(grpc)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -415,8 +415,7 @@ impl Backups {
                     "ceremonies are running on this daemon; import when they have finished",
                 ));
             }
-            let secret = backup.keys.to_secret_bytes();
-            Identity::adopt(&self.data_dir, &self.sealer, &secret)
+            Identity::adopt(&self.data_dir, &self.sealer, &backup.keys)
                 .await
                 .map_err(crate::vaults::seal_status)?;
             self.me.replace(backup.keys.clone());

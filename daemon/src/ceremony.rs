@@ -380,6 +380,8 @@ impl Ceremonies {
             return;
         }
         let now = now_ms();
+        // Bounded and printable: a refusal's text can echo what the caller sent.
+        let reason = cosigner_relay::driver::sanitize(status.message());
         let rec = Record {
             vault_id: f.vault_id,
             tls_identity: f.tls_identity,
@@ -387,7 +389,7 @@ impl Ceremonies {
             payload_digest: f.payload_digest,
             started_at_ms: now,
             ended_at_ms: now,
-            result: Some(ResultRecord::Error(status.message().to_string())),
+            result: Some(ResultRecord::Error(reason)),
             ..Record::new(f.kind, Outcome::Refused)
         };
         match blocking(&self.history, move |h| h.append(rec)).await {

@@ -44,8 +44,10 @@ fn not_yet(method: &str) -> Status {
 /// What the daemon is, for status: fixed at start.
 pub struct DaemonInfo {
     pub identity_uri: String,
-    /// Human description of the sealing backend.
-    pub sealing: String,
+    /// "tpm" or "software", as GetStatus promises.
+    pub sealing: &'static str,
+    /// TCTI and PCR binding, or the software key's file.
+    pub sealing_detail: String,
 }
 
 pub struct CosignerService {
@@ -131,7 +133,8 @@ impl Cosigner for CosignerService {
             encryption_key: self.me.encryption_public().to_vec(),
             started_at_ms: self.started_at_ms,
             uptime_seconds: self.started.elapsed().as_secs(),
-            sealing_backend: self.info.sealing.clone(),
+            sealing_backend: self.info.sealing.to_string(),
+            sealing_detail: self.info.sealing_detail.clone(),
             policy_hash: self.policy.hash(),
             vaults,
             relay_enabled: self.relay_enabled,
@@ -392,7 +395,7 @@ fn recent_ceremonies(
         found.extend(
             page.entries
                 .into_iter()
-                .filter(|(e, _)| e.record.outcome != Outcome::Started),
+                .filter(|(e, _)| !matches!(e.record.outcome, Outcome::Started | Outcome::Refused)),
         );
     }
     found.sort_by_key(|e| std::cmp::Reverse(e.0.seq));

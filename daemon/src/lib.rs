@@ -19,9 +19,4 @@ pub mod watchdog;
 
 /// Wall-clock Unix milliseconds, as the history and request timestamps use them (0 if the
 /// clock is before 1970).
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use cosigner_relay::clock::now_ms;

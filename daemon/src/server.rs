@@ -27,7 +27,6 @@ use crate::policy::Policy;
 use crate::vaults::Vaults;
 use crate::watchdog::Probes;
 use cosigner_history::{History, HistoryError, Kind, Outcome, Record};
-use cosigner_relay::PartyKeys;
 use cosigner_relay::mailbox::Relay;
 use cosigner_relay::service::RelayService;
 use cosigner_seal::{BackendConfig, Identity as PartyIdentity, SealError, Sealer, ShareStore};
@@ -97,12 +96,12 @@ async fn start_core(
 ) -> Result<Core, ServeError> {
     // Sealing first: the party identity (created and sealed at first start) is part of
     // what the start record says.
-    let sealing = match &seal.backend {
-        BackendConfig::Tpm { tcti, pcrs } if pcrs.is_empty() => format!("tpm ({tcti})"),
-        BackendConfig::Tpm { tcti, pcrs } => format!("tpm ({tcti}, bound to PCRs {pcrs:?})"),
-        BackendConfig::Software { key_file } => format!(
-            "software (INSECURE, development only; key {})",
-            key_file.display()
+    let (sealing, sealing_detail) = match &seal.backend {
+        BackendConfig::Tpm { tcti, pcrs } if pcrs.is_empty() => ("tpm", tcti.to_string()),
+        BackendConfig::Tpm { tcti, pcrs } => ("tpm", format!("{tcti}, bound to PCRs {pcrs:?}")),
+        BackendConfig::Software { key_file } => (
+            "software",
+            format!("INSECURE, development only; key {}", key_file.display()),
         ),
     };
     if seal.insecure {
@@ -120,10 +119,10 @@ async fn start_core(
     if cosigner_seal::identity::check_primary(data_dir.path(), &sealer)? {
         tracing::info!("pinned the TPM storage primary to this data directory");
     }
-    let (identity, created) = PartyIdentity::load_or_create(data_dir.path(), &sealer).await?;
-    let party_id = identity.party_id();
-    let party_hex: String = party_id.iter().map(|b| format!("{b:02x}")).collect();
-    tracing::info!(backend = %sealing, party_id = %party_hex, created, "sealing ready");
+    let (keys, created) = PartyIdentity::load_or_create(data_dir.path(), &sealer).await?;
+    let party_id = keys.party_id();
+    let party_hex = hex::encode(party_id);
+    tracing::info!(backend = %sealing, detail = %sealing_detail, party_id = %party_hex, created, "sealing ready");
 
     // Fail closed: no history, no service. It is opened (and checked) before anything else
     // runs; the start is recorded once the listener is bound, before the daemon serves.
@@ -136,11 +135,7 @@ async fn start_core(
         ));
     }
 
-    let me = Arc::new(Me::new(PartyKeys::new(
-        identity.signing_key().clone(),
-        identity.encryption_secret().clone(),
-    )));
-    drop(identity);
+    let me = Arc::new(Me::new(keys));
     let store = ShareStore::open(data_dir.path(), sealer.clone())?;
     let vaults = Arc::new(Vaults::new(store, me.clone(), history.clone()));
     match vaults.upgrade().await {
@@ -228,6 +223,7 @@ async fn start_core(
         DaemonInfo {
             identity_uri: identity_uri.to_string(),
             sealing,
+            sealing_detail,
         },
         history.clone(),
         vaults.clone(),

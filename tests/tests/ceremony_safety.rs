@@ -27,12 +27,7 @@ use serde_json::Value;
 
 const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use cosigner_relay::clock::now_ms;
 
 /// The daemon's public record of `vault`, read as the admin.
 async fn record_of(d: &Daemon, pki: &Pki, vault: &str) -> VaultRecord {
@@ -130,10 +125,19 @@ fn show_vault(d: &Daemon, pki: &Pki, vault: &str) -> Value {
     ok(&d.ctl(pki, "admin", &["vault", "show", vault]))
 }
 
+/// Reshare entries of a request that passed the gate (STARTED, DENIED or an end), not the
+/// `refused` entries of requests turned away before it.
 fn reshare_entries(d: &Daemon, pki: &Pki) -> usize {
     history_kinds(d, pki)
         .iter()
-        .filter(|(k, _)| k == "reshare")
+        .filter(|(k, o)| k == "reshare" && o != "refused")
+        .count()
+}
+
+fn refused_reshares(d: &Daemon, pki: &Pki) -> usize {
+    history_kinds(d, pki)
+        .iter()
+        .filter(|(k, o)| k == "reshare" && o == "refused")
         .count()
 }
 
@@ -206,6 +210,7 @@ async fn a_request_that_swaps_a_members_key_is_refused_before_anything_is_sent()
     // Refused before the gate: nothing started, nothing is pending, and server-b never
     // posted to the session (its HELLO would be the first thing in mallory's mailbox).
     assert_eq!(reshare_entries(&s.b, &s.pki), before);
+    assert_eq!(refused_reshares(&s.b, &s.pki), 2, "both refusals are recorded");
     let v = show_vault(&s.b, &s.pki, "v1");
     assert!(v["slots"]["pending_epoch"].is_null(), "{v}");
     let ch = s.pki.channel(s.a.addr, Some("device-1")).await.unwrap();
@@ -517,10 +522,11 @@ async fn a_forged_old_record_is_refused_by_a_party_joining_the_vault() {
             .status
             .success()
     );
-    assert!(
-        !history_kinds(&c, &s.pki)
-            .iter()
-            .any(|(k, _)| k == "reshare")
+    assert_eq!(reshare_entries(&c, &s.pki), 0);
+    assert_eq!(
+        refused_reshares(&c, &s.pki),
+        3,
+        "the three refusals are recorded"
     );
 }
 

@@ -18,12 +18,7 @@ use tonic::transport::Channel;
 const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
 const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use cosigner_relay::clock::now_ms;
 
 /// A request signature with a chosen time and nonce.
 fn auth_at(keys: &PartyKeys, method: &str, body: &[u8], ts: i64, nonce: &[u8]) -> api::RequestAuth {

@@ -310,12 +310,7 @@ async fn a_lost_delayed_or_half_delivered_ready_ends_in_doubt_and_resolves_to_on
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
+use cosigner_relay::clock::now_ms;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_party_outside_the_committee_cannot_take_part() {

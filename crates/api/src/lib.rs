@@ -2,12 +2,13 @@
 //! encoded file descriptor set that the daemon serves through gRPC reflection.
 //!
 //! The `.proto` files under `proto/cosigner/v1/` are the source of truth; this crate only
-//! compiles them, so every binary (daemon, CLI, tests) speaks exactly the same API.
+//! compiles them, so every binary (daemon, CLI, tests) speaks exactly the same API. The
+//! stubs need the `grpc` feature (on by default); without it the crate is messages only.
 
 /// Everything in the `cosigner.v1` protobuf package.
 pub mod v1 {
     #![allow(clippy::large_enum_variant, clippy::doc_lazy_continuation)]
-    tonic::include_proto!("cosigner.v1");
+    include!(concat!(env!("OUT_DIR"), "/cosigner.v1.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of the whole v1 API, for the reflection service.

@@ -1,6 +1,8 @@
 //! Export and open of a real share backup (Argon2id 64 MiB / 3 passes, the shipped costs)
 //! beside the raw Argon2id derivation with the same costs, so the ratio shows what the
 //! format adds on top of the key derivation.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use criterion::{Criterion, criterion_group, criterion_main};

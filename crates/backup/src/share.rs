@@ -8,8 +8,8 @@
 //! decrypted share when the backup is opened, so what an operator reads before opening is
 //! what they get.
 
-use cosigner_relay::keys::hex;
-use cosigner_relay::{Held, PartyKeys};
+use cosigner_party::keys::hex;
+use cosigner_party::{Held, PartyKeys};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 

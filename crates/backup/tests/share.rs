@@ -1,5 +1,7 @@
 //! Share backups of a real vault: round trip, what the metadata says, every refusal, and
 //! recovery from two backups.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -27,7 +29,7 @@ fn backups_round_trip_say_what_they_hold_and_recover_the_key() {
     assert_eq!(meta.threshold, 2);
     assert_eq!(meta.committee.len(), 3);
     assert_eq!(meta.created_at_ms, 42);
-    assert_eq!(meta.party_id, cosigner_relay::keys::hex(&k0.party_id()));
+    assert_eq!(meta.party_id, cosigner_party::keys::hex(&k0.party_id()));
     let b = open(&files[0], PASS).unwrap();
     assert_eq!(b.keys.party_id(), k0.party_id());
     assert_eq!(b.keys.encryption_public(), k0.encryption_public());

@@ -252,23 +252,10 @@ fn open_all(args: &RecoverArgs) -> Result<Vec<ShareBackup>> {
 
 /// Ethereum address (EIP-55 mixed case) of a compressed secp256k1 key.
 fn eth_address(compressed: &[u8; 33]) -> Result<String> {
-    use sha3::Digest;
     let pk = bitcoin::secp256k1::PublicKey::from_slice(compressed)
         .map_err(|e| anyhow!("public key: {e}"))?;
     let raw = pk.serialize_uncompressed();
-    let h = sha3::Keccak256::digest(&raw[1..]);
-    let lower = hex(&h[12..]);
-    let check = sha3::Keccak256::digest(lower.as_bytes());
-    let mut out = String::from("0x");
-    for (i, ch) in lower.chars().enumerate() {
-        let nibble = (check[i / 2] >> (if i % 2 == 0 { 4 } else { 0 })) & 0x0f;
-        out.push(if ch.is_ascii_alphabetic() && nibble >= 8 {
-            ch.to_ascii_uppercase()
-        } else {
-            ch
-        });
-    }
-    Ok(out)
+    Ok(alloy_primitives::Address::from_raw_public_key(&raw[1..]).to_checksum(None))
 }
 
 fn key_json(path: &str, secret: &[u8; 32], public: &[u8; 33]) -> Result<serde_json::Value> {

@@ -299,9 +299,4 @@ pub async fn run(connect: &ConnectArgs, cmd: BenchCommand) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use cosigner_relay::clock::now_ms;

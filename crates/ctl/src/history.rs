@@ -78,12 +78,7 @@ pub struct FilterArgs {
     until: Option<String>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use cosigner_relay::clock::now_ms;
 
 /// "24h" -> now - 24 h; RFC 3339; or plain Unix milliseconds.
 fn parse_time(s: &str) -> Result<i64> {
@@ -153,7 +148,7 @@ impl FilterArgs {
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 fn name(s: &str, prefix: &str) -> String {

@@ -85,7 +85,14 @@ pub fn render(s: &pb::GetStatusResponse) -> String {
         ),
         ("identity", s.identity.clone()),
         ("party id", hex(&s.party_id)),
-        ("sealing", s.sealing_backend.clone()),
+        (
+            "sealing",
+            if s.sealing_detail.is_empty() {
+                s.sealing_backend.clone()
+            } else {
+                format!("{} ({})", s.sealing_backend, s.sealing_detail)
+            },
+        ),
         ("policy", policy),
         (
             "relay",
@@ -260,6 +267,7 @@ pub fn to_json(s: &pb::GetStatusResponse) -> Value {
         "started_at_ms": s.started_at_ms,
         "uptime_seconds": s.uptime_seconds,
         "sealing_backend": s.sealing_backend,
+        "sealing_detail": s.sealing_detail,
         "policy_hash": s.policy_hash,
         "relay_enabled": s.relay_enabled,
         "party_id": hex(&s.party_id),

@@ -7,6 +7,8 @@
 //!
 //! Run: `cargo bench -p cosigner-history --bench history`. Set HISTORY_BENCH_ENTRIES to
 //! change the size.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -247,7 +247,7 @@ pub(crate) fn chain_hash(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 impl Entry {

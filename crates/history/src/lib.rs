@@ -13,7 +13,6 @@
 //! Durability: sled's flush ends in `sync_file_range`, which survives a crash of the process
 //! but not necessarily a power cut or kernel crash.
 
-mod amount;
 mod entry;
 mod keys;
 mod store;

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::amount;
 use crate::entry::{Entry, Kind, Outcome, Record, Stored, chain_hash, encode_body};
 use crate::keys;
 
@@ -329,7 +328,7 @@ impl History {
             if s.asset.len() > 255 {
                 return bad("asset longer than 255 bytes".into());
             }
-            if !s.amount.is_empty() && amount::parse(&s.amount).is_none() {
+            if !s.amount.is_empty() && cosigner_amount::parse(&s.amount).is_none() {
                 return bad(format!(
                     "amount {:?} is not a decimal string of base units",
                     s.amount
@@ -407,9 +406,10 @@ impl History {
             match r.outcome {
                 Outcome::Succeeded => {
                     let (asset, amt) = match &r.summary {
-                        Some(s) if !s.asset.is_empty() => {
-                            (s.asset.as_str(), amount::parse(&s.amount).unwrap_or(0))
-                        }
+                        Some(s) if !s.asset.is_empty() => (
+                            s.asset.as_str(),
+                            cosigner_amount::parse(&s.amount).unwrap_or(0),
+                        ),
                         _ => ("", 0),
                     };
                     bump(keys::series(keys::SPENT, &r.vault_id, asset), amt)?;

@@ -1,4 +1,6 @@
 //! The history against a real sled database on disk.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};

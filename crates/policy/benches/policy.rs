@@ -2,6 +2,8 @@
 //! 1,000-address allowlist, as the daemon does per sign request; beside regorus alone
 //! evaluating the same rules on a prepared input (the raw library), in the same run.
 //! Prints percentiles. `cargo bench -p cosigner-policy --bench policy`
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
 

@@ -57,7 +57,7 @@ pub(crate) fn invalid(field: &'static str, problem: impl std::fmt::Display) -> D
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 impl Decoded {

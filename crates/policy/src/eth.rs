@@ -8,15 +8,18 @@
 
 use alloy_consensus::{SignableTransaction, Transaction, TypedTransaction};
 use alloy_primitives::{Address, TxKind, U256};
-use alloy_sol_types::{SolCall, sol};
+use alloy_sol_types::{SolInterface, sol};
 use serde_json::json;
 
 use crate::decoded::{DecodeError, Decoded, Transfer, hex, invalid};
 
 sol! {
-    function transfer(address to, uint256 amount) returns (bool);
-    function transferFrom(address from, address to, uint256 amount) returns (bool);
-    function approve(address spender, uint256 amount) returns (bool);
+    /// The ERC-20 calls the policy understands (the rest of the interface moves nothing).
+    interface IERC20 {
+        function transfer(address to, uint256 amount) returns (bool);
+        function transferFrom(address from, address to, uint256 amount) returns (bool);
+        function approve(address spender, uint256 amount) returns (bool);
+    }
 }
 
 /// Largest unsigned transaction accepted (calldata included).
@@ -38,41 +41,35 @@ fn erc20(
     token: &Address,
     data: &[u8],
 ) -> Option<(serde_json::Value, Option<Transfer>)> {
-    let selector: [u8; 4] = data.get(..4)?.try_into().ok()?;
+    // Dispatch on the selector and decode strictly; any other call is not an ERC-20 move.
+    let call = IERC20::IERC20Calls::abi_decode(data).ok()?;
     let token_s = addr(token);
     let asset = asset_id(chain_id, &token_s);
-    if selector == transferCall::SELECTOR {
-        let c = transferCall::abi_decode(data).ok()?;
-        let t = Transfer {
-            asset: asset.clone(),
-            recipient: addr(&c.to),
-            amount: c.amount.to_string(),
-            is_change: false,
-        };
-        Some((
-            json!({"function": "transfer", "token": token_s, "to": t.recipient, "amount": t.amount}),
-            Some(t),
-        ))
-    } else if selector == transferFromCall::SELECTOR {
-        let c = transferFromCall::abi_decode(data).ok()?;
-        let t = Transfer {
-            asset: asset.clone(),
-            recipient: addr(&c.to),
-            amount: c.amount.to_string(),
-            is_change: false,
-        };
-        Some((
-            json!({"function": "transferFrom", "token": token_s, "from": addr(&c.from), "to": t.recipient, "amount": t.amount}),
-            Some(t),
-        ))
-    } else if selector == approveCall::SELECTOR {
-        let c = approveCall::abi_decode(data).ok()?;
-        Some((
+    let moved = |to: &Address, amount: &U256| Transfer {
+        asset: asset.clone(),
+        recipient: addr(to),
+        amount: amount.to_string(),
+        is_change: false,
+    };
+    match call {
+        IERC20::IERC20Calls::transfer(c) => {
+            let t = moved(&c.to, &c.amount);
+            Some((
+                json!({"function": "transfer", "token": token_s, "to": t.recipient, "amount": t.amount}),
+                Some(t),
+            ))
+        }
+        IERC20::IERC20Calls::transferFrom(c) => {
+            let t = moved(&c.to, &c.amount);
+            Some((
+                json!({"function": "transferFrom", "token": token_s, "from": addr(&c.from), "to": t.recipient, "amount": t.amount}),
+                Some(t),
+            ))
+        }
+        IERC20::IERC20Calls::approve(c) => Some((
             json!({"function": "approve", "token": token_s, "spender": addr(&c.spender), "amount": c.amount.to_string()}),
             None,
-        ))
-    } else {
-        None
+        )),
     }
 }
 

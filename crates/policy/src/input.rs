@@ -9,16 +9,9 @@ use std::collections::BTreeMap;
 
 use crate::decoded::{Decoded, hex};
 
-/// A decimal string of base units (saturating, like the history's aggregates; anything
-/// else counts as 0).
-pub fn parse(s: &str) -> u128 {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return 0;
-    }
-    s.bytes().fold(0u128, |acc, b| {
-        acc.saturating_mul(10).saturating_add(u128::from(b - b'0'))
-    })
-}
+/// A decimal string of base units ([`cosigner_amount`]); one that is not an amount counts
+/// as the most there is, so a limit check fails closed.
+pub use cosigner_amount::parse_or_max as parse;
 
 pub const INPUT_VERSION: u32 = 1;
 

@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use regorus::{Engine, Value};
+
+use crate::decoded::hex;
 use sha2::{Digest, Sha256};
 
 /// Limits on what a bundle folder may hold.
@@ -315,8 +317,4 @@ impl Bundle {
             other => Err(format!("allow must be a boolean, not {other}")),
         }
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -2,6 +2,8 @@
 //! BIP-143 and the BIP-32 derivations against BIP-32's test vector 2, not against this
 //! crate's own computation; the fee and outputs of BIP-174's valid vector 4 are the sums
 //! of its published amounts.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::str::FromStr;
 

@@ -1,5 +1,7 @@
 //! Policy bundles through regorus: the shipped examples load and pass their own tests, a
 //! broken or failing bundle is refused naming the problem, decisions default to deny.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 

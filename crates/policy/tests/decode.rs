@@ -1,6 +1,8 @@
 //! Table tests with published vectors: each hash is checked against a value published with
 //! the standard (or recovered to a published signer with libsecp256k1), not against this
 //! crate's own computation.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use alloy_consensus::{SignableTransaction, TxEip1559};
 use alloy_primitives::{Address, U256, address, hex};

@@ -207,12 +207,7 @@ pub struct Driver {
     blamed: Option<Blamed>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use cosigner_party::clock::now_ms;
 
 fn relay_err(what: &str, s: tonic::Status) -> DriveError {
     DriveError::Relay(format!("{what}: {} ({:?})", s.message(), s.code()))
@@ -431,17 +426,32 @@ impl Driver {
             TssError::BadFragment { .. } => Claim::BadFragment,
             other => Claim::Other(other.to_string()),
         };
-        let received = self
+        let all = self
             .received
             .get(&accused)
             .map(Vec::as_slice)
             .unwrap_or(&[]);
+        // Only what the claim needs, and message keys only where the claim is re-checked:
+        // a bad fragment forwards the dealer's round-1 broadcast and its fragment to this
+        // party; any other claim forwards the accused's broadcasts (no key is revealed).
+        let me = self.me();
+        let received: Vec<Received> = all
+            .iter()
+            .filter(|(env, _)| match claim {
+                Claim::BadFragment => {
+                    env.round == 1
+                        && (env.recipient.is_empty() || env.recipient.as_slice() == me.as_slice())
+                }
+                Claim::Other(_) => env.recipient.is_empty(),
+            })
+            .cloned()
+            .collect();
         Some(Evidence::new(
             accused,
             claim,
             self.roster.clone(),
             hello,
-            received,
+            &received,
         ))
     }
 
@@ -500,11 +510,13 @@ impl Driver {
                 Ok(opened)
             }
             EnvelopeKind::Protocol => {
-                let key = opened.key.as_deref().copied();
-                self.received
-                    .entry(opened.sender)
-                    .or_default()
-                    .push((env.clone(), key));
+                // Kept as possible evidence, up to what an ABORT can carry per sender (the
+                // first rounds, where dealing faults are); the rest is not kept.
+                let kept = self.received.entry(opened.sender).or_default();
+                let bytes: usize = kept.iter().map(|(e, _)| e.payload.len()).sum();
+                if bytes + env.payload.len() <= crate::blame::MAX_EXHIBIT_BYTES {
+                    kept.push((env.clone(), opened.key.as_deref().copied()));
+                }
                 Ok(opened)
             }
             _ => Ok(opened),
@@ -556,7 +568,7 @@ impl Driver {
         if !e.is_remote_abort() {
             let reason = format!("{} failed: {e}", self.who(&self.me()));
             let evidence = self.evidence_for(&e);
-            self.abort_with(&reason, evidence).await;
+            Box::pin(self.abort_with(&reason, evidence)).await;
         }
         Err(match (&e, &self.blamed) {
             (DriveError::Blamed { .. }, _) | (_, None) => e,
@@ -575,7 +587,9 @@ impl Driver {
         mine: Hello,
         expect: &(dyn Fn(&[u8; 32]) -> Option<u64> + Sync),
     ) -> Result<BTreeMap<[u8; 32], Hello>, DriveError> {
-        let r = self.hello_inner(mine, expect).await;
+        // Boxed: the rounds' futures (tonic calls, the engine on the blocking pool) are large,
+        // and every caller's future would otherwise carry them inline.
+        let r = Box::pin(self.hello_inner(mine, expect)).await;
         self.guarded(r).await
     }
 
@@ -724,7 +738,7 @@ impl Driver {
         C: Ceremony + Send + 'static,
         C::Output: Send + 'static,
     {
-        let r = self.run_inner(ceremony).await;
+        let r = Box::pin(self.run_inner(ceremony)).await;
         self.guarded(r).await
     }
 
@@ -804,8 +818,8 @@ impl Driver {
         target: &CommitTarget,
         mine: Option<&ReadyStatement>,
     ) -> ReadyOutcome {
-        let r = self.ready_inner(target, mine).await;
-        let r = self.guarded(r).await;
+        let r = Box::pin(self.ready_inner(target, mine)).await;
+        let r = Box::pin(self.guarded(r)).await;
         let received: Vec<ReadyStatement> = self
             .readies
             .values()

@@ -56,12 +56,7 @@ impl CommitEnd {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use cosigner_party::clock::now_ms;
 
 /// A new party's commit. `record` is its new public record and `pending` what the store
 /// keeps (the share); `old_epoch` the epoch it held before (None for a keygen or a party

@@ -10,20 +10,18 @@
 //! - [`commit`]: READY statements, certificates, reports, and the rule that ends a keygen
 //!   or reshare without ever stranding the vault; [`finish`]: that commit as a party runs it.
 //! - [`keys`], [`record`], [`request`]: party identities, the vault record a party keeps
-//!   with its share, and request signatures.
+//!   with its share, and request signatures (from `cosigner-party`, re-exported).
 
 pub mod blame;
 pub mod commit;
 pub mod driver;
 pub mod envelope;
 pub mod finish;
-pub mod keys;
 pub mod mailbox;
-pub mod record;
-pub mod request;
 pub mod roster;
 pub mod service;
 
+pub use cosigner_party::{clock, files, keys, record, request};
 pub use driver::{DriveError, Driver, Hello, ReadyOutcome, SessionSpec};
 pub use keys::{Member, PartyKeys};
 pub use record::{Held, VaultRecord};

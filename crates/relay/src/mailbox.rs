@@ -153,12 +153,7 @@ fn check_session_id(s: &[u8]) -> Result<(), RelayError> {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use cosigner_party::clock::now_ms;
 
 /// Bytes a subscriber signs to prove it holds its identity key. The nonce makes each
 /// subscription unique: the relay refuses one it has seen (a copied subscription would

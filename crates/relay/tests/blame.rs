@@ -7,6 +7,8 @@
 //! {a, b, mallory}. Mallory joins as a new member, so it deals a zero-constant polynomial
 //! in round one like every receiver, and can send one party a fragment that does not match
 //! its commitments.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,6 +17,8 @@
 //! 3. After the repair every live party is at one epoch, and at least its threshold of
 //!    parties can sign there (unless so many parties are lost that the vault is lost
 //!    anyway), and all the decisions agree.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,7 @@
 //! The decoders that read what other parties and relays send: random and mutated input
 //! gives an error, never a panic.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cosigner_api::v1::{Envelope, EnvelopeKind};
 use cosigner_relay::envelope::{Opener, seal};

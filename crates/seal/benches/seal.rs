@@ -1,6 +1,8 @@
 //! Seal and unseal latency of a 105 KB share through the daemon's interface (`ShareStore`
 //! over the sealing thread) on swtpm, with percentiles; and the same on the software backend
 //! for comparison. Run: `cargo bench -p cosigner-seal --bench seal` (needs swtpm).
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::{Duration, Instant};
 

@@ -5,48 +5,18 @@
 use std::fs;
 use std::path::Path;
 
-use ed25519_dalek::SigningKey;
-use rand::rngs::OsRng;
-use x25519_dalek::{PublicKey as XPublic, StaticSecret};
+use cosigner_party::PartyKeys;
 use zeroize::Zeroizing;
 
 use crate::actor::Sealer;
 use crate::envelope::{Binding, Envelope, Purpose};
 use crate::error::SealError;
 
-pub struct Identity {
-    signing: SigningKey,
-    encryption: StaticSecret,
-}
-
-impl std::fmt::Debug for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        f.debug_struct("Identity")
-            .field("party_id", &hex(&self.party_id()))
-            .field("encryption_key", &hex(&self.encryption_public()))
-            .finish_non_exhaustive()
-    }
-}
+/// The daemon's identity file: [`PartyKeys`] (the one identity key type, shared with the
+/// device party and the backups) sealed like a share, in `<data_dir>/identity`.
+pub struct Identity;
 
 impl Identity {
-    /// The Ed25519 public key: this party's id everywhere.
-    pub fn party_id(&self) -> [u8; 32] {
-        self.signing.verifying_key().to_bytes()
-    }
-
-    pub fn encryption_public(&self) -> [u8; 32] {
-        XPublic::from(&self.encryption).to_bytes()
-    }
-
-    pub fn signing_key(&self) -> &SigningKey {
-        &self.signing
-    }
-
-    pub fn encryption_secret(&self) -> &StaticSecret {
-        &self.encryption
-    }
-
     fn binding(party_id: [u8; 32]) -> Binding {
         Binding {
             purpose: Purpose::Identity,
@@ -57,76 +27,57 @@ impl Identity {
         }
     }
 
-    /// Keys from their 64 secret bytes (Ed25519 seed, then X25519 secret).
-    fn from_secret(secret: &[u8]) -> Identity {
-        let mut sk = Zeroizing::new([0u8; 32]);
-        sk.copy_from_slice(&secret[..32]);
-        let mut xk = Zeroizing::new([0u8; 32]);
-        xk.copy_from_slice(&secret[32..64]);
-        Identity {
-            signing: SigningKey::from_bytes(&sk),
-            encryption: StaticSecret::from(*xk),
-        }
+    async fn write(data_dir: &Path, sealer: &Sealer, keys: &PartyKeys) -> Result<(), SealError> {
+        let secret = keys.to_secret_bytes();
+        let file = sealer
+            .seal(&Self::binding(keys.party_id()), secret.as_ref())
+            .await?;
+        crate::slots::write_atomic(data_dir, "identity", &file, &|_| {})
     }
 
-    /// Replaces `<data_dir>/identity` with the keys in `secret` (Ed25519 seed, then X25519
-    /// secret), sealed to this machine's backend. Used when a replacement machine takes over
-    /// a lost party's identity from its backup; the caller checks that nothing here depends
-    /// on the old identity.
+    /// Replaces `<data_dir>/identity` with `keys`, sealed to this machine's backend. Used
+    /// when a replacement machine takes over a lost party's identity from its backup; the
+    /// caller checks that nothing here depends on the old identity.
     pub async fn adopt(
         data_dir: &Path,
         sealer: &Sealer,
-        secret: &[u8; 64],
-    ) -> Result<Identity, SealError> {
-        let id = Self::from_secret(secret);
-        let file = sealer.seal(&Self::binding(id.party_id()), secret).await?;
-        crate::slots::write_atomic(data_dir, "identity", &file, &|_| {})?;
-        Ok(id)
+        keys: &PartyKeys,
+    ) -> Result<(), SealError> {
+        Self::write(data_dir, sealer, keys).await
     }
 
     /// Loads `<data_dir>/identity`, or creates and seals new keys if there is none.
-    /// Returns the identity and whether it was created now.
+    /// Returns the keys and whether they were created now.
     pub async fn load_or_create(
         data_dir: &Path,
         sealer: &Sealer,
-    ) -> Result<(Identity, bool), SealError> {
+    ) -> Result<(PartyKeys, bool), SealError> {
         let path = data_dir.join("identity");
-        let io = |e: std::io::Error| SealError::Io {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        };
         match fs::read(&path) {
             Ok(file) => {
                 let party = Envelope::parse(&file)?.binding.party_id;
                 let secret = sealer.unseal(&file, &Self::binding(party)).await?;
-                if secret.len() != 64 {
-                    return Err(SealError::Format(
-                        "identity holds the wrong number of bytes".into(),
-                    ));
-                }
-                let id = Self::from_secret(&secret);
-                if id.party_id() != party {
+                let bytes: Zeroizing<[u8; 64]> =
+                    Zeroizing::new(secret.as_slice().try_into().map_err(|_| {
+                        SealError::Format("identity holds the wrong number of bytes".into())
+                    })?);
+                let keys = PartyKeys::from_secret_bytes(&bytes);
+                if keys.party_id() != party {
                     return Err(SealError::Binding(
                         "the identity file's header names another key".into(),
                     ));
                 }
-                Ok((id, false))
+                Ok((keys, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut seed = Zeroizing::new([0u8; 32]);
-                rand::RngCore::fill_bytes(&mut OsRng, seed.as_mut());
-                let id = Identity {
-                    signing: SigningKey::from_bytes(&seed),
-                    encryption: StaticSecret::random_from_rng(OsRng),
-                };
-                let mut secret = Zeroizing::new(Vec::with_capacity(64));
-                secret.extend_from_slice(&id.signing.to_bytes());
-                secret.extend_from_slice(id.encryption.as_bytes());
-                let file = sealer.seal(&Self::binding(id.party_id()), &secret).await?;
-                crate::slots::write_atomic(data_dir, "identity", &file, &|_| {})?;
-                Ok((id, true))
+                let keys = PartyKeys::generate();
+                Self::write(data_dir, sealer, &keys).await?;
+                Ok((keys, true))
             }
-            Err(e) => Err(io(e)),
+            Err(e) => Err(SealError::Io {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            }),
         }
     }
 }
@@ -142,7 +93,7 @@ pub fn check_primary(data_dir: &Path, sealer: &Sealer) -> Result<bool, SealError
         return Ok(false);
     };
     let path = data_dir.join("tpm-primary");
-    let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = ::hex::encode(name);
     match fs::read_to_string(&path) {
         Ok(pinned) if pinned.trim() == hex => Ok(false),
         Ok(pinned) => Err(SealError::Tpm(format!(

@@ -20,8 +20,7 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -105,40 +104,25 @@ pub fn check_vault_id(v: &str) -> Result<(), SealError> {
     }
 }
 
-/// Writes `bytes` as `dir/name` atomically: a temporary file (mode 0600) written and
-/// fsynced, renamed over the name, then the directory fsynced. `fault` is called between
-/// the steps (tests kill the process there).
+/// Writes `bytes` as `dir/name` atomically ([`cosigner_party::files::write_atomic`]).
 pub(crate) fn write_atomic(
     dir: &Path,
     name: &str,
     bytes: &[u8],
     fault: &dyn Fn(&str),
 ) -> Result<(), SealError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let target = dir.join(name);
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-    }
-    fault(&format!("{name}: temporary file written"));
-    fs::rename(&tmp, &target).map_err(io(&target))?;
-    fault(&format!("{name}: renamed"));
-    fsync_dir(dir)?;
-    fault(&format!("{name}: directory synced"));
-    Ok(())
+    cosigner_party::files::write_atomic(dir, name, bytes, fault).map_err(write_error)
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), SealError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))
+    cosigner_party::files::sync_dir(dir).map_err(write_error)
+}
+
+fn write_error(e: cosigner_party::files::WriteError) -> SealError {
+    SealError::Io {
+        path: e.path.display().to_string(),
+        detail: e.source.to_string(),
+    }
 }
 
 impl ShareStore {

@@ -1,4 +1,6 @@
 //! The TPM backend against a real software TPM (swtpm).
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cosigner_seal::SealError;
 use cosigner_seal::swtpm::SwTpm;

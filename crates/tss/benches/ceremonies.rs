@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench -p cosigner-tss --bench ceremonies`. Message bytes per ceremony are
 //! printed once at start.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

@@ -42,7 +42,7 @@ impl<'de> Deserialize<'de> for PointBytes {
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 pub(crate) fn encode_point(p: &AffinePoint) -> PointBytes {

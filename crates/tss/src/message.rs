@@ -96,12 +96,19 @@ impl Message {
         }
     }
 
-    /// Decodes the body as `T`, naming the sender on failure.
+    /// Decodes the body as `T`, naming the sender on failure. Trailing bytes are refused:
+    /// a body means one thing, and padding cannot inflate what a blame must forward.
     pub(crate) fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T, TssError> {
-        postcard::from_bytes(&self.body).map_err(|e| TssError::Malformed {
+        let malformed = |detail: String| TssError::Malformed {
             party: self.from,
-            detail: format!("round {} body: {e}", self.round),
-        })
+            detail: format!("round {} body: {detail}", self.round),
+        };
+        let (v, rest) =
+            postcard::take_from_bytes(&self.body).map_err(|e| malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(malformed(format!("{} trailing bytes", rest.len())));
+        }
+        Ok(v)
     }
 }
 

@@ -187,14 +187,8 @@ impl Sign {
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        let txt = std::str::from_utf8(chunk).ok()?;
-        out[i] = u8::from_str_radix(txt, 16).ok()?;
-    }
+    ::hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 

@@ -1,5 +1,7 @@
 //! Every ceremony end to end, all parties in one process, every message serialized and
 //! deserialized; every signature verified by libsecp256k1 and k256 against the vault key.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -3,6 +3,8 @@
 //!
 //! Each ceremony case costs seconds (a DKG with proofs), so the count is small and fixed;
 //! set PROPTEST_CASES to run more.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

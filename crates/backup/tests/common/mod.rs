@@ -1,7 +1,7 @@
 //! A real 2-of-3 vault (engine keygen in one process) as `Held` shares with party keys.
 #![allow(dead_code)]
 
-use cosigner_relay::{Held, PartyKeys, VaultRecord};
+use cosigner_party::{Held, PartyKeys, VaultRecord};
 use cosigner_tss::local;
 use cosigner_tss::{Committee, Keygen, KeygenParams, PartyId};
 

@@ -18,7 +18,6 @@
 //! whole command, so two cosignerctl processes never interleave their writes.
 
 use std::fs::TryLockError;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -327,26 +326,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("cosigner")
-    ));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
-    Ok(())
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} is not a file name", path.display()))?;
+    cosigner_relay::files::write_atomic(dir, name, bytes, &|_| {})
+        .with_context(|| format!("cannot replace {}", path.display()))
 }
 
 /// The party file's passphrase: from a file (first line) or COSIGNERCTL_PASSPHRASE. Never

@@ -211,12 +211,7 @@ pub enum PartyCommand {
     },
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use cosigner_relay::clock::now_ms;
 
 fn parse_member(s: &str) -> Result<Member> {
     let mut it = s.splitn(3, ':');

@@ -73,7 +73,8 @@ impl PartyKeys {
         self.signing.sign(msg).to_bytes()
     }
 
-    pub(crate) fn encryption_secret(&self) -> &StaticSecret {
+    /// The X25519 secret, for the envelope layer's key agreement only.
+    pub fn encryption_secret(&self) -> &StaticSecret {
         &self.encryption
     }
 
@@ -108,7 +109,7 @@ pub struct Member {
 
 /// Lower-case hex, for ids in messages and logs (never for secrets).
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    ::hex::encode(b)
 }
 
 /// Short form of a party id for error messages: the first 8 bytes in hex, as the engine
@@ -120,25 +121,13 @@ pub fn short(id: &[u8]) -> String {
 /// Parses hex of any even length, with or without a leading "0x" (surrounding space ignored).
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    let s = s.strip_prefix("0x").unwrap_or(s);
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
-        .collect()
+    ::hex::decode(s.strip_prefix("0x").unwrap_or(s)).ok()
 }
 
 /// Parses 32 bytes of lower- or upper-case hex.
 pub fn parse_id(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
+    ::hex::decode_to_slice(s.trim(), &mut out).ok()?;
     Some(out)
 }
 
