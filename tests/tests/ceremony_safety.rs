@@ -210,7 +210,11 @@ async fn a_request_that_swaps_a_members_key_is_refused_before_anything_is_sent()
     // Refused before the gate: nothing started, nothing is pending, and server-b never
     // posted to the session (its HELLO would be the first thing in mallory's mailbox).
     assert_eq!(reshare_entries(&s.b, &s.pki), before);
-    assert_eq!(refused_reshares(&s.b, &s.pki), 2, "both refusals are recorded");
+    assert_eq!(
+        refused_reshares(&s.b, &s.pki),
+        2,
+        "both refusals are recorded"
+    );
     let v = show_vault(&s.b, &s.pki, "v1");
     assert!(v["slots"]["pending_epoch"].is_null(), "{v}");
     let ch = s.pki.channel(s.a.addr, Some("device-1")).await.unwrap();
