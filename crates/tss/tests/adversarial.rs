@@ -293,6 +293,39 @@ fn equivocating_broadcast_is_detected() {
 }
 
 #[test]
+fn a_padded_dealing_is_refused_naming_the_dealer() {
+    // A dealer that pads its round-1 broadcast (to push a blame's evidence over its size
+    // limit) is refused as malformed by every receiver: a body means one thing.
+    let s = vault();
+    let p: Vec<PartyId> = s.iter().map(|x| x.party()).collect();
+    let newcomer = ids(24, 1)[0];
+    let committee = Committee::new(2, [p[0], p[1], newcomer]).unwrap();
+    let params = || ReshareParams {
+        old: s[0].public().clone(),
+        dealers: vec![p[0], p[1]],
+        new_committee: committee.clone(),
+        nonce: [5; 32],
+    };
+    let machines = vec![
+        Reshare::new(params(), p[0], Some(&s[0])).unwrap(),
+        Reshare::new(params(), p[1], Some(&s[1])).unwrap(),
+        Reshare::new(params(), newcomer, None).unwrap(),
+    ];
+    let run = local::run_with(machines, Order::Fifo, &mut |_, bytes| {
+        let m = Message::decode(&bytes).unwrap();
+        if m.from == p[1] && m.round == 1 && m.is_broadcast() {
+            return vec![edit(bytes, |m| m.body.extend_from_slice(&[0u8; 64]))];
+        }
+        vec![bytes]
+    });
+    let newcomer_result = run.outputs.into_iter().nth(2).unwrap();
+    assert!(
+        matches!(newcomer_result, Err(TssError::Malformed { party, ref detail }) if party == p[1] && detail.contains("trailing")),
+        "{newcomer_result:?}"
+    );
+}
+
+#[test]
 fn dealer_with_an_inconsistent_fragment_is_named() {
     let s = vault();
     let p: Vec<PartyId> = s.iter().map(|x| x.party()).collect();
