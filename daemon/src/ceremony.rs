@@ -130,7 +130,12 @@ fn drive_status(e: &DriveError) -> (Status, Outcome) {
         DriveError::EpochMismatch { .. } => (Status::failed_precondition(msg), Outcome::Failed),
         DriveError::Relay(_) => (Status::unavailable(msg), Outcome::Failed),
         DriveError::Panicked(_) => (Status::internal(msg), Outcome::Failed),
-        DriveError::Blamed { .. } => (Status::aborted(msg), Outcome::Aborted),
+        // The code and outcome of what actually stopped the ceremony (a timeout stays a
+        // timeout); the message keeps the blame.
+        DriveError::Blamed { error, .. } => {
+            let (inner, outcome) = drive_status(error);
+            (Status::new(inner.code(), msg), outcome)
+        }
     }
 }
 

@@ -273,7 +273,7 @@ impl Cosigner for CosignerService {
             entries: page
                 .entries
                 .iter()
-                .map(|(e, hash)| history_rpc::entry_to_proto(e, hash))
+                .map(|(e, hash)| history_rpc::entry_to_proto(e, hash, history_rpc::Detail::Listing))
                 .collect(),
             next_page_token: page.next.unwrap_or_default(),
         }))
@@ -285,7 +285,11 @@ impl Cosigner for CosignerService {
     ) -> Result<Response<HistoryEntry>, Status> {
         let seq = request.into_inner().seq;
         let (e, hash) = blocking(&self.history, move |h| h.get(seq)).await?;
-        Ok(Response::new(history_rpc::entry_to_proto(&e, &hash)))
+        Ok(Response::new(history_rpc::entry_to_proto(
+            &e,
+            &hash,
+            history_rpc::Detail::Full,
+        )))
     }
 
     async fn verify_history(
@@ -402,6 +406,8 @@ fn recent_ceremonies(
     found.truncate(RECENT_CEREMONIES);
     Ok(found
         .iter()
-        .map(|(e, hash)| crate::history_rpc::entry_to_proto(e, hash))
+        .map(|(e, hash)| {
+            crate::history_rpc::entry_to_proto(e, hash, crate::history_rpc::Detail::Listing)
+        })
         .collect())
 }

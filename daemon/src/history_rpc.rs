@@ -108,7 +108,15 @@ pub fn query_from(filter: Option<pb::HistoryFilter>) -> Result<Query, Status> {
     Ok(q)
 }
 
-pub fn entry_to_proto(e: &Entry, hash: &[u8; 32]) -> pb::HistoryEntry {
+/// How much of an entry to give: listings leave out the stored ABORT envelope (up to
+/// 128 KiB each, evidence included), which only `GetHistoryEntry` returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    Listing,
+    Full,
+}
+
+pub fn entry_to_proto(e: &Entry, hash: &[u8; 32], detail: Detail) -> pb::HistoryEntry {
     let r: &Record = &e.record;
     let decision = |d: &str| match d {
         "allow" => pb::Decision::Allow,
@@ -140,7 +148,10 @@ pub fn entry_to_proto(e: &Entry, hash: &[u8; 32]) -> pb::HistoryEntry {
             accuser: b.accuser.clone(),
             accused: b.accused.clone(),
             finding: b.finding.clone(),
-            abort_envelope: b.abort.clone(),
+            abort_envelope: match detail {
+                Detail::Full => b.abort.clone(),
+                Detail::Listing => Vec::new(),
+            },
         }),
         _ => None,
     };

@@ -698,6 +698,36 @@ async fn a_blamed_dealer_is_named_with_its_own_signed_messages_as_evidence() {
         ));
         let seq = list["seq"].as_u64().unwrap();
         assert_eq!(list["outcome"], "aborted", "{who}: {list}");
+        // Listings name the blame but leave the stored ABORT (evidence, up to 128 KiB) to
+        // GetHistoryEntry.
+        let mut admin = CosignerClient::new(s.pki.channel(d.addr, Some("admin")).await.unwrap());
+        let listed = admin
+            .list_history(api::ListHistoryRequest {
+                filter: None,
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let entry = listed.entries.iter().find(|e| e.seq == seq).unwrap();
+        let listed_blame = entry.blame.as_ref().unwrap();
+        assert!(
+            listed_blame.abort_envelope.is_empty(),
+            "{who}: listed whole"
+        );
+        assert_eq!(listed_blame.accused, m.party_id().to_vec());
+        let full = admin
+            .get_history_entry(api::GetHistoryEntryRequest { seq })
+            .await
+            .unwrap()
+            .into_inner();
+        let abort = &full.blame.as_ref().unwrap().abort_envelope;
+        assert!(
+            !abort.is_empty() && abort.len() <= cosigner_relay::blame::MAX_ABORT_BYTES,
+            "{who}: {} bytes",
+            abort.len()
+        );
         assert_eq!(
             list["blame"]["accused"],
             mallory_hex.as_str(),

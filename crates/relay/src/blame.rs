@@ -20,14 +20,22 @@
 //!   Otherwise (a dkls23 abort needs the receiver's secret state) the finding is that the
 //!   accused really sent those bytes, no more.
 //!
-//! Honest parties never take part twice on one relay session id (the daemon keeps used ids
-//! in its history, the device its last 256), so (sender, session) names one ceremony: an
-//! accuser cannot mix an honest party's messages from two ceremonies.
+//! Every exhibit must come from one ceremony. Honest parties avoid taking part twice on one
+//! relay session id (the daemon keeps used ids in its history, the device its last 256),
+//! but a restored backup or a device's short memory can repeat one, so the session is not
+//! enough: each envelope's signed header names the *ceremony context*, a hash of the roster
+//! and of every participant's fresh HELLO value. The evidence carries those fresh values;
+//! [`judge`] recomputes the context from them and the roster and requires every exhibit,
+//! the accused's HELLO (by its fresh value) and the ABORT itself to name it. An accuser
+//! therefore cannot mix an honest party's messages from two ceremonies, nor judge them
+//! against another ceremony's participant list.
 //!
 //! What a revealed key discloses: one message the accuser already holds, of a ceremony that
 //! is abandoned at that moment. That is no more than the accuser could publish anyway; the
 //! relay learns it too. Only the accused's messages to the accuser are revealed, never the
 //! accuser's state or any other pair's traffic.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,17 +43,21 @@ use cosigner_api::v1::{Envelope, EnvelopeKind};
 use cosigner_tss::{Committee, Message, PartyId, TssError};
 use prost::Message as _;
 
-use crate::driver::HelloMessage;
+use crate::driver::{HelloMessage, ceremony_context};
 use crate::envelope::{open_with_key, signature_ok};
 use crate::keys::short;
 use crate::roster::Roster;
 
-/// Most bytes of exhibits an ABORT carries (the smallest relay payload limit is 64 KiB; a
-/// DKG round-3 message to one party is about 50 KB). Older exhibits go first: a dealing
-/// fault rests on round one.
+/// Most bytes of exhibits an ABORT carries (a DKG round-3 message to one party is about
+/// 50 KB). Older exhibits go first: a dealing fault rests on round one.
 pub const MAX_EXHIBIT_BYTES: usize = 48 * 1024;
-/// Most bytes of an ABORT payload a party decodes.
-const MAX_ABORT_BYTES: usize = 16 << 20;
+/// Most bytes of evidence in all (roster, fresh values, HELLO and exhibits): with the
+/// reason, an ABORT stays under the smallest relay payload limit (64 KiB). A roster too
+/// large to fit leaves the ABORT without evidence.
+pub const MAX_EVIDENCE_BYTES: usize = 60 * 1024;
+/// Most bytes of an ABORT payload a party decodes, judges or keeps: an honest one is under
+/// 64 KiB; anything larger is read as an ABORT without a readable reason.
+pub const MAX_ABORT_BYTES: usize = 128 * 1024;
 
 /// The payload of an ABORT envelope.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -104,6 +116,9 @@ pub struct Evidence {
     pub claim: Claim,
     /// The participant list as the accuser built it; the accused signed its hash in HELLO.
     pub roster: Roster,
+    /// Every participant's fresh HELLO value, by party id in ascending order: with the
+    /// roster they give the ceremony context every exhibit must name.
+    pub fresh: Vec<([u8; 32], [u8; 32])>,
     /// The accused's signed HELLO envelope (protobuf).
     pub hello: Vec<u8>,
     pub exhibits: Vec<Exhibit>,
@@ -113,37 +128,44 @@ pub struct Evidence {
 
 impl Evidence {
     /// Evidence against `accused` from what this party received: the oldest exhibits first,
-    /// as many as fit.
+    /// as many as fit. None when the roster alone leaves no room (a very large committee).
     pub fn new(
         accused: [u8; 32],
         claim: Claim,
         roster: Roster,
+        fresh: &BTreeMap<[u8; 32], [u8; 32]>,
         hello: &Envelope,
         received: &[Received],
-    ) -> Evidence {
-        let mut exhibits = Vec::new();
+    ) -> Option<Evidence> {
+        let mut ev = Evidence {
+            accused,
+            claim,
+            roster,
+            fresh: fresh.iter().map(|(id, f)| (*id, *f)).collect(),
+            hello: hello.encode_to_vec(),
+            exhibits: Vec::new(),
+            truncated: false,
+        };
+        let fixed = postcard::to_allocvec(&ev).ok()?.len();
+        let budget = MAX_EVIDENCE_BYTES
+            .checked_sub(fixed)?
+            .min(MAX_EXHIBIT_BYTES);
         let mut bytes = 0usize;
-        let mut truncated = false;
         for (env, key) in received {
             let b = env.encode_to_vec();
-            if bytes + b.len() > MAX_EXHIBIT_BYTES {
-                truncated = true;
+            // An exhibit costs its bytes, a length prefix and its key.
+            let cost = b.len() + 4 + key.map_or(1, |_| 33);
+            if bytes + cost > budget {
+                ev.truncated = true;
                 continue;
             }
-            bytes += b.len();
-            exhibits.push(Exhibit {
+            bytes += cost;
+            ev.exhibits.push(Exhibit {
                 envelope: b,
                 key: *key,
             });
         }
-        Evidence {
-            accused,
-            claim,
-            roster,
-            hello: hello.encode_to_vec(),
-            exhibits,
-            truncated,
-        }
+        Some(ev)
     }
 }
 
@@ -276,7 +298,7 @@ fn examine(
             return Err(format!("{} is not a participant of it", short(who)));
         }
     }
-    // The accused agreed to this roster.
+    // The accused agreed to this roster, in this ceremony.
     let hello = decode_env(&ev.hello, "HELLO")?;
     authentic(&hello, accused, &abort.session_id, "its HELLO")?;
     if hello.kind != EnvelopeKind::Hello as i32 {
@@ -287,12 +309,37 @@ fn examine(
     if h.roster_hash != roster_hash {
         return Err("the accused signed another participant list in its HELLO".into());
     }
-    // Every exhibit is the accused's, in this session; point-to-point ones to the accuser.
+    // The ceremony: the roster and every participant's fresh value, once each.
+    let fresh: BTreeMap<[u8; 32], [u8; 32]> = ev.fresh.iter().copied().collect();
+    let listed: BTreeSet<[u8; 32]> = ev.roster.participants.iter().map(|m| m.id).collect();
+    if fresh.len() != ev.fresh.len() || !fresh.keys().eq(listed.iter()) {
+        return Err("its fresh HELLO values are not one per participant".into());
+    }
+    let context = ceremony_context(&roster_hash, &fresh);
+    if abort.context != context {
+        return Err("the ABORT names another ceremony than its evidence".into());
+    }
+    if fresh.get(accused) != Some(&h.fresh) {
+        return Err("the accused's HELLO is from another ceremony".into());
+    }
+    // Every exhibit is the accused's, in this ceremony, once, in the order it was sent;
+    // point-to-point ones to the accuser.
     let mut opened: Vec<Message> = Vec::with_capacity(ev.exhibits.len());
+    let mut last_counter = 0u64;
     for (i, x) in ev.exhibits.iter().enumerate() {
         let what = format!("exhibit {}", i + 1);
         let env = decode_env(&x.envelope, &what)?;
         authentic(&env, accused, &abort.session_id, &what)?;
+        if env.context != context {
+            return Err(format!("{what} belongs to another ceremony"));
+        }
+        if env.counter <= last_counter {
+            return Err(format!(
+                "{what} repeats or precedes an earlier exhibit (counter {})",
+                env.counter
+            ));
+        }
+        last_counter = env.counter;
         if env.kind != EnvelopeKind::Protocol as i32 {
             return Err(format!("{what} is not a protocol message"));
         }

@@ -152,6 +152,23 @@ pub(crate) struct HelloMessage {
     pub(crate) state: Hello,
 }
 
+/// The ceremony context: the roster hash and every participant's fresh HELLO value. It keys
+/// point-to-point messages and is named in every envelope's signed header, so whoever
+/// holds the roster and the fresh values can tell which ceremony a message belongs to.
+pub(crate) fn ceremony_context(
+    roster_hash: &[u8; 32],
+    fresh: &BTreeMap<[u8; 32], [u8; 32]>,
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"cosigner/v2/ceremony-context");
+    h.update(roster_hash);
+    for (id, f) in fresh {
+        h.update(id);
+        h.update(f);
+    }
+    h.finalize().into()
+}
+
 /// Called with the name of each point a party reaches ("hello", "round-1", ..., "ready")
 /// just before it posts there. Crash tests use it to kill a process at an exact round.
 pub type FaultHook = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
@@ -183,6 +200,8 @@ pub struct Driver {
     members: BTreeMap<[u8; 32], Member>,
     roster_hash: [u8; 32],
     fresh: [u8; 32],
+    /// Every participant's fresh HELLO value (evidence names the ceremony with them).
+    fresh_all: BTreeMap<[u8; 32], [u8; 32]>,
     /// Set once every HELLO agreed: keys point-to-point envelopes and the engine session.
     context: Option<[u8; 32]>,
     opener: Opener,
@@ -269,6 +288,7 @@ impl Driver {
             roster_hash: roster.hash(),
             members: roster.participants.into_iter().map(|m| (m.id, m)).collect(),
             fresh,
+            fresh_all: BTreeMap::new(),
             context: None,
             opener,
             stream,
@@ -399,7 +419,9 @@ impl Driver {
         match tokio::time::timeout(Duration::from_secs(2), post).await {
             Ok(Ok(env)) if with_evidence => {
                 // Judged like anyone else would: what this party records is what others see.
-                if let Ok(verdict) = judge(&env, Some(&self.roster_hash)) {
+                let (abort, hash) = (env.clone(), self.roster_hash);
+                let verdict = tokio::task::spawn_blocking(move || judge(&abort, Some(&hash)));
+                if let Ok(Ok(verdict)) = verdict.await {
                     self.blamed = Some(Blamed {
                         abort: env,
                         verdict,
@@ -446,13 +468,14 @@ impl Driver {
             })
             .cloned()
             .collect();
-        Some(Evidence::new(
+        Evidence::new(
             accused,
             claim,
             self.roster.clone(),
+            &self.fresh_all,
             hello,
             &received,
-        ))
+        )
     }
 
     /// Ends the session on the relay (the coordinator does this when everyone is done).
@@ -477,13 +500,19 @@ impl Driver {
 
     /// Opens one envelope; an ABORT ends the ceremony. Keeps what may become evidence: the
     /// signed HELLOs and every protocol envelope with its message key.
-    fn open_one(&mut self, env: &Envelope) -> Result<Opened, DriveError> {
+    async fn open_one(&mut self, env: &Envelope) -> Result<Opened, DriveError> {
         let opened = self.opener.open(env)?;
         match opened.kind {
             EnvelopeKind::Abort => {
                 let (reason, evidence) = match AbortMessage::decode(&opened.payload) {
                     Ok(m) => {
-                        let verdict = judge(env, Some(&self.roster_hash));
+                        // Checking evidence verifies up to a few hundred signatures and may
+                        // re-run a dealing check: on the blocking pool, not a runtime worker.
+                        let (abort, hash) = (env.clone(), self.roster_hash);
+                        let verdict =
+                            tokio::task::spawn_blocking(move || judge(&abort, Some(&hash)))
+                                .await
+                                .map_err(|e| DriveError::Panicked(e.to_string()))?;
                         let summary = match &verdict {
                             Ok(v) if m.evidence.is_some() => v.summary(),
                             Ok(_) => String::new(),
@@ -530,7 +559,7 @@ impl Driver {
             if self.context.is_some()
                 && let Some(env) = self.unopened.pop_front()
             {
-                return self.open_one(&env).map(Some);
+                return self.open_one(&env).await.map(Some);
             }
             let msg = match tokio::time::timeout(self.timeout, self.stream.message()).await {
                 Err(_) => return Ok(None),
@@ -556,7 +585,7 @@ impl Driver {
                 self.unopened.push_back(env);
                 continue;
             }
-            return self.open_one(&env).map(Some);
+            return self.open_one(&env).await.map(Some);
         }
     }
 
@@ -689,14 +718,8 @@ impl Driver {
                 });
             }
         }
-        let mut h = Sha256::new();
-        h.update(b"cosigner/v2/ceremony-context");
-        h.update(self.roster_hash);
-        for (id, f) in &fresh {
-            h.update(id);
-            h.update(f);
-        }
-        let context: [u8; 32] = h.finalize().into();
+        let context = ceremony_context(&self.roster_hash, &fresh);
+        self.fresh_all = fresh;
         self.context = Some(context);
         self.opener.set_context(context);
         Ok(self.hellos.clone())

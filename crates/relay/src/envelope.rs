@@ -1,8 +1,8 @@
 //! Signed and encrypted envelopes: what parties post to the relay.
 //!
 //! The relay is not trusted, so every envelope is signed by its sender's identity key over
-//! everything that routes it (version, session, sender, recipient, round, counter, the full
-//! kind) and its payload, and point-to-point payloads are encrypted to the recipient.
+//! everything that routes it (version, session, ceremony context, sender, recipient, round,
+//! counter, the full kind) and its payload, and point-to-point payloads are encrypted to the recipient.
 //! Encryption: X25519 between the two parties' keys, HKDF-SHA256 with the session id as salt
 //! and, in the info, the *ceremony context*, both ids and the per-sender counter, which gives
 //! every message its own key; then ChaCha20-Poly1305 with the counter as nonce and the
@@ -22,7 +22,10 @@
 //! at 1 in every ceremony, so without it a relay session id used twice (after a restart, or
 //! by a requester who reuses one) would reuse (key, nonce) pairs; with it, each ceremony has
 //! its own keys even on the same session id, as long as one participant's value is fresh.
-//! Nothing is encrypted before the context exists: point-to-point envelopes need it.
+//! Nothing is encrypted before the context exists: point-to-point envelopes need it. Every
+//! envelope sent once it exists also carries it in its signed header, so a protocol message
+//! names its ceremony, not only its relay session: evidence against a sender
+//! ([`crate::blame`]) can be checked to come from one ceremony.
 //!
 //! [`Opener`] is the receiving side for one session: it refuses foreign sessions, unknown
 //! senders, bad signatures, envelopes for someone else, and any counter that is not larger
@@ -40,7 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::keys::{Member, PartyKeys, short, verify};
 
-pub const ENVELOPE_VERSION: u32 = 3;
+pub const ENVELOPE_VERSION: u32 = 4;
 const SIGN_TAG: &[u8] = b"cosigner/v1/envelope";
 const KDF_INFO: &[u8] = b"cosigner/v3/p2p";
 const KEY_COMMIT_TAG: &[u8] = b"cosigner/v3/key-commitment";
@@ -75,10 +78,15 @@ pub enum EnvelopeError {
         "a point-to-point envelope before every participant's HELLO: there are no ceremony keys yet"
     )]
     NoContext,
+    #[error(
+        "envelope from {sender} names another ceremony (it was shown other HELLOs than this party, or the message is from an earlier ceremony on this session id)"
+    )]
+    WrongContext { sender: String },
 }
 
 /// The bytes the sender signs (and, without the payload, the AEAD's associated data): the
 /// version and the kind as sent (all 32 bits), so neither can be changed in transit.
+#[allow(clippy::too_many_arguments)]
 fn header(
     version: u32,
     session: &[u8],
@@ -87,8 +95,9 @@ fn header(
     round: u32,
     counter: u64,
     kind: i32,
+    context: &[u8],
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(SIGN_TAG.len() + 5 + session.len() + 64 + 19);
+    let mut out = Vec::with_capacity(SIGN_TAG.len() + 5 + session.len() + 64 + 52);
     out.extend_from_slice(SIGN_TAG);
     out.push(0);
     out.extend_from_slice(&version.to_be_bytes());
@@ -102,6 +111,8 @@ fn header(
     out.extend_from_slice(&round.to_be_bytes());
     out.extend_from_slice(&counter.to_be_bytes());
     out.extend_from_slice(&kind.to_be_bytes());
+    out.push(context.len() as u8);
+    out.extend_from_slice(context);
     out
 }
 
@@ -115,6 +126,7 @@ fn header_of(env: &Envelope) -> Vec<u8> {
         env.round,
         env.counter,
         env.kind,
+        &env.context,
     )
 }
 
@@ -215,6 +227,7 @@ pub fn seal(
     let me = keys.party_id();
     let recipient_id = recipient.map(|m| m.id.to_vec()).unwrap_or_default();
     let kind = kind as i32;
+    let context_bytes = context.map(|c| c.to_vec()).unwrap_or_default();
     let payload = match recipient {
         None => plaintext.to_vec(),
         Some(m) => {
@@ -240,6 +253,7 @@ pub fn seal(
                 round,
                 counter,
                 kind,
+                &context_bytes,
             );
             let ciphertext = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()))
                 .encrypt(
@@ -269,6 +283,7 @@ pub fn seal(
         kind,
         payload,
         signature: Vec::new(),
+        context: context_bytes,
     };
     env.signature = keys.sign(&signed_bytes(&env)).to_vec();
     Ok(env)
@@ -323,6 +338,42 @@ impl Opener {
         }
     }
 
+    /// A HELLO names no context (it comes before one exists); protocol messages and READYs
+    /// name this ceremony's; an ABORT names it, or none when sent before every HELLO.
+    fn check_context(
+        &self,
+        env: &Envelope,
+        kind: EnvelopeKind,
+        sender: &str,
+    ) -> Result<(), EnvelopeError> {
+        let malformed = |detail: &str| EnvelopeError::Malformed {
+            sender: sender.to_string(),
+            detail: detail.to_string(),
+        };
+        if env.context.is_empty() {
+            return match kind {
+                EnvelopeKind::Hello | EnvelopeKind::Abort => Ok(()),
+                _ => Err(malformed("it names no ceremony context")),
+            };
+        }
+        if kind == EnvelopeKind::Hello {
+            return Err(malformed("a HELLO that names a ceremony context"));
+        }
+        if env.context.len() != 32 {
+            return Err(malformed("its ceremony context is not 32 bytes"));
+        }
+        match &self.context {
+            Some(c) if c.as_slice() == env.context.as_slice() => Ok(()),
+            Some(_) => Err(EnvelopeError::WrongContext {
+                sender: sender.to_string(),
+            }),
+            // An ABORT from a party that is ahead: its context cannot be checked yet, and it
+            // only stops the ceremony.
+            None if kind == EnvelopeKind::Abort => Ok(()),
+            None => Err(EnvelopeError::NoContext),
+        }
+    }
+
     pub fn open(&mut self, env: &Envelope) -> Result<Opened, EnvelopeError> {
         let sender_short = self.who(&env.sender);
         if env.version != ENVELOPE_VERSION {
@@ -365,6 +416,7 @@ impl Opener {
                 sender: sender_short.clone(),
                 detail: format!("unknown envelope kind {}", env.kind),
             })?;
+        self.check_context(env, kind, &sender_short)?;
         let last = self.last.get(&sender).copied().unwrap_or(0);
         if env.counter <= last {
             return Err(EnvelopeError::Replay {
@@ -468,7 +520,7 @@ mod tests {
             b"x",
         )
         .unwrap();
-        let cases: [fn(&mut Envelope); 7] = [
+        let cases: [fn(&mut Envelope); 9] = [
             |e| e.payload[0] ^= 1,
             |e| e.round = 3,
             |e| e.counter = 6,
@@ -477,6 +529,10 @@ mod tests {
             |e| e.kind += 256,
             |e| e.signature[0] ^= 1,
             |e| e.recipient = vec![],
+            // The ceremony context is signed: a message cannot be moved to another ceremony
+            // on the same session id, nor stripped of its context.
+            |e| e.context = vec![9; 32],
+            |e| e.context.clear(),
         ];
         for (i, f) in cases.iter().enumerate() {
             let mut e = base.clone();
@@ -512,8 +568,8 @@ mod tests {
     #[test]
     fn each_ceremony_context_has_its_own_keys() {
         // Same parties, same session id, same counter: only the context differs (two
-        // ceremonies on one reused relay session id). The ciphertexts differ, and neither
-        // opens under the other's context.
+        // ceremonies on one reused relay session id). The ciphertexts differ, each names its
+        // ceremony, and neither opens under the other's context, even relabelled.
         let (a, b, members) = setup();
         let s = b"reusedsession-16";
         let seal_with = |ctx: [u8; 32]| {
@@ -532,9 +588,19 @@ mod tests {
         let one = seal_with([1; 32]);
         let two = seal_with([2; 32]);
         assert_ne!(one.payload, two.payload);
+        assert_eq!(one.context, vec![1; 32]);
         let mut o = Opener::new(b.clone(), s, &members);
         o.set_context([1; 32]);
-        assert!(matches!(o.open(&two), Err(EnvelopeError::Decrypt { .. })));
+        assert!(matches!(
+            o.open(&two),
+            Err(EnvelopeError::WrongContext { .. })
+        ));
+        let mut relabelled = two.clone();
+        relabelled.context = vec![1; 32];
+        assert!(matches!(
+            o.open(&relabelled),
+            Err(EnvelopeError::BadSignature { .. })
+        ));
         let mut o = Opener::new(b, s, &members);
         o.set_context([1; 32]);
         assert_eq!(o.open(&one).unwrap().payload.as_slice(), b"fragment");
@@ -571,6 +637,31 @@ mod tests {
         .unwrap();
         let mut o = Opener::new(b, s, &members);
         assert_eq!(o.open(&env).unwrap_err(), EnvelopeError::NoContext);
+    }
+
+    #[test]
+    fn only_hello_and_an_early_abort_go_without_a_context() {
+        let (a, b, members) = setup();
+        let s = b"sessionsession16";
+        let bare = |kind| seal(&a, s, None, None, 1, 1, kind, b"x").unwrap();
+        let named = |kind| seal(&a, s, Some(&CTX), None, 1, 1, kind, b"x").unwrap();
+        for kind in [EnvelopeKind::Protocol, EnvelopeKind::Ready] {
+            let err = opener(&b, s, &members).open(&bare(kind)).unwrap_err();
+            assert!(
+                err.to_string().contains("names no ceremony context"),
+                "{err}"
+            );
+            assert!(opener(&b, s, &members).open(&named(kind)).is_ok());
+        }
+        let err = opener(&b, s, &members)
+            .open(&named(EnvelopeKind::Hello))
+            .unwrap_err();
+        assert!(err.to_string().contains("HELLO that names"), "{err}");
+        for env in [bare(EnvelopeKind::Abort), named(EnvelopeKind::Abort)] {
+            assert!(opener(&b, s, &members).open(&env).is_ok());
+            // Before this party has a context, an ABORT is opened whatever it names.
+            assert!(Opener::new(b.clone(), s, &members).open(&env).is_ok());
+        }
     }
 
     #[test]

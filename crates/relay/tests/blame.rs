@@ -162,6 +162,11 @@ fn keys() -> [PartyKeys; 3] {
 
 /// Runs the reshare with one party's misdeed; returns every party's error and blame.
 async fn reshare(k: &[PartyKeys; 3], who: &'static str, misdeed: Misdeed) -> Vec<End> {
+    reshare_to(k, 2, who, misdeed).await
+}
+
+/// [`reshare`] to a new committee of threshold `t`.
+async fn reshare_to(k: &[PartyKeys; 3], t: u8, who: &'static str, misdeed: Misdeed) -> Vec<End> {
     let (addr, relay) = serve().await;
     let [a, b, m] = k.clone();
     let mut shares = vault(&a, &b);
@@ -201,7 +206,7 @@ async fn reshare(k: &[PartyKeys; 3], who: &'static str, misdeed: Misdeed) -> Vec
         relay_session: session.clone(),
         request_digest: [3; 32],
         epoch: old.epoch,
-        threshold: 2,
+        threshold: t,
         old_threshold: 2,
         dealers: dealers.clone(),
         committee: committee.clone(),
@@ -257,7 +262,7 @@ async fn reshare(k: &[PartyKeys; 3], who: &'static str, misdeed: Misdeed) -> Vec
             let params = ReshareParams {
                 old,
                 dealers: dealers.into_iter().map(PartyId).collect(),
-                new_committee: Committee::new(2, committee.into_iter().map(PartyId)).unwrap(),
+                new_committee: Committee::new(t, committee.into_iter().map(PartyId)).unwrap(),
                 nonce: d.engine_nonce().unwrap(),
             };
             let engine =
@@ -410,4 +415,88 @@ async fn a_false_accusation_is_shown_not_to_hold() {
     }
     let (_, m_err, _) = of(&ends, "mallory");
     assert!(m_err.to_string().contains("does not hold"), "{m_err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accuser_cannot_mix_messages_from_two_ceremonies_on_one_session_id() {
+    // Two ceremonies with the same parties on the same relay session id (a device that
+    // forgot the id, a daemon restored from a backup): the first to a 2-of-3, the second
+    // to a 3-of-3. Mallory deals honestly both times; `a` accuses it both times, and so
+    // holds mallory's signed HELLO of the first and its signed dealing of the second. A
+    // 3-of-3 dealing judged against the 2-of-3 participant list that mallory's first HELLO
+    // signed does not check: without the ceremony context in every signed header, that mix
+    // upholds a blame of an honest dealer.
+    let k = keys();
+    let m = k[2].party_id();
+    let first = reshare_to(&k, 2, "a", Misdeed::FalselyAccuse(m)).await;
+    let second = reshare_to(&k, 3, "a", Misdeed::FalselyAccuse(m)).await;
+    let one = of(&first, "a").2.clone().unwrap().abort;
+    let two = of(&second, "a").2.clone().unwrap().abort;
+    assert_eq!(one.session_id, two.session_id);
+    assert_ne!(
+        one.context, two.context,
+        "each ceremony has its own context"
+    );
+    let evidence = |abort: &api::Envelope| {
+        AbortMessage::decode(&abort.payload)
+            .unwrap()
+            .evidence
+            .unwrap()
+    };
+    let (ev1, ev2) = (evidence(&one), evidence(&two));
+    let rejected = |env: api::Envelope| match judge(&env, None).unwrap().finding {
+        Finding::Rejected(why) => why,
+        other => panic!("accepted: {other:?}"),
+    };
+    // The second ceremony's dealing under the first's participant list, HELLO and name.
+    let why = rejected(edited(&k[0], &one, |msg| {
+        msg.evidence.as_mut().unwrap().exhibits = ev2.exhibits.clone();
+    }));
+    assert!(why.contains("belongs to another ceremony"), "{why}");
+    // Nor can the accuser name the other ceremony in its own ABORT, or swap the HELLO or
+    // the fresh values to make the mix fit.
+    let mut renamed = one.clone();
+    renamed.context = two.context.clone();
+    let why = rejected(edited(&k[0], &renamed, |msg| {
+        msg.evidence.as_mut().unwrap().exhibits = ev2.exhibits.clone();
+    }));
+    assert!(why.contains("another ceremony than its evidence"), "{why}");
+    let why = rejected(edited(&k[0], &one, |msg| {
+        msg.evidence.as_mut().unwrap().hello = ev2.hello.clone();
+    }));
+    assert!(why.contains("another participant list"), "{why}");
+    let why = rejected(edited(&k[0], &one, |msg| {
+        msg.evidence.as_mut().unwrap().fresh = ev2.fresh.clone();
+    }));
+    assert!(why.contains("another ceremony"), "{why}");
+    let why = rejected(edited(&k[0], &one, |msg| {
+        msg.evidence.as_mut().unwrap().fresh.pop();
+    }));
+    assert!(why.contains("one per participant"), "{why}");
+    // An exhibit given twice is refused (no padding the evidence with repeats).
+    let why = rejected(edited(&k[0], &one, |msg| {
+        let ev = msg.evidence.as_mut().unwrap();
+        let x = ev.exhibits[0].clone();
+        ev.exhibits.push(x);
+    }));
+    assert!(why.contains("repeats or precedes"), "{why}");
+    // Each unmixed ABORT is still judged on its own: the honest dealing holds.
+    assert_eq!(ev1.roster.threshold, 2);
+    for abort in [&one, &two] {
+        match judge(abort, None).unwrap().finding {
+            Finding::Rejected(why) => assert!(why.contains("matches its commitments"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_oversized_abort_is_not_decoded() {
+    let big = AbortMessage {
+        reason: "x".repeat(cosigner_relay::blame::MAX_ABORT_BYTES + 1),
+        evidence: None,
+    }
+    .encode();
+    let err = AbortMessage::decode(&big).unwrap_err();
+    assert!(err.to_string().contains("too large"), "{err}");
 }

@@ -58,17 +58,17 @@ pub(crate) fn map_abort(abort: Abort, committee: &Committee) -> TssError {
             | MultiplicationVerificationFailed { counterparty, .. }
             | GammaUInconsistency { counterparty }
             | ZeroShareDecommitFailed { counterparty }
-            | SessionBindingMismatch { counterparty }
-            | InvalidLocalState { counterparty, .. }
-            | MissingMulState { counterparty },
+            | SessionBindingMismatch { counterparty },
         ) => Some(*counterparty),
         (_, UnexpectedSender { sender } | DuplicateSender { sender }) => Some(*sender),
-        (
-            _,
-            MissingMessageFromParty { party }
-            | MissingCommittedPoint { party }
-            | ChainCodeCommitmentFailed { party },
-        ) => Some(*party),
+        (_, MissingCommittedPoint { party } | ChainCodeCommitmentFailed { party }) => Some(*party),
+        // Not the named party's fault: this party's own state for it is missing or
+        // malformed (dkls23 says so of InvalidLocalState), or a message the machine should
+        // have gathered is absent, which a relay can cause as well as the sender. Naming
+        // the counterparty here would put an honest party in a blame.
+        (_, InvalidLocalState { .. } | MissingMulState { .. } | MissingMessageFromParty { .. }) => {
+            None
+        }
         _ => None,
     };
     let reason = abort.reason.to_string();
@@ -202,3 +202,44 @@ macro_rules! public_debug {
     };
 }
 pub(crate) use public_debug;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn committee() -> Committee {
+        Committee::new(2, [PartyId([1; 32]), PartyId([2; 32]), PartyId([3; 32])]).unwrap()
+    }
+
+    #[test]
+    fn a_fault_in_this_partys_own_state_names_nobody() {
+        let (me, them) = (PartyIndex::new(1).unwrap(), PartyIndex::new(2).unwrap());
+        for reason in [
+            AbortReason::InvalidLocalState {
+                counterparty: them,
+                detail: "x".into(),
+            },
+            AbortReason::MissingMulState { counterparty: them },
+            AbortReason::MissingMessageFromParty { party: them },
+        ] {
+            let e = map_abort(Abort::recoverable(me, reason), &committee());
+            assert!(matches!(e, TssError::ProtocolUnattributed(_)), "{e}");
+            assert_eq!(e.accused(), None);
+        }
+    }
+
+    #[test]
+    fn a_failed_proof_names_its_sender() {
+        let (me, them) = (PartyIndex::new(1).unwrap(), PartyIndex::new(2).unwrap());
+        let e = map_abort(
+            Abort::recoverable(
+                me,
+                AbortReason::ProofVerificationFailed { counterparty: them },
+            ),
+            &committee(),
+        );
+        assert_eq!(e.accused(), committee().party_at(them));
+        assert!(e.accused().is_some());
+    }
+}
