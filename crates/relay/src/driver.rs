@@ -429,6 +429,22 @@ impl Driver {
                 }
             }
             Ok(Ok(_)) => {}
+            Ok(Err(e)) if with_evidence => {
+                // The relay may refuse the evidence (a payload limit below ours): the others
+                // must still learn at once that the ceremony is over.
+                tracing::debug!(error = %e, "could not post the abort with evidence; sending it bare");
+                let bare = AbortMessage {
+                    reason: msg.reason,
+                    evidence: None,
+                }
+                .encode();
+                let post = self.post(None, 0, EnvelopeKind::Abort, &bare);
+                match tokio::time::timeout(Duration::from_secs(2), post).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %e, "could not post the abort"),
+                    Err(_) => tracing::debug!("could not post the abort: timed out"),
+                }
+            }
             Ok(Err(e)) => tracing::debug!(error = %e, "could not post the abort"),
             Err(_) => tracing::debug!("could not post the abort: timed out"),
         }

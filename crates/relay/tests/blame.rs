@@ -110,8 +110,8 @@ impl Ceremony for Rogue {
     }
 }
 
-async fn serve() -> (String, Arc<Relay>) {
-    let relay = Arc::new(Relay::new(Limits::default()));
+async fn serve(limits: Limits) -> (String, Arc<Relay>) {
+    let relay = Arc::new(Relay::new(limits));
     let svc = RelayService::new(relay.clone(), |_| None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -167,7 +167,18 @@ async fn reshare(k: &[PartyKeys; 3], who: &'static str, misdeed: Misdeed) -> Vec
 
 /// [`reshare`] to a new committee of threshold `t`.
 async fn reshare_to(k: &[PartyKeys; 3], t: u8, who: &'static str, misdeed: Misdeed) -> Vec<End> {
-    let (addr, relay) = serve().await;
+    reshare_on(Limits::default(), k, t, who, misdeed).await
+}
+
+/// [`reshare_to`] over a relay with these limits.
+async fn reshare_on(
+    limits: Limits,
+    k: &[PartyKeys; 3],
+    t: u8,
+    who: &'static str,
+    misdeed: Misdeed,
+) -> Vec<End> {
+    let (addr, relay) = serve(limits).await;
     let [a, b, m] = k.clone();
     let mut shares = vault(&a, &b);
     let old = shares[0].public().clone();
@@ -488,6 +499,29 @@ async fn an_accuser_cannot_mix_messages_from_two_ceremonies_on_one_session_id() 
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abort_the_relay_refuses_with_evidence_still_goes_out_bare() {
+    // A relay whose payload limit lets the protocol through but not an ABORT with evidence:
+    // the accuser's ABORT goes out without it, and the others stop at once on it (not on a
+    // timeout), on the accuser's word only.
+    let k = keys();
+    let m = k[2].party_id();
+    let mut limits = Limits::default();
+    limits.max_payload_bytes = 1500;
+    let started = std::time::Instant::now();
+    let ends = reshare_on(limits, &k, 2, "a", Misdeed::FalselyAccuse(m)).await;
+    let (_, b_err, b_blame) = of(&ends, "b");
+    assert!(
+        matches!(b_err, DriveError::Aborted { evidence, .. } if evidence.is_empty()),
+        "b: {b_err}"
+    );
+    assert!(b_blame.is_none());
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "b stopped on the ABORT, not on a timeout"
+    );
 }
 
 #[test]
