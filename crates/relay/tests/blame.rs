@@ -508,8 +508,10 @@ async fn an_abort_the_relay_refuses_with_evidence_still_goes_out_bare() {
     // timeout), on the accuser's word only.
     let k = keys();
     let m = k[2].party_id();
-    let mut limits = Limits::default();
-    limits.max_payload_bytes = 1500;
+    let limits = Limits {
+        max_payload_bytes: 1500,
+        ..Limits::default()
+    };
     let started = std::time::Instant::now();
     let ends = reshare_on(limits, &k, 2, "a", Misdeed::FalselyAccuse(m)).await;
     let (_, b_err, b_blame) = of(&ends, "b");
