@@ -1,7 +1,10 @@
 //! Shared set-up for the ceremony tests: two daemons and two device parties.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::process::Output;
+use std::time::Duration;
 
 use cosigner_tests::{Daemon, Party, Pki, test_dir};
 use serde_json::Value;
@@ -412,3 +415,62 @@ pub fn personal_sign_body(vault: &str, signers: Vec<Vec<u8>>) -> Vec<u8> {
     };
     api_body.encode_to_vec()
 }
+
+// ---- the metrics endpoint ----
+
+/// One HTTP/1.1 request on a fresh connection; the status code and the body.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    // Bodies are small and sent with a content-length or chunked; undo chunking if used.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((len, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+/// The value of the sample `name` (with its labels exactly as exported), 0 if absent.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub fn scrape(addr: SocketAddr) -> String {
+    let (code, body) = http(addr, "GET", "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.ends_with("# EOF\n"),
+        "not a complete exposition:\n{body}"
+    );
+    body
+}
+

@@ -1,0 +1,188 @@
+//! The share is unsealed last: between real daemon processes (swtpm, mutual TLS, sled), a
+//! sign request from a party outside the committee, a forged one, a replayed one and one
+//! the policy denies make the TPM unseal nothing, and neither do ListVaults, GetVault,
+//! GetVaultRecord or GetStatus. The daemon's own seal metrics count the unseals; a signature
+//! afterwards shows that the count moves when a share is unsealed.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use cosigner_api::v1 as api;
+use cosigner_api::v1::cosigner_client::CosignerClient;
+use cosigner_relay::PartyKeys;
+use cosigner_relay::clock::now_ms;
+use cosigner_tests::free_port;
+use prost::Message as _;
+
+const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
+const UNSEALS: &str = r#"cosigner_tpm_operation_duration_seconds_count{op="unseal",result="ok"}"#;
+const FAILED_UNSEALS: &str =
+    r#"cosigner_tpm_operation_duration_seconds_count{op="unseal",result="error"}"#;
+
+fn unseals(addr: SocketAddr) -> (f64, f64) {
+    let text = scrape(addr);
+    (sample(&text, UNSEALS), sample(&text, FAILED_UNSEALS))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_denied_and_replayed_signs_unseal_nothing() {
+    let port = free_port();
+    let ma: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let s = setup_configured(&[], |who| {
+        if who == "a" {
+            format!("\n[metrics]\nlisten = \"{ma}\"\n")
+        } else {
+            String::new()
+        }
+    })
+    .await;
+    keygen(&s);
+    // One real signature by device-1 and server-a, whose request is kept for a replay.
+    let request_file = s._tmp.path().join("sign-request.json");
+    let da = s.a.daemon_spec("server-a");
+    ok(&s.d1.run(
+        &s.pki,
+        &[
+            "sign",
+            "--vault",
+            "v1",
+            "--message",
+            "first",
+            "--signer",
+            "device-1",
+            "--signer",
+            "server-a",
+            "--daemon",
+            &da,
+            "--request-out",
+            request_file.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let before = unseals(ma);
+    assert!(before.0 >= 1.0, "the signature unsealed the share once");
+
+    let ch = s.pki.channel(s.a.addr, Some("device-2")).await.unwrap();
+    let mut c = CosignerClient::new(ch);
+    // The same request again: refused as a replay.
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&request_file).unwrap()).unwrap();
+    let replay = api::SignRequest::decode(unhex(file["request"].as_str().unwrap()).as_slice())
+        .unwrap();
+    let e = c.sign(replay).await.expect_err("a replay is refused");
+    assert!(
+        e.message().contains("already") || e.message().contains("nonce"),
+        "{}",
+        e.message()
+    );
+    // A party outside the committee.
+    let outsider = PartyKeys::generate();
+    let record_members = {
+        let admin = s.pki.channel(s.a.addr, Some("admin")).await.unwrap();
+        let r = CosignerClient::new(admin)
+            .get_vault_record(api::VaultRecordRequest {
+                body: api::VaultRecordBody {
+                    vault_id: "v1".into(),
+                    about: Vec::new(),
+                }
+                .encode_to_vec(),
+                auth: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        cosigner_relay::VaultRecord::decode(&r.record)
+            .unwrap()
+            .members
+    };
+    let a_id = record_members
+        .iter()
+        .find(|m| m.name == "server-a")
+        .unwrap()
+        .id;
+    let body = personal_sign_body("v1", vec![a_id.to_vec(), outsider.party_id().to_vec()]);
+    let auth = cosigner_relay::request::sign(&outsider, SIGN, &body, now_ms());
+    let e = c
+        .sign(api::SignRequest {
+            body: body.clone(),
+            auth: Some(auth.clone()),
+        })
+        .await
+        .expect_err("a non-member is refused");
+    assert!(e.message().contains("not in the committee"), "{}", e.message());
+    // A forged signature over a member's request.
+    let mut forged = auth;
+    forged.requester = a_id.to_vec();
+    let e = c
+        .sign(api::SignRequest {
+            body,
+            auth: Some(forged),
+        })
+        .await
+        .expect_err("a forged request is refused");
+    assert!(e.message().contains("does not verify"), "{}", e.message());
+    // A policy denial: a daily limit of 1 wei, then a 1 ETH transaction.
+    let data = s.bundle.join("data.json");
+    let text = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(
+        &data,
+        text.replacen(
+            "\"operators\": {",
+            "\"daily_limit\": {\"ethereum:1:native\": \"1\"}, \"operators\": {",
+            1,
+        ),
+    )
+    .unwrap();
+    ok(&s.a.ctl(&s.pki, "admin", &["policy", "reload"]));
+    let denied = s.d1.run(
+        &s.pki,
+        &[
+            "sign",
+            "--vault",
+            "v1",
+            "--eth-tx",
+            "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080",
+            "--signer",
+            "device-1",
+            "--signer",
+            "server-a",
+            "--daemon",
+            &da,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("daily limit"),
+        "{denied:?}"
+    );
+    // Reading vaults and status.
+    let out = s.a.ctl(&s.pki, "admin", &["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["vaults"][0]["vault_id"], "v1", "{status}");
+    let admin = s.pki.channel(s.a.addr, Some("admin")).await.unwrap();
+    let mut admin = CosignerClient::new(admin);
+    let listed = admin
+        .list_vaults(api::ListVaultsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.vaults.len(), 1);
+    admin
+        .get_vault(api::GetVaultRequest {
+            vault_id: "v1".into(),
+        })
+        .await
+        .unwrap();
+
+    let after = unseals(ma);
+    assert_eq!(
+        after, before,
+        "a replay, a non-member, a forged request, a denial and reading vaults and status unsealed something"
+    );
+    // The count does move when a share is unsealed: one more signature.
+    ok(&common::sign(&s, &s.d1, &["device-1", "server-a"], "second"));
+    let signed = unseals(ma);
+    assert_eq!(signed.0, after.0 + 1.0, "one signature, one unseal");
+}
