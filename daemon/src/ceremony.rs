@@ -29,25 +29,21 @@ use crate::refusals::{self, Refusals, Refused};
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_api::v1::*;
 use cosigner_history::{
-    BlameRecord, CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, SignatureRecord,
-    Summary,
+    BlameRecord, CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, Summary,
 };
-use cosigner_policy::input::{self, Facts, Request, VaultFacts, WindowFacts};
+use cosigner_node::facts::{self, Asker, Windows};
+use cosigner_policy::input::{self, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 
 use crate::metrics::Metrics;
 use cosigner_relay::commit::{self, CommitState, Holding, Phase, Report, Role};
 use cosigner_relay::finish::{self, CommitEnd, CommitStore};
 use cosigner_relay::record::{committee_from_api, committee_to_api};
-use cosigner_relay::roster::{self, Roster, RosterError};
-use cosigner_relay::{DriveError, Driver, Held, Hello, Member, SessionSpec, VaultRecord};
+use cosigner_relay::roster::{self, Roster};
+use cosigner_relay::{DriveError, Driver, Held, Member, SessionSpec, VaultRecord};
 use cosigner_seal::{Slot, check_vault_id};
-use cosigner_tss::{
-    Committee, DerivationPath, Keygen, KeygenParams, PartyId, Reshare, ReshareOutput,
-    ReshareParams, Sign, SignParams, TssError,
-};
+use cosigner_tss::Committee;
 use prost::Message as _;
-use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -58,11 +54,12 @@ use crate::history_rpc::blocking;
 use crate::me::Me;
 use crate::now_ms;
 use crate::policy::{self, Policy};
+use crate::ports::{SealedShares, outcome, status};
 use crate::vaults::{Vaults, slots_to_api};
+use cosigner_node::NodeError;
 
 const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
 pub(crate) const GET_RECORD: &str = "/cosigner.v1.Cosigner/GetVaultRecord";
-const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
 pub(crate) const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
 /// How long a used relay session id is remembered (relay sessions live at most an hour).
 const SESSION_MEMORY: Duration = Duration::from_secs(2 * 3600);
@@ -89,15 +86,7 @@ fn party_ids(field: &str, v: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, Status> {
         .collect()
 }
 
-fn roster_status(e: RosterError) -> Status {
-    match e {
-        RosterError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        RosterError::Conflict(m) => Status::failed_precondition(m),
-        RosterError::NotAllowed(m) => Status::permission_denied(m),
-    }
-}
-
-fn committee_record(c: &Committee) -> CommitteeRecord {
+pub(crate) fn committee_record(c: &Committee) -> CommitteeRecord {
     CommitteeRecord {
         threshold: u32::from(c.threshold()),
         parties: c.parties().iter().map(|p| p.0.to_vec()).collect(),
@@ -116,31 +105,19 @@ fn test_kill_point() -> Option<String> {
     }
 }
 
-/// How a ceremony failed, as a status and a history outcome.
+/// How a ceremony failed, as a status and a history outcome (the ceremony layer's one
+/// mapping: [`crate::ports::status`]).
 fn drive_status(e: &DriveError) -> (Status, Outcome) {
-    let msg = e.to_string();
-    match e {
-        DriveError::Timeout { .. } => (Status::deadline_exceeded(msg), Outcome::Aborted),
-        DriveError::Aborted { .. }
-        | DriveError::Envelope(_)
-        | DriveError::Engine(_)
-        | DriveError::Ready { .. }
-        | DriveError::RosterMismatch { .. }
-        | DriveError::KeyMismatch { .. } => (Status::aborted(msg), Outcome::Aborted),
-        DriveError::EpochMismatch { .. } => (Status::failed_precondition(msg), Outcome::Failed),
-        DriveError::Relay(_) => (Status::unavailable(msg), Outcome::Failed),
-        DriveError::Panicked(_) => (Status::internal(msg), Outcome::Failed),
-        // The code and outcome of what actually stopped the ceremony (a timeout stays a
-        // timeout); the message keeps the blame.
-        DriveError::Blamed { error, .. } => {
-            let (inner, outcome) = drive_status(error);
-            (Status::new(inner.code(), msg), outcome)
-        }
-    }
-}
-
-fn tss_status(e: TssError) -> Status {
-    Status::invalid_argument(format!("ceremony parameters: {e}"))
+    let (code, stopped) = cosigner_node::error::ceremony_code(e);
+    let status = crate::ports::status(&cosigner_node::NodeError::new(code, e.to_string()));
+    (
+        status,
+        if stopped {
+            Outcome::Aborted
+        } else {
+            Outcome::Failed
+        },
+    )
 }
 
 /// Connections to relays, one channel per address (channels multiplex calls).
@@ -222,7 +199,7 @@ impl UsedSessions {
 
 /// A ceremony admitted by the gate: holds its slot until dropped. (Its session id stays
 /// used: a session runs once per daemon lifetime.)
-struct Begun {
+pub struct Begun {
     session: Vec<u8>,
     record: Record,
     /// When the gate admitted it: the start of the duration metric.
@@ -411,13 +388,14 @@ impl Ceremonies {
         self.me.party_id()
     }
 
+    /// How far a request's timestamp may be from this daemon's clock.
+    fn skew_ms(&self) -> i64 {
+        self.settings.max_clock_skew.as_millis() as i64
+    }
+
     /// The vault's history windows (1h, 24h, 7d) and last reshare, for the policy.
-    async fn windows(
-        &self,
-        vault: &str,
-    ) -> Result<(Vec<(&'static str, WindowFacts)>, Option<i64>), Status> {
+    pub(crate) async fn windows_at(&self, vault: &str, now: i64) -> Result<Windows, Status> {
         let v = vault.to_string();
-        let now = now_ms();
         let a = blocking(&self.history, move |h| h.aggregates(&v, now)).await?;
         let windows = a
             .windows
@@ -433,7 +411,10 @@ impl Ceremonies {
                 )
             })
             .collect();
-        Ok((windows, a.last_reshare_ms))
+        Ok(Windows {
+            windows,
+            last_reshare_at_ms: a.last_reshare_ms,
+        })
     }
 
     /// A relay client (`address` empty: this daemon's own relay) and the address used.
@@ -483,9 +464,9 @@ impl Ceremonies {
         body: &[u8],
         auth: Option<&RequestAuth>,
     ) -> Result<[u8; 32], Status> {
-        let skew = self.settings.max_clock_skew.as_millis() as i64;
-        let requester = cosigner_relay::request::check(auth, method, body, now_ms(), skew)
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let requester =
+            cosigner_relay::request::check(auth, method, body, now_ms(), self.skew_ms())
+                .map_err(|e| Status::unauthenticated(e.to_string()))?;
         // Sign and reshare requesters must be in the vault's committee (checked by each
         // ceremony); a keygen has no committee yet, so its requesters are listed.
         if method == KEYGEN && !self.settings.allowed_requesters.contains(&requester) {
@@ -498,11 +479,11 @@ impl Ceremonies {
     }
 
     /// The rest of the gate: session id, a free slot, a fresh nonce; records STARTED.
-    async fn begin(
+    pub(crate) async fn begin(
         &self,
         requester: [u8; 32],
-        auth: Option<&RequestAuth>,
-        caller: &Caller,
+        nonce: Vec<u8>,
+        tls_identity: &str,
         relay: &RelayRef,
         mut record: Record,
         decision: &PolicyVerdict,
@@ -528,7 +509,6 @@ impl Ceremonies {
                 self.settings.max_concurrent
             ))
         })?;
-        let nonce = auth.map(|a| a.nonce.clone()).unwrap_or_default();
         let _gate = self.nonce_gate.lock().await;
         {
             let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -555,7 +535,7 @@ impl Ceremonies {
         }
         record.requester = requester.to_vec();
         record.nonce = nonce;
-        record.tls_identity = caller.uri.clone();
+        record.tls_identity = tls_identity.to_string();
         record.session_id = relay.session_id.clone();
         record.started_at_ms = now_ms();
         if decision.verdict != Verdict::Allow {
@@ -593,7 +573,7 @@ impl Ceremonies {
     }
 
     /// Records the outcome; only then may the answer leave.
-    async fn finish(
+    pub(crate) async fn finish(
         &self,
         begun: &Begun,
         outcome: Outcome,
@@ -618,7 +598,7 @@ impl Ceremonies {
 
     /// A ceremony that failed in the driver: recorded with the ABORT's evidence when it
     /// ended with one, so the blame can be checked again from the history.
-    async fn fail_drive(&self, begun: &Begun, e: DriveError) -> Status {
+    pub(crate) async fn fail_drive(&self, begun: &Begun, e: DriveError) -> Status {
         let (status, outcome) = drive_status(&e);
         let result = match e.blamed() {
             None => ResultRecord::Error(status.message().to_string()),
@@ -633,7 +613,15 @@ impl Ceremonies {
         self.fail_with(begun, status, outcome, result).await
     }
 
-    async fn fail(&self, begun: &Begun, status: Status, outcome: Outcome) -> Status {
+    /// A failure of the ceremony layer: recorded with its blame when the ceremony ran.
+    pub(crate) async fn fail_node(&self, begun: &Begun, e: NodeError) -> Status {
+        match e {
+            NodeError::Ceremony(e) => self.fail_drive(begun, e).await,
+            e => self.fail(begun, status(&e), outcome(&e)).await,
+        }
+    }
+
+    pub(crate) async fn fail(&self, begun: &Begun, status: Status, outcome: Outcome) -> Status {
         let result = ResultRecord::Error(status.message().to_string());
         self.fail_with(begun, status, outcome, result).await
     }
@@ -673,7 +661,7 @@ impl Ceremonies {
         }))
     }
 
-    async fn driver(
+    pub(crate) async fn driver(
         &self,
         kind: Kind,
         relay: &RelayRef,
@@ -752,30 +740,24 @@ impl Ceremonies {
         caller: &Caller,
         req: KeygenRequest,
     ) -> Result<KeygenResponse, Status> {
-        let requester = self.authenticate(KEYGEN, &req.body, req.auth.as_ref())?;
-        let body = KeygenBody::decode(req.body.as_slice())
-            .map_err(|e| invalid("body", format!("not a KeygenBody ({e})")))?;
-        check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
-        let _changing = self.exclusive(&body.vault_id)?;
-        if body.scheme != Scheme::EcdsaSecp256k1 as i32 {
-            return Err(invalid(
-                "scheme",
-                "only SCHEME_ECDSA_SECP256K1 exists in this build",
-            ));
+        let parsed =
+            cosigner_node::keygen::parse(&req, now_ms(), self.skew_ms()).map_err(|e| status(&e))?;
+        // A keygen has no committee yet, so its requesters are listed.
+        if !self.settings.allowed_requesters.contains(&parsed.requester) {
+            return Err(Status::permission_denied(format!(
+                "party {} may not request a keygen here (not in ceremonies.allowed_requesters)",
+                short(&parsed.requester)
+            )));
         }
-        let relay = body
-            .relay
-            .clone()
-            .ok_or_else(|| invalid("relay", "missing"))?;
-        let plan = roster::keygen(
-            &req.body,
-            &body.vault_id,
-            &relay.session_id,
-            body.committee.as_ref(),
-            requester,
-            &self.me_member(None),
-        )
-        .map_err(roster_status)?;
+        let _changing = self.exclusive(&parsed.body.vault_id)?;
+        let checked = cosigner_node::keygen::check(&req.body, parsed, &self.me_member(None))
+            .map_err(|e| status(&e))?;
+        let (requester, body, relay, plan) = (
+            checked.requester,
+            &checked.body,
+            &checked.relay,
+            &checked.plan,
+        );
         let (committee, members) = (plan.committee.clone(), plan.members.clone());
         let slots = self.vaults.slots(&body.vault_id).await?;
         if slots.current.is_some() || slots.pending.is_some() || slots.previous.is_some() {
@@ -792,36 +774,26 @@ impl Ceremonies {
                 body.vault_id
             )));
         }
-        let decision = self.policy.decide(input::document(&Facts {
-            request: Request {
-                kind: "keygen".into(),
-                refresh: false,
-                scheduled: false,
-                vault_id: body.vault_id.clone(),
-                epoch: 0,
-                derivation_path: String::new(),
-                parties: Vec::new(),
-                committee: Some((u32::from(committee.threshold()), input_members(&members))),
-            },
-            requester_id: requester,
-            requester_name: members
-                .iter()
-                .find(|m| m.id == requester)
-                .map(|m| m.name.clone())
-                .unwrap_or_default(),
+        let asker = Asker {
+            requester,
             tls_identity: caller.uri.clone(),
-            vault: None,
-            payload: None,
-            windows: Vec::new(),
-            last_reshare_at_ms: None,
-            now_ms: now_ms(),
-        }));
+        };
+        let decision = self.policy.decide(input::document(&facts::keygen(
+            &body.vault_id,
+            &committee,
+            &members,
+            &asker,
+            now_ms(),
+        )));
         let begun = self
             .begin(
                 requester,
-                req.auth.as_ref(),
-                caller,
-                &relay,
+                req.auth
+                    .as_ref()
+                    .map(|a| a.nonce.clone())
+                    .unwrap_or_default(),
+                &caller.uri,
+                relay,
                 Record {
                     vault_id: body.vault_id.clone(),
                     committee: Some(committee_record(&committee)),
@@ -832,44 +804,16 @@ impl Ceremonies {
             .await?;
         let vault_id = body.vault_id.clone();
         let run = async {
-            let mut d = self.driver(Kind::Keygen, &relay, plan.roster).await?;
-            d.hello(
-                Hello {
-                    epoch: None,
-                    pending: None,
-                },
-                &|_| None,
-            )
-            .await?;
-            let keygen = Keygen::new(
-                KeygenParams {
-                    vault_id: vault_id.clone(),
-                    committee: committee.clone(),
-                    nonce: d.engine_nonce()?,
-                },
-                PartyId(self.me()),
-            )?;
-            let share = d.run(keygen).await?;
-            Ok::<_, DriveError>((d, share))
+            let mut d = self
+                .driver(Kind::Keygen, relay, plan.roster.clone())
+                .await?;
+            let held =
+                cosigner_node::keygen::take_part(&mut d, &checked, self.me(), now_ms()).await?;
+            Ok::<_, NodeError>((d, held))
         };
-        let (mut d, share) = match run.await {
+        let (mut d, held) = match Box::pin(run).await {
             Ok(v) => v,
-            Err(e) => return Err(self.fail_drive(&begun, e).await),
-        };
-        let held = match VaultRecord::new(share.public().clone(), members, now_ms(), 0)
-            .and_then(|r| Held::new(r, share))
-        {
-            Ok(h) => h,
-            Err(e) => {
-                d.abort(&format!(
-                    "{} could not record the vault: {e}",
-                    short(&self.me())
-                ))
-                .await;
-                return Err(self
-                    .fail(&begun, Status::internal(e.to_string()), Outcome::Failed)
-                    .await);
-            }
+            Err(e) => return Err(self.fail_node(&begun, e).await),
         };
         let record = held.record.clone();
         let parties: Vec<[u8; 32]> = committee.parties().iter().map(|p| p.0).collect();
@@ -901,171 +845,34 @@ impl Ceremonies {
     // ---- sign ----
 
     pub async fn sign(&self, caller: &Caller, req: SignRequest) -> Result<SignResponse, Status> {
-        let requester = self.authenticate(SIGN, &req.body, req.auth.as_ref())?;
-        let body = SignBody::decode(req.body.as_slice())
-            .map_err(|e| invalid("body", format!("not a SignBody ({e})")))?;
-        check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
-        let path = DerivationPath::parse(&body.derivation_path)
-            .map_err(|e| invalid("derivation_path", e))?;
-        let relay = body
-            .relay
-            .clone()
-            .ok_or_else(|| invalid("relay", "missing"))?;
-        // Every check before unsealing reads the signed public record.
-        let record = self.vaults.signing_record(&body.vault_id).await?;
-        let epoch = record.epoch();
-        if body.epoch != epoch {
-            return Err(Status::failed_precondition(format!(
-                "the request is for epoch {}, this daemon holds epoch {epoch} of vault {:?}: {}",
-                body.epoch,
-                body.vault_id,
-                if body.epoch < epoch {
-                    "the requester missed a reshare and must be reshared in (its old share is useless now)"
-                } else {
-                    "this daemon missed the end of a reshare: resolve it with the other parties' reports (`cosignerctl vault resolve`)"
-                }
-            )));
-        }
-        let plan = roster::sign(
-            &req.body,
-            &record,
-            &relay.session_id,
-            &body.signers,
-            requester,
-            self.me(),
-        )
-        .map_err(roster_status)?;
-        let signers: Vec<[u8; 32]> = plan.signers.iter().map(|m| m.id).collect();
-        let decoded = decode_payload(body.payload.as_ref(), Some(&vault_key(&record)))?;
-        let computed: Vec<Vec<u8>> = decoded.hashes.iter().map(|h| h.to_vec()).collect();
-        if !body.expected_hashes.is_empty() && body.expected_hashes != computed {
-            return Err(Status::failed_precondition(
-                "expected_hashes differ from the hashes this daemon computed from the payload; refusing to sign",
-            ));
-        }
-        let message_hash = decoded.single_hash(&path.0).map_err(decode_status)?;
-        let facts_windows = self.windows(&body.vault_id).await?;
-        let facts = Facts {
-            request: Request {
-                kind: "sign".into(),
-                refresh: false,
-                scheduled: false,
-                vault_id: body.vault_id.clone(),
-                epoch,
-                derivation_path: body.derivation_path.clone(),
-                parties: signers
-                    .iter()
-                    .map(|s| cosigner_relay::keys::hex(s))
-                    .collect(),
-                committee: None,
-            },
-            requester_id: requester,
-            requester_name: record
-                .member(&requester)
-                .map(|m| m.name.clone())
-                .unwrap_or_default(),
-            tls_identity: caller.uri.clone(),
-            vault: Some(vault_facts(&record)),
-            payload: Some(&decoded),
-            windows: facts_windows.0,
-            last_reshare_at_ms: facts_windows.1,
-            now_ms: now_ms(),
+        let server = cosigner_node::sign::Server {
+            me: self.me(),
+            shares: &SealedShares(&self.vaults),
+            journal: self,
+            decider: &*self.policy,
+            relays: self,
+            clock: self,
+            max_clock_skew_ms: self.skew_ms(),
+            rules: cosigner_node::sign::Rules { raw_hash: true },
         };
-        let decision = self.policy.decide(input::document(&facts));
-        let expected_key = record
-            .public
-            .derive(&ceremony_path(&body.derivation_path)?)
-            .map_err(tss_status)?;
-        let begun = self
-            .begin(
-                requester,
-                req.auth.as_ref(),
-                caller,
-                &relay,
-                Record {
-                    vault_id: body.vault_id.clone(),
-                    epoch,
-                    committee: Some(committee_record(&record.public.committee)),
-                    payload_digest: payload_digest(body.payload.as_ref()),
-                    summary: summary(&decoded),
-                    ..Record::new(Kind::Sign, Outcome::Started)
-                },
-                &decision,
-            )
-            .await?;
-        // Unsealed last: every cheap check has passed.
-        let held = match self.vaults.load(&body.vault_id, Slot::Current).await {
-            Ok(h) => h,
-            Err(s) => return Err(self.fail(&begun, s, Outcome::Failed).await),
-        };
-        let pending = match self.vaults.slots(&body.vault_id).await {
-            Ok(s) => s.pending,
-            Err(s) => return Err(self.fail(&begun, s, Outcome::Failed).await),
-        };
-        let run = async {
-            let mut d = self.driver(Kind::Sign, &relay, plan.roster).await?;
-            d.hello(
-                Hello {
-                    epoch: Some(epoch),
-                    pending,
-                },
-                &|_| Some(epoch),
-            )
-            .await?;
-            let params = SignParams {
-                signers: signers.iter().map(|s| PartyId(*s)).collect(),
-                message_hash,
-                path,
-                nonce: d.engine_nonce()?,
-            };
-            let ceremony = Sign::new(&held.share, params)?;
-            drop(held); // the engine holds its own copy of the secret state from here
-            d.run(ceremony).await
-        };
-        let sig = match run.await {
-            Ok(s) => s,
-            Err(e) => return Err(self.fail_drive(&begun, e).await),
-        };
-        // Verified again here, independently of the engine's own check, before it leaves.
-        if sig.public_key != expected_key
-            || !cosigner_tss::verify_ecdsa(&expected_key, &message_hash, &sig.r, &sig.s)
-        {
-            return Err(self
-                .fail(
-                    &begun,
-                    Status::internal(
-                        "the ceremony's signature does not verify under the vault key",
-                    ),
-                    Outcome::Failed,
-                )
-                .await);
-        }
-        let seq = self
-            .finish(
-                &begun,
-                Outcome::Succeeded,
-                Some(ResultRecord::Signatures(vec![SignatureRecord {
-                    hash: message_hash.to_vec(),
-                    r: sig.r.to_vec(),
-                    s: sig.s.to_vec(),
-                    recovery_id: u32::from(sig.recovery_id),
-                }])),
-                None,
-            )
-            .await?;
-        self.drop_previous_after_first_signature(&body.vault_id, epoch, caller)
+        let signed = Box::pin(server.sign(&req, &caller.uri))
+            .await
+            .map_err(|e| crate::ports::status(&e))?;
+        let c = &signed.checked;
+        let sig = &signed.signature;
+        self.drop_previous_after_first_signature(&c.body.vault_id, c.record.epoch(), caller)
             .await;
         Ok(SignResponse {
             signatures: vec![Signature {
-                hash: message_hash.to_vec(),
+                hash: c.message_hash.to_vec(),
                 r: sig.r.to_vec(),
                 s: sig.s.to_vec(),
                 recovery_id: u32::from(sig.recovery_id),
                 der: cosigner_tss::der_signature(&sig.r, &sig.s),
             }],
-            public_key: expected_key.0.to_vec(),
-            decoded: Some(decoded_to_api(&decoded)),
-            history_seq: seq,
+            public_key: c.public_key.0.to_vec(),
+            decoded: Some(cosigner_node::payload::to_api(&c.decoded)),
+            history_seq: signed.seq,
         })
     }
 
@@ -1109,44 +916,35 @@ impl Ceremonies {
         caller: &Caller,
         req: ReshareRequest,
     ) -> Result<ReshareResponse, Status> {
-        let requester = self.authenticate(RESHARE, &req.body, req.auth.as_ref())?;
-        let body = ReshareBody::decode(req.body.as_slice())
-            .map_err(|e| invalid("body", format!("not a ReshareBody ({e})")))?;
-        check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
-        let _changing = self.exclusive(&body.vault_id)?;
-        let relay = body
-            .relay
-            .clone()
-            .ok_or_else(|| invalid("relay", "missing"))?;
+        let skew = self.settings.max_clock_skew.as_millis() as i64;
+        let parsed = cosigner_node::reshare::parse(&req, now_ms(), skew).map_err(|e| status(&e))?;
+        let _changing = self.exclusive(&parsed.body.vault_id)?;
         let me = self.me();
         // This daemon's own record (no unsealing), if it holds the vault; in doubt or a
         // rolled-back share refuses here.
-        let held_record = self.vaults.reshare_record(&body.vault_id).await?;
+        let held_record = self.vaults.reshare_record(&parsed.body.vault_id).await?;
         if held_record.is_none()
-            && let Some(c) = self.vaults.commit_state(&body.vault_id).await?
+            && let Some(c) = self.vaults.commit_state(&parsed.body.vault_id).await?
             && c.phase.needs_resolve()
         {
             return Err(Status::failed_precondition(format!(
                 "a keygen or reshare of vault {:?} is in doubt here; resolve it first (`cosignerctl vault resolve`)",
-                body.vault_id
+                parsed.body.vault_id
             )));
         }
-        let plan = roster::reshare(
-            &roster::ReshareRequest {
-                body: &req.body,
-                vault_id: &body.vault_id,
-                old_epoch: body.old_epoch,
-                old_vault: &body.old_vault,
-                endorsements: &body.old_vault_endorsements,
-                dealers: &body.dealers,
-                new_committee: body.new_committee.as_ref(),
-                relay_session: &relay.session_id,
-                requester,
-            },
+        let checked = cosigner_node::reshare::check(
+            &req.body,
+            parsed,
             held_record.as_ref(),
             &self.me_member(held_record.as_ref()),
         )
-        .map_err(roster_status)?;
+        .map_err(|e| status(&e))?;
+        let (requester, body, relay, plan) = (
+            checked.requester,
+            &checked.body,
+            &checked.relay,
+            &checked.plan,
+        );
         // A party that holds nothing of the vault cannot check the old record against its
         // own: only a requester trusted to start keygens here may bring it in.
         if plan.joins_only && !self.settings.allowed_requesters.contains(&requester) {
@@ -1156,154 +954,102 @@ impl Ceremonies {
                 short(&requester)
             )));
         }
-        let old = plan.old.clone();
-        let new_committee = plan.new_committee.clone();
-        let new_members = plan.new_members.clone();
-        let dealers = plan.dealers.clone();
+        let (old, new_committee, new_members, dealers) = (
+            &plan.old,
+            &plan.new_committee,
+            &plan.new_members,
+            &plan.dealers,
+        );
         let my_epoch = held_record.as_ref().map(|h| h.epoch());
-        let (windows, last_reshare_at_ms) = self.windows(&body.vault_id).await?;
-        let decision = self.policy.decide(input::document(&Facts {
-            request: Request {
-                kind: "reshare".into(),
+        let windows = self.windows_at(&body.vault_id, now_ms()).await?;
+        let asker = Asker {
+            requester,
+            tls_identity: caller.uri.clone(),
+        };
+        let decision = self.policy.decide(input::document(&facts::reshare(
+            &facts::ReshareChange {
+                old,
+                dealers,
+                new_committee,
+                new_members,
                 refresh: plan.refresh,
                 scheduled: body.scheduled,
-                vault_id: body.vault_id.clone(),
-                epoch: old.epoch(),
-                derivation_path: String::new(),
-                parties: dealers
-                    .iter()
-                    .map(|d| cosigner_relay::keys::hex(d))
-                    .collect(),
-                committee: Some((
-                    u32::from(new_committee.threshold()),
-                    input_members(&new_members),
-                )),
             },
-            requester_id: requester,
-            requester_name: old
-                .member(&requester)
-                .or_else(|| new_members.iter().find(|m| m.id == requester))
-                .map(|m| m.name.clone())
-                .unwrap_or_default(),
-            tls_identity: caller.uri.clone(),
-            vault: Some(vault_facts(&old)),
-            payload: None,
+            &asker,
             windows,
-            last_reshare_at_ms,
-            now_ms: now_ms(),
-        }));
+            now_ms(),
+        )));
         let begun = self
             .begin(
                 requester,
-                req.auth.as_ref(),
-                caller,
-                &relay,
+                req.auth
+                    .as_ref()
+                    .map(|a| a.nonce.clone())
+                    .unwrap_or_default(),
+                &caller.uri,
+                relay,
                 Record {
                     vault_id: body.vault_id.clone(),
                     epoch: old.epoch(),
-                    committee: Some(committee_record(&new_committee)),
+                    committee: Some(committee_record(new_committee)),
                     ..Record::new(Kind::Reshare, Outcome::Started)
                 },
                 &decision,
             )
             .await?;
         // Unsealed last (a dealer only).
-        let held = if plan.is_dealer {
-            match self.vaults.load(&body.vault_id, Slot::Current).await {
-                Ok(h) => Some(h),
-                Err(s) => return Err(self.fail(&begun, s, Outcome::Failed).await),
-            }
-        } else {
-            None
-        };
-        let pending = match self.vaults.slots(&body.vault_id).await {
-            Ok(s) => s.pending,
-            Err(s) => return Err(self.fail(&begun, s, Outcome::Failed).await),
-        };
-        let old_epoch = old.epoch();
-        let dealer_set: HashSet<[u8; 32]> = dealers.iter().copied().collect();
         let run = async {
-            let mut d = self.driver(Kind::Reshare, &relay, plan.roster).await?;
-            d.hello(
-                Hello {
-                    epoch: my_epoch,
-                    pending,
-                },
-                &|id| dealer_set.contains(id).then_some(old_epoch),
-            )
-            .await?;
-            let params = ReshareParams {
-                old: old.public.clone(),
-                dealers: dealers.iter().map(|d| PartyId(*d)).collect(),
-                new_committee: new_committee.clone(),
-                nonce: d.engine_nonce()?,
+            let share = if plan.is_dealer {
+                Some(
+                    self.vaults
+                        .load(&body.vault_id, Slot::Current)
+                        .await
+                        .map_err(crate::ports::from_status)?,
+                )
+            } else {
+                None
             };
-            let ceremony = Reshare::new(params, PartyId(me), held.as_ref().map(|h| &h.share))?;
-            drop(held);
-            let out = d.run(ceremony).await?;
-            Ok::<_, DriveError>((d, out))
+            let pending = self
+                .vaults
+                .slots(&body.vault_id)
+                .await
+                .map_err(crate::ports::from_status)?
+                .pending;
+            let mut d = self
+                .driver(Kind::Reshare, relay, plan.roster.clone())
+                .await?;
+            let mine = cosigner_node::reshare::Mine {
+                epoch: my_epoch,
+                pending,
+                share,
+            };
+            let dealt =
+                cosigner_node::reshare::take_part(&mut d, &checked, me, mine, now_ms()).await?;
+            Ok::<_, NodeError>((d, dealt))
         };
-        let (mut d, out) = match run.await {
+        let (mut d, dealt) = match Box::pin(run).await {
             Ok(v) => v,
-            Err(e) => return Err(self.fail_drive(&begun, e).await),
+            Err(e) => return Err(self.fail_node(&begun, e).await),
         };
-        let new_parties: Vec<[u8; 32]> = new_committee.parties().iter().map(|p| p.0).collect();
-        let new_epoch = old_epoch + 1;
+        let new_epoch = old.epoch() + 1;
         let public_key = old.public.public_key.0.to_vec();
         let mut store = DaemonCommit {
             vaults: &self.vaults,
             new_epoch,
             fault: self.fault_hook(Kind::Reshare),
         };
-        let (end, vault) = match out {
-            ReshareOutput::NewShare(share) => {
-                let held = match VaultRecord::new(
-                    share.public().clone(),
-                    new_members,
-                    old.created_at_ms,
-                    now_ms(),
-                )
-                .and_then(|r| Held::new(r, *share))
-                {
-                    Ok(h) => h,
-                    Err(e) => {
-                        d.abort(&format!("{} could not record the vault: {e}", short(&me)))
-                            .await;
-                        return Err(self
-                            .fail(&begun, Status::internal(e.to_string()), Outcome::Failed)
-                            .await);
-                    }
-                };
-                let record = held.record.clone();
-                let keys = self.me.keys();
-                let (end, _) = finish::new_party(
-                    &mut d,
-                    &keys,
-                    &mut store,
-                    &record,
-                    held,
-                    new_parties,
-                    my_epoch,
-                )
+        let keys = self.me.keys();
+        let (end, part) =
+            cosigner_node::reshare::commit(&mut d, &keys, &mut store, &checked, dealt, my_epoch)
                 .await;
-                (end, record.to_api(None))
-            }
-            ReshareOutput::Dealt => {
-                let (end, _) = finish::leaving_dealer(
-                    &mut d,
-                    &mut store,
-                    &body.vault_id,
-                    new_epoch,
-                    &public_key,
-                    new_parties,
-                    old_epoch,
-                )
-                .await;
+        let vault = match part {
+            cosigner_node::reshare::Part::New(record) => record.to_api(None),
+            cosigner_node::reshare::Part::Left { new_epoch } => {
                 let mut v = old.to_api(None);
-                v.committee = Some(committee_to_api(&new_committee, &new_members));
+                v.committee = Some(committee_to_api(new_committee, new_members));
                 v.epoch = new_epoch;
                 v.state = "retired".into();
-                (end, v)
+                v
             }
         };
         let seq = self
@@ -1338,42 +1084,35 @@ impl Ceremonies {
             .try_into()
             .map_err(|_| invalid("requester", "a party id is 32 bytes"))?;
         let kind = CeremonyKind::try_from(req.kind).unwrap_or(CeremonyKind::Unspecified);
+        let asker = Asker {
+            requester,
+            tls_identity: caller.uri.clone(),
+        };
+        // The same facts the real gate builds (cosigner_node::facts), from this daemon's
+        // own record: its epoch, the requester's name in its committee, its windows.
         let (doc, decoded) = match kind {
             CeremonyKind::Sign => {
-                let body = SignBody::decode(req.body.as_slice())
-                    .map_err(|e| invalid("body", format!("not a SignBody ({e})")))?;
-                check_vault_id(&body.vault_id).map_err(|e| invalid("vault_id", e))?;
+                let body = cosigner_node::sign::parse_body(&req.body)
+                    .map_err(|e| crate::ports::status(&e))?;
                 let record = self.vaults.signing_record(&body.vault_id).await?;
-                let decoded = decode_payload(body.payload.as_ref(), Some(&vault_key(&record)))?;
-                let (windows, last_reshare_at_ms) = self.windows(&body.vault_id).await?;
-                let doc = input::document(&Facts {
-                    request: Request {
-                        kind: "sign".into(),
-                        refresh: false,
-                        scheduled: false,
-                        vault_id: body.vault_id.clone(),
-                        epoch: body.epoch,
-                        derivation_path: body.derivation_path.clone(),
-                        parties: body
-                            .signers
-                            .iter()
-                            .map(|s| cosigner_relay::keys::hex(s))
-                            .collect(),
-                        committee: None,
-                    },
-                    requester_id: requester,
-                    requester_name: record
-                        .member(&requester)
-                        .map(|m| m.name.clone())
-                        .unwrap_or_default(),
-                    tls_identity: caller.uri.clone(),
-                    vault: Some(vault_facts(&record)),
-                    payload: Some(&decoded),
+                let decoded = cosigner_node::payload::decode(
+                    body.payload.as_ref(),
+                    Some(&cosigner_node::payload::vault_key(&record)),
+                )
+                .map_err(|e| crate::ports::status(&e))?;
+                let signers = party_ids("signers", &body.signers)?;
+                let now = now_ms();
+                let windows = self.windows_at(&body.vault_id, now).await?;
+                let doc = input::document(&facts::sign(
+                    &record,
+                    &body.derivation_path,
+                    &signers,
+                    &decoded,
+                    &asker,
                     windows,
-                    last_reshare_at_ms,
-                    now_ms: now_ms(),
-                });
-                (doc, Some(decoded_to_api(&decoded)))
+                    now,
+                ));
+                (doc, Some(cosigner_node::payload::to_api(&decoded)))
             }
             CeremonyKind::Keygen => {
                 let body = KeygenBody::decode(req.body.as_slice())
@@ -1384,29 +1123,13 @@ impl Ceremonies {
                         .ok_or_else(|| invalid("committee", "missing"))?,
                 )
                 .map_err(|e| invalid("committee", e))?;
-                let doc = input::document(&Facts {
-                    request: Request {
-                        kind: "keygen".into(),
-                        refresh: false,
-                        scheduled: false,
-                        vault_id: body.vault_id.clone(),
-                        epoch: 0,
-                        derivation_path: String::new(),
-                        parties: Vec::new(),
-                        committee: Some((
-                            u32::from(committee.threshold()),
-                            input_members(&members),
-                        )),
-                    },
-                    requester_id: requester,
-                    requester_name: String::new(),
-                    tls_identity: caller.uri.clone(),
-                    vault: None,
-                    payload: None,
-                    windows: Vec::new(),
-                    last_reshare_at_ms: None,
-                    now_ms: now_ms(),
-                });
+                let doc = input::document(&facts::keygen(
+                    &body.vault_id,
+                    &committee,
+                    &members,
+                    &asker,
+                    now_ms(),
+                ));
                 (doc, None)
             }
             other => {
@@ -1779,61 +1502,11 @@ fn drop_record(vault: &str, previous: u64, tls_identity: &str, note: Option<Stri
     }
 }
 
-fn ceremony_path(p: &str) -> Result<DerivationPath, Status> {
-    DerivationPath::parse(p).map_err(|e| invalid("derivation_path", e))
-}
-
-/// The vault's key as the payload decoders need it (to recognise its Bitcoin inputs and
-/// change).
-pub fn vault_key(r: &VaultRecord) -> cosigner_policy::VaultKey {
-    cosigner_policy::VaultKey {
-        public_key: r.public.public_key.0,
-        chain_code: r.public.chain_code,
-    }
-}
-
-/// The API payload as the policy crate reads it.
-pub fn decode_payload(
-    p: Option<&Payload>,
-    vault: Option<&cosigner_policy::VaultKey>,
-) -> Result<cosigner_policy::Decoded, Status> {
-    use cosigner_api::v1::payload::Kind as K;
-    use cosigner_policy::Payload as P;
-    let kind = p
-        .and_then(|p| p.kind.as_ref())
-        .ok_or_else(|| invalid("payload", "missing (nothing to sign)"))?;
-    let payload = match kind {
-        K::EthereumTransaction(t) => P::Ethereum(&t.unsigned_rlp),
-        K::BitcoinPsbt(b) => P::Psbt {
-            psbt: &b.psbt,
-            network: &b.network,
-        },
-        K::PersonalMessage(m) => P::PersonalMessage(&m.message),
-        K::TypedData(t) => P::TypedData(&t.json),
-        K::RawHash(h) => P::RawHash(h),
-    };
-    cosigner_policy::decode(&payload, vault).map_err(decode_status)
-}
-
-fn decode_status(e: cosigner_policy::DecodeError) -> Status {
-    use cosigner_policy::DecodeError;
-    match e {
-        DecodeError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        DecodeError::Unsupported(m) => Status::unimplemented(m),
-    }
-}
-
-/// SHA-256 of the payload's encoded bytes, for the history.
-fn payload_digest(p: Option<&Payload>) -> Vec<u8> {
-    let bytes = p.map(|p| p.encode_to_vec()).unwrap_or_default();
-    Sha256::digest(&bytes).to_vec()
-}
-
 /// The history's one-line view of a payload: what it moves of the asset of its first
 /// transfer (change excluded), which the spending aggregates add up. A payload moving two
 /// assets at once (an Ethereum transaction with both a value and an ERC-20 call) records
 /// the first only; the policy saw both in `totals`.
-fn summary(d: &cosigner_policy::Decoded) -> Option<Summary> {
+pub(crate) fn summary(d: &cosigner_policy::Decoded) -> Option<Summary> {
     let moved: Vec<_> = d.transfers.iter().filter(|t| !t.is_change).collect();
     let first = moved.first();
     let asset = first.map(|t| t.asset.clone()).unwrap_or_default();
@@ -1863,45 +1536,4 @@ fn summary(d: &cosigner_policy::Decoded) -> Option<Summary> {
             String::new()
         },
     })
-}
-
-pub fn decoded_to_api(d: &cosigner_policy::Decoded) -> DecodedPayload {
-    DecodedPayload {
-        chain: d.chain.clone(),
-        network: d.network.clone(),
-        transfers: d
-            .transfers
-            .iter()
-            .map(|t| Transfer {
-                asset: t.asset.clone(),
-                recipient: t.recipient.clone(),
-                amount: t.amount.clone(),
-                is_change: t.is_change,
-            })
-            .collect(),
-        fee: d.fee.clone(),
-        json: d.document.to_string(),
-        hashes: d.hashes.iter().map(|h| h.to_vec()).collect(),
-    }
-}
-
-pub fn vault_facts(r: &VaultRecord) -> VaultFacts {
-    VaultFacts {
-        vault_id: r.vault_id().to_string(),
-        public_key: cosigner_relay::keys::hex(&r.public.public_key.0),
-        epoch: r.epoch(),
-        threshold: u32::from(r.public.committee.threshold()),
-        members: input_members(&r.members),
-        created_at_ms: r.created_at_ms,
-        last_reshare_at_ms: r.last_reshare_at_ms,
-    }
-}
-
-fn input_members(m: &[Member]) -> Vec<input::Member> {
-    m.iter()
-        .map(|m| input::Member {
-            name: m.name.clone(),
-            party_id: cosigner_relay::keys::hex(&m.id),
-        })
-        .collect()
 }

@@ -11,6 +11,7 @@ pub mod history_rpc;
 pub mod me;
 pub mod metrics;
 pub mod policy;
+pub mod ports;
 pub mod refusals;
 pub mod rotation;
 pub mod server;

@@ -7,23 +7,10 @@ use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = api::SignRequest::decode(data) {
-        let _ = cosigner_relay::request::check(r.auth.as_ref(), "/cosigner.v1.Cosigner/Sign", &r.body, 0, 300_000);
-        if let Ok(b) = api::SignBody::decode(r.body.as_slice())
-            && let Some(api::Payload { kind: Some(k) }) = b.payload
-        {
-            use api::payload::Kind as K;
-            use cosigner_policy::Payload as P;
-            let p = match &k {
-                K::EthereumTransaction(t) => P::Ethereum(&t.unsigned_rlp),
-                K::BitcoinPsbt(b) => P::Psbt {
-                    psbt: &b.psbt,
-                    network: &b.network,
-                },
-                K::PersonalMessage(m) => P::PersonalMessage(&m.message),
-                K::TypedData(t) => P::TypedData(&t.json),
-                K::RawHash(h) => P::RawHash(h),
-            };
-            let _ = cosigner_policy::decode(&p, None);
+        // The ceremony layer's own parse and payload decoding, as every party runs them.
+        let _ = cosigner_node::sign::parse(&r, 0, 300_000);
+        if let Ok(b) = cosigner_node::sign::parse_body(&r.body) {
+            let _ = cosigner_node::payload::decode(b.payload.as_ref(), None);
         }
     }
     if let Ok(r) = api::ReshareRequest::decode(data)

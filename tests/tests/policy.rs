@@ -172,6 +172,38 @@ async fn replayed_requests_and_mismatched_hashes_are_refused() {
         "1000000000000000000"
     );
     assert_eq!(v["input"]["payload"]["network"], "1");
+    // The dry run shows the policy what the real gate shows it (one builder for both):
+    // the requester's name from the committee and the epoch this daemon holds.
+    assert_eq!(v["input"]["requester"]["name"], "device-1", "{v}");
+    assert_eq!(v["input"]["request"]["epoch"], 0, "{v}");
+    // The same for a keygen dry run: the requester named as the committee names it (the
+    // dry run used to leave the name empty while the gate filled it in).
+    let alice = cosigner_relay::PartyKeys::generate();
+    let bob = cosigner_relay::PartyKeys::generate();
+    let mut members = vec![alice.member("alice"), bob.member("bob")];
+    members.sort_by_key(|m| m.id);
+    let body = api::KeygenBody {
+        vault_id: "v7".into(),
+        scheme: api::Scheme::EcdsaSecp256k1 as i32,
+        committee: Some(cosigner_relay::record::members_to_api(2, &members)),
+        relay: None,
+    }
+    .encode_to_vec();
+    let mut admin = api::cosigner_client::CosignerClient::new(
+        s.pki.channel(s.a.addr, Some("admin")).await.unwrap(),
+    );
+    let r = admin
+        .evaluate_policy(api::EvaluatePolicyRequest {
+            kind: api::CeremonyKind::Keygen as i32,
+            body,
+            requester: alice.party_id().to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let input: Value = serde_json::from_str(&r.input_json).unwrap();
+    assert_eq!(input["requester"]["name"], "alice", "{input}");
+    assert_eq!(input["request"]["kind"], "keygen", "{input}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -155,8 +155,10 @@ async fn every_refused_request_is_in_the_history_with_its_reason() {
     let body = personal_sign_body("v1", vec![a_id.to_vec(), outsider.party_id().to_vec()]);
     let auth = cosigner_relay::request::sign(&outsider, SIGN, &body, now_ms());
     expect.push(("not in the committee", sign(&mut c, body, auth).await));
-    // Expected hashes that differ from the payload's (device-1 is a member).
+    // Expected hashes that differ from the payload's (device-1 is a member and only
+    // coordinates: a device that signs checks its own request first and would not send it).
     let da = s.a.daemon_spec("server-a");
+    let db = s.b.daemon_spec("server-b");
     let out = s.d1.run(
         &s.pki,
         &[
@@ -167,8 +169,10 @@ async fn every_refused_request_is_in_the_history_with_its_reason() {
             "hello",
             "--daemon",
             &da,
+            "--daemon",
+            &db,
             "--signer",
-            "device-1",
+            "server-b",
             "--signer",
             "server-a",
             "--expected-hash",

@@ -69,8 +69,8 @@ async fn refused_denied_and_replayed_signs_unseal_nothing() {
     // The same request again: refused as a replay.
     let file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&request_file).unwrap()).unwrap();
-    let replay = api::SignRequest::decode(unhex(file["request"].as_str().unwrap()).as_slice())
-        .unwrap();
+    let replay =
+        api::SignRequest::decode(unhex(file["request"].as_str().unwrap()).as_slice()).unwrap();
     let e = c.sign(replay).await.expect_err("a replay is refused");
     assert!(
         e.message().contains("already") || e.message().contains("nonce"),
@@ -111,7 +111,11 @@ async fn refused_denied_and_replayed_signs_unseal_nothing() {
         })
         .await
         .expect_err("a non-member is refused");
-    assert!(e.message().contains("not in the committee"), "{}", e.message());
+    assert!(
+        e.message().contains("not in the committee"),
+        "{}",
+        e.message()
+    );
     // A forged signature over a member's request.
     let mut forged = auth;
     forged.requester = a_id.to_vec();
@@ -182,7 +186,12 @@ async fn refused_denied_and_replayed_signs_unseal_nothing() {
         "a replay, a non-member, a forged request, a denial and reading vaults and status unsealed something"
     );
     // The count does move when a share is unsealed: one more signature.
-    ok(&common::sign(&s, &s.d1, &["device-1", "server-a"], "second"));
+    ok(&common::sign(
+        &s,
+        &s.d1,
+        &["device-1", "server-a"],
+        "second",
+    ));
     let signed = unseals(ma);
     assert_eq!(signed.0, after.0 + 1.0, "one signature, one unseal");
 }

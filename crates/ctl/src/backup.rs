@@ -14,7 +14,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use crate::party::file::{passphrase_from, write_private};
+use crate::party::file::passphrase_from;
 use crate::vault::vault_json;
 
 /// Where backup passphrases come from when no file is given.
@@ -97,13 +97,13 @@ pub fn meta_json(m: &BackupMeta) -> serde_json::Value {
 
 /// Writes a new file; never replaces one (an older backup must not vanish by mistake).
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    if path.exists() {
-        bail!(
+    match cosigner_relay::files::write_new(path, bytes) {
+        Err(e) if e.source.kind() == std::io::ErrorKind::AlreadyExists => bail!(
             "{} exists; choose another name (backups are never overwritten)",
             path.display()
-        );
+        ),
+        r => r.with_context(|| format!("cannot write {}", path.display())),
     }
-    write_private(path, bytes)
 }
 
 pub async fn run(channel: Channel, command: BackupCommand) -> Result<()> {

@@ -82,26 +82,15 @@ fn read_psbt(f: &PathBuf) -> Result<Vec<u8>> {
 }
 
 /// The one hash a device signs for a payload at `path`, computed by the same decoder the
-/// daemon uses. A raw hash is refused: a device never signs what it cannot show its user.
+/// daemon uses ([`cosigner_node::payload`]). A raw hash is refused: a device never signs
+/// what it cannot show its user.
 pub fn payload_hash(p: &api::Payload, vault: &VaultRecord, path: &str) -> Result<[u8; 32]> {
-    use api::payload::Kind as K;
-    use cosigner_policy::Payload as P;
-    let payload = match p.kind.as_ref() {
-        Some(K::PersonalMessage(m)) => P::PersonalMessage(&m.message),
-        Some(K::EthereumTransaction(t)) => P::Ethereum(&t.unsigned_rlp),
-        Some(K::TypedData(t)) => P::TypedData(&t.json),
-        Some(K::BitcoinPsbt(b)) => P::Psbt {
-            psbt: &b.psbt,
-            network: &b.network,
-        },
-        Some(K::RawHash(_)) => bail!("a device never signs a raw hash"),
-        None => bail!("no payload"),
-    };
-    let key = cosigner_policy::VaultKey {
-        public_key: vault.public.public_key.0,
-        chain_code: vault.public.chain_code,
-    };
-    let d = cosigner_policy::decode(&payload, Some(&key)).map_err(|e| anyhow!("payload: {e}"))?;
+    if cosigner_node::payload::is_raw_hash(Some(p)) {
+        bail!("a device never signs a raw hash");
+    }
+    let key = cosigner_node::payload::vault_key(vault);
+    let d =
+        cosigner_node::payload::decode(Some(p), Some(&key)).map_err(|e| anyhow!("payload: {e}"))?;
     let path = DerivationPath::parse(path)?;
     d.single_hash(&path.0).map_err(|e| anyhow!("payload: {e}"))
 }

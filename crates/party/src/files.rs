@@ -52,6 +52,30 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Writes `bytes` as a new file `path` (mode 0600) that must not exist yet: a synced
+/// temporary file in the same directory, linked to the name only if nothing has it
+/// (`persist_noclobber`, one step, so two writers cannot both think they made it), then the
+/// directory fsynced. For files that must never replace another (backups: an older one must
+/// not vanish by mistake). An existing file is refused with `AlreadyExists`.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".new-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(at(dir))?;
+    tmp.write_all(bytes).map_err(at(tmp.path()))?;
+    tmp.as_file().sync_all().map_err(at(tmp.path()))?;
+    tmp.persist_noclobber(path).map_err(|e| WriteError {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    sync_dir(dir)
+}
+
 /// Fsyncs a directory, so a rename or removal in it survives a power cut.
 pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
     fs::File::open(dir)
@@ -61,6 +85,21 @@ pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_new_file_never_replaces_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("backup.bak");
+        super::write_new(&p, b"first").unwrap();
+        let e = super::write_new(&p, b"second").unwrap_err();
+        assert_eq!(e.source.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,8 @@
 //!   others know of it ([`Member`]), signature checks and hex helpers;
 //! - [`record`]: the vault record a party keeps beside its share ([`VaultRecord`], [`Held`]);
 //! - [`request`]: request signatures over the exact body bytes;
-//! - [`clock`]: the one wall clock (Unix milliseconds); [`files`]: atomic file writes.
+//! - [`clock`]: the one wall clock (Unix milliseconds); [`files`]: atomic file writes;
+//!   [`vault_id`]: what a vault id may be.
 //!
 //! It needs neither gRPC nor an async runtime, so the backup format and the sealing layer
 //! can use it without pulling in the network stack.
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod record;
 #[cfg(feature = "record")]
 pub mod request;
+pub mod vault_id;
 
 pub use keys::{Member, PartyKeys};
 #[cfg(feature = "record")]

@@ -90,18 +90,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SealError + '_ {
 /// Vault ids become directory names: 1-64 characters of [A-Za-z0-9._-], not starting with
 /// a dot, so none can escape the shares directory.
 pub fn check_vault_id(v: &str) -> Result<(), SealError> {
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && !v.starts_with('.')
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(SealError::Config(format!(
-            "vault id {v:?} must be 1-64 characters of A-Z a-z 0-9 . _ - and not start with '.'"
-        )))
-    }
+    cosigner_party::vault_id::check(v).map_err(SealError::Config)
 }
 
 /// Writes `bytes` as `dir/name` atomically ([`cosigner_party::files::write_atomic`]).

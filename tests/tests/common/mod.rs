@@ -473,4 +473,3 @@ pub fn scrape(addr: SocketAddr) -> String {
     );
     body
 }
-

@@ -20,16 +20,14 @@ use clap::{Args, Subcommand};
 use cosigner_api::v1 as api;
 use cosigner_api::v1::cosigner_client::CosignerClient;
 use cosigner_api::v1::relay_client::RelayClient;
+use cosigner_node::reshare::Part;
 use cosigner_relay::commit::{CommitState, Decision, Holding, Phase, Report, Role, decide};
 use cosigner_relay::finish::{self, CommitEnd, CommitStore};
 use cosigner_relay::keys::{hex, parse_id, short};
 use cosigner_relay::record::{committee_from_api, members_to_api};
-use cosigner_relay::roster::{self, KeygenPlan, ResharePlan, Roster};
-use cosigner_relay::{Driver, Held, Hello, Member, SessionSpec, VaultRecord};
-use cosigner_tss::{
-    DerivationPath, Keygen, KeygenParams, PartyId, Reshare, ReshareOutput, ReshareParams, Sign,
-    SignParams,
-};
+use cosigner_relay::roster::{self, Roster};
+use cosigner_relay::{Driver, Held, Member, SessionSpec, VaultRecord};
+use cosigner_tss::DerivationPath;
 use prost::Message as _;
 use rand::RngCore;
 use serde_json::{Value, json};
@@ -1241,7 +1239,7 @@ async fn keygen(
     let relay_addr = relay_addr(relay, &daemons)?;
     let mut relay = ctx.relay(&relay_addr).await?;
     let sid = ctx.create_session(&mut relay, &all).await?;
-    let body = api::KeygenBody {
+    let body_msg = api::KeygenBody {
         vault_id: vault.to_string(),
         scheme: api::Scheme::EcdsaSecp256k1 as i32,
         committee: Some(api_c.clone()),
@@ -1249,10 +1247,17 @@ async fn keygen(
             address: relay_addr.clone(),
             session_id: sid.clone(),
         }),
-    }
-    .encode_to_vec();
-    let plan =
-        roster::keygen(&body, vault, &sid, Some(&api_c), me.id, &me).map_err(|e| anyhow!("{e}"))?;
+    };
+    let body = body_msg.encode_to_vec();
+    // The coordinator checks its own request as every other party will.
+    let checked = cosigner_node::keygen::check(
+        &body,
+        cosigner_node::keygen::Parsed {
+            requester: me.id,
+            body: body_msg,
+        },
+        &me,
+    )?;
     let auth = cosigner_relay::request::sign(&ctx.file.keys, KEYGEN, &body, now_ms());
     if let Some(out) = &request_out {
         write_request(
@@ -1265,7 +1270,7 @@ async fn keygen(
         )?;
     }
     let (fail_tx, mut fail_rx) = mpsc::channel(8);
-    let clients = daemon_clients(ctx, &daemons, &plan.members).await?;
+    let clients = daemon_clients(ctx, &daemons, &checked.plan.members).await?;
     let calls = spawn_calls(clients, fail_tx, |mut c| {
         let req = api::KeygenRequest {
             body: body.clone(),
@@ -1274,7 +1279,7 @@ async fn keygen(
         async move { c.keygen(req).await }
     });
     let limit = ctx.round_timeout * 3;
-    let (mut d, record, end) = match take_part_keygen(ctx, relay, vault, plan, &mut fail_rx).await {
+    let (mut d, record, end) = match take_part_keygen(ctx, relay, &checked, &mut fail_rx).await {
         Ok(x) => x,
         Err(e) => return Err(failed(e, calls, limit).await),
     };
@@ -1299,40 +1304,23 @@ async fn keygen(
     )
 }
 
-/// This party's part of a keygen: HELLO, the rounds, then the commit (pending, READY,
-/// promote) in the party file. A failure before the commit has told the others (ABORT).
+/// This party's part of a keygen ([`cosigner_node::keygen::take_part`]), racing the
+/// daemons' answers, then the commit (pending, READY, promote) in the party file. A
+/// failure before the commit has told the others (ABORT).
 async fn take_part_keygen(
     ctx: &mut Ctx<'_>,
     relay: RelayClient<Channel>,
-    vault: &str,
-    plan: KeygenPlan,
+    c: &cosigner_node::keygen::Checked,
     fail_rx: &mut mpsc::Receiver<String>,
 ) -> Result<(Driver, VaultRecord, CommitEnd)> {
-    let mut d = ctx.open_driver(relay, plan.roster).await?;
-    let me = PartyId(ctx.file.keys.party_id());
-    let committee = plan.committee;
-    let share = own_part(fail_rx, async {
-        d.hello(
-            Hello {
-                epoch: None,
-                pending: None,
-            },
-            &|_| None,
-        )
-        .await?;
-        let params = KeygenParams {
-            vault_id: vault.to_string(),
-            committee,
-            nonce: d.engine_nonce()?,
-        };
-        Ok(d.run(Keygen::new(params, me)?).await?)
+    let mut d = ctx.open_driver(relay, c.plan.roster.clone()).await?;
+    let me = ctx.file.keys.party_id();
+    let held = own_part(fail_rx, async {
+        Ok(cosigner_node::keygen::take_part(&mut d, c, me, now_ms()).await?)
     })
     .await;
-    let share = aborted(&mut d, share).await?;
-    let made = VaultRecord::new(share.public().clone(), plan.members, now_ms(), 0)
-        .and_then(|r| Held::new(r.clone(), share).map(|h| (r, h)))
-        .map_err(anyhow::Error::from);
-    let (record, held) = aborted(&mut d, made).await?;
+    let held = aborted(&mut d, held).await?;
+    let record = held.record.clone();
     let new_parties: Vec<[u8; 32]> = record.members.iter().map(|m| m.id).collect();
     let keys = ctx.file.keys.clone();
     let (end, _) = finish::new_party(
@@ -1425,12 +1413,19 @@ async fn sign(
         }),
     };
     let body = body_msg.encode_to_vec();
-    // Not a signer: it only coordinates, and needs no roster.
-    let plan = if i_sign {
-        Some(
-            roster::sign(&body, &record, &sid, &body_msg.signers, me, me)
-                .map_err(|e| anyhow!("{e}"))?,
-        )
+    // A signer checks its own request as every other party will (not a signer: it only
+    // coordinates, and needs no roster).
+    let checked = if i_sign {
+        Some(cosigner_node::sign::check(
+            &body,
+            cosigner_node::sign::Parsed {
+                requester: me,
+                body: body_msg.clone(),
+            },
+            record.clone(),
+            me,
+            cosigner_node::sign::Rules { raw_hash: false },
+        )?)
     } else {
         None
     };
@@ -1467,18 +1462,9 @@ async fn sign(
     let derivation = DerivationPath::parse(path)?;
     let public_key = record.public.derive(&derivation)?;
     let epoch = record.epoch();
-    let (own, d) = match plan {
-        Some(plan) => {
-            let r = take_part_sign(
-                ctx,
-                relay.clone(),
-                plan.roster,
-                held,
-                hash,
-                derivation,
-                &mut fail_rx,
-            )
-            .await;
+    let (own, d) = match &checked {
+        Some(c) => {
+            let r = take_part_sign(ctx, relay.clone(), c, held, &mut fail_rx).await;
             match r {
                 Ok((d, sig)) => (Some(sig), Some(d)),
                 Err(e) => return Err(failed(e, calls, ctx.round_timeout * 3).await),
@@ -1583,44 +1569,22 @@ fn print_signature(
     }
 }
 
-/// This party's part of a signature: HELLO at its epoch, the rounds, the result (verified
-/// by the engine against the derived key). On failure the others have been told (ABORT).
-#[allow(clippy::too_many_arguments)]
+/// This party's part of a signature ([`cosigner_node::sign::take_part`]), racing the
+/// daemons' answers: a daemon that refuses stops it. On failure the others have been told
+/// (ABORT).
 async fn take_part_sign(
     ctx: &mut Ctx<'_>,
     relay: RelayClient<Channel>,
-    roster: Roster,
+    c: &cosigner_node::sign::Checked,
     held: Held,
-    hash: [u8; 32],
-    path: DerivationPath,
     fail_rx: &mut mpsc::Receiver<String>,
 ) -> Result<(Driver, cosigner_tss::Signature)> {
-    let epoch = held.record.epoch();
-    let pending = ctx.pending_epoch(held.record.vault_id());
-    let signers: Vec<PartyId> = roster.participants.iter().map(|m| PartyId(m.id)).collect();
-    let mut d = ctx.open_driver(relay, roster).await?;
+    let pending = ctx.pending_epoch(c.record.vault_id());
+    let mut d = ctx.open_driver(relay, c.plan.roster.clone()).await?;
     let sig = own_part(fail_rx, async {
-        d.hello(
-            Hello {
-                epoch: Some(epoch),
-                pending,
-            },
-            &|_| Some(epoch),
-        )
-        .await?;
-        let ceremony = Sign::new(
-            &held.share,
-            SignParams {
-                signers,
-                message_hash: hash,
-                path,
-                nonce: d.engine_nonce()?,
-            },
-        )?;
-        Ok(d.run(ceremony).await?)
+        Ok(cosigner_node::sign::take_part(&mut d, held, c, pending).await?)
     })
     .await;
-    drop(held); // the ceremony held its own copy of the secret state
     let sig = aborted(&mut d, sig).await?;
     Ok((d, sig))
 }
@@ -1763,22 +1727,16 @@ async fn reshare(
     };
     let body = body_msg.encode_to_vec();
     let me = ctx.file.keys.member(&ctx.file.name);
-    let plan = roster::reshare(
-        &roster::ReshareRequest {
-            body: &body,
-            vault_id: vault,
-            old_epoch: body_msg.old_epoch,
-            old_vault: &body_msg.old_vault,
-            endorsements: &body_msg.old_vault_endorsements,
-            dealers: &body_msg.dealers,
-            new_committee: body_msg.new_committee.as_ref(),
-            relay_session: &sid,
+    // The coordinator checks its own request as every other party will.
+    let checked = cosigner_node::reshare::check(
+        &body,
+        cosigner_node::reshare::Parsed {
             requester: me.id,
+            body: body_msg,
         },
         Some(&held.record),
         &me,
-    )
-    .map_err(|e| anyhow!("{e}"))?;
+    )?;
     let auth = cosigner_relay::request::sign(&ctx.file.keys, RESHARE, &body, now_ms());
     let request = api::ReshareRequest {
         body: body.clone(),
@@ -1788,7 +1746,8 @@ async fn reshare(
         write_request(out, RESHARE, &request)?;
     }
     let (fail_tx, mut fail_rx) = mpsc::channel(8);
-    let others: Vec<Member> = plan
+    let others: Vec<Member> = checked
+        .plan
         .roster
         .participants
         .iter()
@@ -1802,7 +1761,7 @@ async fn reshare(
     });
     let limit = ctx.round_timeout * 3;
     let (mut d, part, end) =
-        match take_part_reshare(ctx, relay, plan, Some(held), &mut fail_rx).await {
+        match take_part_reshare(ctx, relay, &checked, Some(held), &mut fail_rx).await {
             Ok(x) => x,
             Err(e) => return Err(failed(e, calls, limit).await),
         };
@@ -1812,20 +1771,13 @@ async fn reshare(
         .into_iter()
         .map(|(n, r)| daemon_outcome(&n, &r.map(|r| r.vault)))
         .collect();
-    finish_reshare(ctx, part, &end, daemons, json)
-}
-
-/// How this party's part of a reshare ended.
-enum Part {
-    /// It is in the new committee: the new record (current, or pending while in doubt).
-    New(VaultRecord),
-    /// A dealer that left the committee.
-    Dealt { vault: String, new_epoch: u64 },
+    finish_reshare(ctx, vault, part, &end, daemons, json)
 }
 
 /// Prints a reshare's outcomes and maps this party's commit end to the result.
 fn finish_reshare(
     ctx: &Ctx<'_>,
+    vault: &str,
     part: Part,
     end: &CommitEnd,
     daemons: Vec<PartyOutcome>,
@@ -1839,8 +1791,8 @@ fn finish_reshare(
             vault_value(r),
             vault_line(r),
         ),
-        Part::Dealt { vault, new_epoch } => (
-            vault.clone(),
+        Part::Left { new_epoch } => (
+            vault.to_string(),
             *new_epoch,
             true,
             json!({"vault_id": vault, "dealt": true, "retired": end.is_done(), "new_epoch": new_epoch}),
@@ -1854,92 +1806,35 @@ fn finish_reshare(
     )
 }
 
-/// This party's part of a reshare: HELLO, the rounds, then the commit: a new party keeps
-/// its new share pending, sends READY and promotes on a certificate; a dealer that leaves
-/// retires on one.
+/// This party's part of a reshare ([`cosigner_node::reshare::take_part`]), racing the
+/// daemons' answers, then the commit ([`cosigner_node::reshare::commit`]) in the party
+/// file: a new party keeps its new share pending, sends READY and promotes on a
+/// certificate; a dealer that leaves retires on one.
 async fn take_part_reshare(
     ctx: &mut Ctx<'_>,
     relay: RelayClient<Channel>,
-    plan: ResharePlan,
+    c: &cosigner_node::reshare::Checked,
     held: Option<Held>,
     fail_rx: &mut mpsc::Receiver<String>,
 ) -> Result<(Driver, Part, CommitEnd)> {
-    let me = PartyId(ctx.file.keys.party_id());
-    let vault = plan.roster.vault_id.clone();
-    let new_parties = plan.roster.committee.clone();
-    let old_epoch = plan.old.epoch();
+    let me = ctx.file.keys.party_id();
     let my_epoch = held.as_ref().map(|h| h.record.epoch());
-    let pending = ctx.pending_epoch(&vault);
-    let dealers = plan.dealers.clone();
-    let old_public = plan.old.public.clone();
-    let new_committee = plan.new_committee.clone();
-    let mut d = ctx.open_driver(relay, plan.roster).await?;
-    let out = own_part(fail_rx, async {
-        d.hello(
-            Hello {
-                epoch: my_epoch,
-                pending,
-            },
-            &|id| dealers.contains(id).then_some(old_epoch),
-        )
-        .await?;
-        let params = ReshareParams {
-            old: old_public,
-            dealers: dealers.iter().map(|id| PartyId(*id)).collect(),
-            new_committee,
-            nonce: d.engine_nonce()?,
-        };
-        let ceremony = Reshare::new(params, me, held.as_ref().map(|h| &h.share))?;
-        Ok(d.run(ceremony).await?)
+    let mine = cosigner_node::reshare::Mine {
+        epoch: my_epoch,
+        pending: ctx.pending_epoch(&c.body.vault_id),
+        // Only a dealer needs its share in the rounds.
+        share: held.filter(|_| c.plan.is_dealer),
+    };
+    let mut d = ctx.open_driver(relay, c.plan.roster.clone()).await?;
+    let dealt = own_part(fail_rx, async {
+        Ok(cosigner_node::reshare::take_part(&mut d, c, me, mine, now_ms()).await?)
     })
     .await;
-    drop(held); // the ceremony held its own copy of the secret state
-    let out = aborted(&mut d, out).await?;
+    let dealt = aborted(&mut d, dealt).await?;
     let keys = ctx.file.keys.clone();
-    match out {
-        ReshareOutput::NewShare(share) => {
-            let made = VaultRecord::new(
-                share.public().clone(),
-                plan.new_members,
-                plan.old.created_at_ms,
-                now_ms(),
-            )
-            .and_then(|r| Held::new(r.clone(), *share).map(|h| (r, h)))
-            .map_err(anyhow::Error::from);
-            let (record, new_held) = aborted(&mut d, made).await?;
-            let (end, _) = finish::new_party(
-                &mut d,
-                &keys,
-                &mut ctx.store(),
-                &record,
-                new_held,
-                new_parties,
-                my_epoch,
-            )
-            .await;
-            Ok((d, Part::New(record), end))
-        }
-        ReshareOutput::Dealt => {
-            if plan.in_new_committee {
-                let r = Err(anyhow!(
-                    "the engine only dealt, but this party is in the new committee"
-                ));
-                return aborted(&mut d, r).await;
-            }
-            let new_epoch = old_epoch + 1;
-            let (end, _) = finish::leaving_dealer(
-                &mut d,
-                &mut ctx.store(),
-                &vault,
-                new_epoch,
-                &plan.old.public.public_key.0,
-                new_parties,
-                old_epoch,
-            )
-            .await;
-            Ok((d, Part::Dealt { vault, new_epoch }, end))
-        }
-    }
+    let (end, part) =
+        cosigner_node::reshare::commit(&mut d, &keys, &mut ctx.store(), c, dealt, my_epoch).await;
+    Ok((d, part, end))
 }
 
 async fn join(ctx: &mut Ctx<'_>, path: &Path, json: bool) -> Result<()> {
@@ -1956,39 +1851,24 @@ async fn join(ctx: &mut Ctx<'_>, path: &Path, json: bool) -> Result<()> {
     }
 }
 
-/// Checks a request file's own signature (a device joins only what a party signed).
-fn check_request(method: &str, body: &[u8], auth: Option<&api::RequestAuth>) -> Result<[u8; 32]> {
-    // Request files may wait a while before a device joins; allow ten minutes.
-    cosigner_relay::request::check(auth, method, body, now_ms(), 600_000)
-        .map_err(|e| anyhow!("the request's signature: {e}"))
-}
+/// How old a request file may be when a device joins it: files wait for their owner, so
+/// ten minutes rather than a daemon's clock skew.
+const JOIN_SKEW_MS: i64 = 600_000;
 
 async fn join_keygen(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
     let req = api::KeygenRequest::decode(bytes).context("not a keygen request")?;
-    let requester = check_request(KEYGEN, &req.body, req.auth.as_ref())?;
-    let body = api::KeygenBody::decode(req.body.as_slice()).context("keygen body")?;
-    ctx.check_usable(&body.vault_id, Use::Keygen)?;
-    let relay_ref = body
-        .relay
-        .as_ref()
-        .ok_or_else(|| anyhow!("the request names no relay"))?;
+    // Request files may wait a while before a device joins; allow ten minutes.
+    let parsed = cosigner_node::keygen::parse(&req, now_ms(), JOIN_SKEW_MS)?;
+    ctx.check_usable(&parsed.body.vault_id, Use::Keygen)?;
     let me = ctx.file.keys.member(&ctx.file.name);
-    let plan = roster::keygen(
-        &req.body,
-        &body.vault_id,
-        &relay_ref.session_id,
-        body.committee.as_ref(),
-        requester,
-        &me,
-    )
-    .map_err(|e| anyhow!("{e}"))?;
-    let relay = ctx.relay(&relay_ref.address).await?;
+    let c = cosigner_node::keygen::check(&req.body, parsed, &me)?;
+    let relay = ctx.relay(&c.relay.address).await?;
     let (_tx, mut rx) = mpsc::channel(1);
-    let (_, record, end) = take_part_keygen(ctx, relay, &body.vault_id, plan, &mut rx).await?;
+    let (_, record, end) = take_part_keygen(ctx, relay, &c, &mut rx).await?;
     let outcomes = [own_outcome(&ctx.file.name, &end, record.epoch(), false)];
     conclude(
         ctx,
-        &body.vault_id,
+        &c.body.vault_id,
         record.epoch(),
         false,
         &end,
@@ -2000,60 +1880,39 @@ async fn join_keygen(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> 
 }
 
 async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
+    use cosigner_node::sign;
     let req = api::SignRequest::decode(bytes).context("not a sign request")?;
-    let requester = check_request(SIGN, &req.body, req.auth.as_ref())?;
-    let body = api::SignBody::decode(req.body.as_slice()).context("sign body")?;
-    ctx.check_usable(&body.vault_id, Use::Sign)?;
-    let held = ctx.file.current(&body.vault_id)?;
-    let record = held.record.clone();
-    if body.epoch != record.epoch() {
-        bail!(
-            "the request is for epoch {}, this party holds epoch {} of vault {:?}",
-            body.epoch,
-            record.epoch(),
-            body.vault_id
-        );
-    }
-    let relay_ref = body
+    // Request files may wait a while before a device joins; allow ten minutes.
+    let parsed = sign::parse(&req, now_ms(), JOIN_SKEW_MS)?;
+    ctx.check_usable(&parsed.body.vault_id, Use::Sign)?;
+    let held = ctx.file.current(&parsed.body.vault_id)?;
+    // The same checks as a daemon's, against this party's own record; never blind-sign:
+    // the hash is computed here from the payload, and a raw hash is refused.
+    let c = sign::check(
+        &req.body,
+        parsed,
+        held.record.clone(),
+        ctx.file.keys.party_id(),
+        sign::Rules { raw_hash: false },
+    )?;
+    let relay_ref = c
+        .body
         .relay
         .as_ref()
         .ok_or_else(|| anyhow!("the request names no relay"))?;
-    let plan = roster::sign(
-        &req.body,
-        &record,
-        &relay_ref.session_id,
-        &body.signers,
-        requester,
-        ctx.file.keys.party_id(),
-    )
-    .map_err(|e| anyhow!("{e}"))?;
-    // Never blind-sign: the hash is computed here from the payload.
-    let hash = payload_hash(
-        &body.payload.clone().unwrap_or_default(),
-        &record,
-        &body.derivation_path,
-    )?;
-    if !body.expected_hashes.is_empty() && body.expected_hashes != [hash.to_vec()] {
-        bail!("the request's expected hash differs from the message's; refusing to sign");
-    }
-    let derivation = DerivationPath::parse(&body.derivation_path)?;
-    let public_key = record.public.derive(&derivation)?;
     let relay = ctx.relay(&relay_ref.address).await?;
     let (_tx, mut rx) = mpsc::channel(1);
-    let signers = plan.signers;
-    let (_, sig) = take_part_sign(ctx, relay, plan.roster, held, hash, derivation, &mut rx).await?;
-    if !cosigner_tss::verify_ecdsa(&public_key, &hash, &sig.r, &sig.s) {
-        bail!("the signature does not verify under the vault key");
-    }
+    let (_, sig) = take_part_sign(ctx, relay, &c, held, &mut rx).await?;
+    sign::verify(&c, &sig)?;
     print_signature(
-        &body.vault_id,
-        record.epoch(),
-        &public_key,
-        &hash,
+        &c.body.vault_id,
+        c.record.epoch(),
+        &c.public_key,
+        &c.message_hash,
         &sig.r,
         &sig.s,
         u32::from(sig.recovery_id),
-        &signers,
+        &c.plan.signers,
         json,
     );
     Ok(())
@@ -2061,34 +1920,15 @@ async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
 
 async fn join_reshare(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Result<()> {
     let req = api::ReshareRequest::decode(bytes).context("not a reshare request")?;
-    let requester = check_request(RESHARE, &req.body, req.auth.as_ref())?;
-    let body = api::ReshareBody::decode(req.body.as_slice()).context("request body")?;
-    ctx.check_usable(&body.vault_id, Use::Reshare)?;
+    let parsed = cosigner_node::reshare::parse(&req, now_ms(), JOIN_SKEW_MS)?;
+    ctx.check_usable(&parsed.body.vault_id, Use::Reshare)?;
     // This party's own record when it holds the vault: the request's is only compared.
-    let held = ctx.file.held_current(&body.vault_id)?;
-    let relay_ref = body
-        .relay
-        .as_ref()
-        .ok_or_else(|| anyhow!("the request names no relay"))?;
+    let held = ctx.file.held_current(&parsed.body.vault_id)?;
     let me = ctx.file.keys.member(&ctx.file.name);
-    let plan = roster::reshare(
-        &roster::ReshareRequest {
-            body: &req.body,
-            vault_id: &body.vault_id,
-            old_epoch: body.old_epoch,
-            old_vault: &body.old_vault,
-            endorsements: &body.old_vault_endorsements,
-            dealers: &body.dealers,
-            new_committee: body.new_committee.as_ref(),
-            relay_session: &relay_ref.session_id,
-            requester,
-        },
-        held.as_ref().map(|h| &h.record),
-        &me,
-    )
-    .map_err(|e| anyhow!("{e}"))?;
-    let relay = ctx.relay(&relay_ref.address).await?;
+    let c =
+        cosigner_node::reshare::check(&req.body, parsed, held.as_ref().map(|h| &h.record), &me)?;
+    let relay = ctx.relay(&c.relay.address).await?;
     let (_tx, mut rx) = mpsc::channel(1);
-    let (_, part, end) = take_part_reshare(ctx, relay, plan, held, &mut rx).await?;
-    finish_reshare(ctx, part, &end, Vec::new(), json)
+    let (_, part, end) = take_part_reshare(ctx, relay, &c, held, &mut rx).await?;
+    finish_reshare(ctx, &c.body.vault_id, part, &end, Vec::new(), json)
 }

@@ -1,0 +1,109 @@
+//! A keygen request: parse, check, take part. Nobody holds a record yet, so the committee
+//! comes from the request ([`cosigner_relay::roster::keygen`]); every member confirms its
+//! own key in its signed HELLO. Who may ask is the caller's rule (a daemon's allow list,
+//! a device's owner). The commit that follows is [`cosigner_relay::finish::new_party`].
+
+use cosigner_api::v1::{KeygenBody, KeygenRequest, RelayRef, Scheme};
+use cosigner_party::{Held, Member, VaultRecord};
+use cosigner_relay::roster::{self, KeygenPlan};
+use cosigner_relay::{Driver, Hello};
+use cosigner_tss::{Keygen, KeygenParams, PartyId};
+
+use crate::error::NodeError;
+
+/// The gRPC method a keygen request is signed for.
+pub const METHOD: &str = "/cosigner.v1.Cosigner/Keygen";
+
+pub type Parsed = crate::request::Parsed<KeygenBody>;
+
+/// The request's signature over the exact body bytes (within `max_skew_ms`), then the body.
+pub fn parse(req: &KeygenRequest, now_ms: i64, max_skew_ms: i64) -> Result<Parsed, NodeError> {
+    let requester =
+        crate::request::requester(req.auth.as_ref(), METHOD, &req.body, now_ms, max_skew_ms)?;
+    Ok(Parsed {
+        requester,
+        body: parse_body(&req.body)?,
+    })
+}
+
+/// The body alone: decoded, a valid vault id, a scheme this build has.
+pub fn parse_body(bytes: &[u8]) -> Result<KeygenBody, NodeError> {
+    let body = crate::request::body(bytes, "KeygenBody", |b: &KeygenBody| &b.vault_id)?;
+    if body.scheme != Scheme::EcdsaSecp256k1 as i32 {
+        return Err(NodeError::invalid(
+            "scheme",
+            "only SCHEME_ECDSA_SECP256K1 exists in this build",
+        ));
+    }
+    Ok(body)
+}
+
+#[derive(Debug)]
+pub struct Checked {
+    pub requester: [u8; 32],
+    pub body: KeygenBody,
+    pub relay: RelayRef,
+    pub plan: KeygenPlan,
+}
+
+/// The committee as the request names it, with this party (`me`, its name and keys) in it.
+pub fn check(body_bytes: &[u8], parsed: Parsed, me: &Member) -> Result<Checked, NodeError> {
+    let Parsed { requester, body } = parsed;
+    let relay = body
+        .relay
+        .clone()
+        .ok_or_else(|| NodeError::invalid("relay", "missing"))?;
+    let plan = roster::keygen(
+        body_bytes,
+        &body.vault_id,
+        &relay.session_id,
+        body.committee.as_ref(),
+        requester,
+        me,
+    )?;
+    Ok(Checked {
+        requester,
+        body,
+        relay,
+        plan,
+    })
+}
+
+/// This party's part: HELLO (it holds nothing yet), the engine's rounds, and the new
+/// vault's record with this party's share, ready for the commit. A failure after the
+/// rounds is announced (ABORT) before it returns.
+pub async fn take_part(
+    d: &mut Driver,
+    c: &Checked,
+    me: [u8; 32],
+    now_ms: i64,
+) -> Result<Held, NodeError> {
+    d.hello(
+        Hello {
+            epoch: None,
+            pending: None,
+        },
+        &|_| None,
+    )
+    .await?;
+    let params = KeygenParams {
+        vault_id: c.body.vault_id.clone(),
+        committee: c.plan.committee.clone(),
+        nonce: d.engine_nonce()?,
+    };
+    let keygen = Keygen::new(params, PartyId(me)).map_err(cosigner_relay::DriveError::from)?;
+    let share = d.run(keygen).await?;
+    match VaultRecord::new(share.public().clone(), c.plan.members.clone(), now_ms, 0)
+        .and_then(|r| Held::new(r, share))
+    {
+        Ok(held) => Ok(held),
+        Err(e) => {
+            let why = format!(
+                "{} could not record the vault: {e}",
+                cosigner_party::keys::short(&me)
+            );
+            d.abort(&why).await;
+            Err(NodeError::internal(why))
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! cosigner-node: the ceremony layer, shared by the daemon and the device party.
+//!
+//! The engine (`cosigner-tss`) knows rounds and messages; the relay crate knows envelopes,
+//! rosters and the driver. This crate knows what a *party* does with a request: check it
+//! against its own signed public record before anything else, build the facts its policy
+//! decides on (one builder for the real gate and the dry run), take part, verify the
+//! result. It talks to the world through small traits ([`ports`]): the shares (public
+//! record without unsealing; unseal only after admission), the journal (windows, the gate's
+//! admission and the outcome), the policy, the relays and the clock. It knows no gRPC
+//! server, TPM or database, so it is tested in process, with n parties in memory.
+//!
+//! - [`error`]: one typed error with a status code, mapped to a gRPC status in one place;
+//! - [`payload`]: the API payload as the policy decoder reads it, written once;
+//! - [`request`]: a request's signature and body, as every ceremony reads them;
+//! - [`facts`]: the policy input for keygen, sign and reshare;
+//! - [`keygen`]: a keygen request parsed, checked and taken part in;
+//! - [`reshare`]: a reshare request parsed, checked, taken part in and committed;
+//! - [`sign`]: a sign request, from bytes to a verified signature, through a pipeline that
+//!   only goes down: parse, check, decide, admit, unseal, run, verify, record.
+
+pub mod error;
+pub mod facts;
+pub mod keygen;
+pub mod payload;
+pub mod ports;
+pub mod request;
+pub mod reshare;
+pub mod sign;
+
+pub use error::{Code, NodeError};

@@ -1,0 +1,172 @@
+//! The daemon's side of the ceremony layer's ports ([`cosigner_node::ports`]): the shares
+//! are the TPM-sealed store, the journal is the sled history with the gate's session and
+//! nonce memory, the decider is the loaded policy bundle, the relays are this daemon's
+//! client connections. And the one place where the layer's errors become gRPC statuses.
+
+use cosigner_api::v1::RelayRef;
+use cosigner_history::{Kind, Outcome, Record, ResultRecord, SignatureRecord};
+use cosigner_node::ports::{self, Admission, SignatureOut};
+use cosigner_node::{Code, NodeError, facts::Windows};
+use cosigner_relay::roster::Roster;
+use cosigner_relay::{DriveError, Driver, Held, VaultRecord};
+use cosigner_seal::Slot;
+use tonic::Status;
+
+use crate::ceremony::{Begun, Ceremonies, committee_record, summary};
+use crate::policy::Policy;
+use crate::vaults::Vaults;
+
+/// The one mapping of the ceremony layer's errors to gRPC statuses.
+pub fn status(e: &NodeError) -> Status {
+    let code = match e.code() {
+        Code::InvalidArgument => tonic::Code::InvalidArgument,
+        Code::FailedPrecondition => tonic::Code::FailedPrecondition,
+        Code::PermissionDenied => tonic::Code::PermissionDenied,
+        Code::Unauthenticated => tonic::Code::Unauthenticated,
+        Code::NotFound => tonic::Code::NotFound,
+        Code::AlreadyExists => tonic::Code::AlreadyExists,
+        Code::ResourceExhausted => tonic::Code::ResourceExhausted,
+        Code::Aborted => tonic::Code::Aborted,
+        Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
+        Code::Unavailable => tonic::Code::Unavailable,
+        Code::Unimplemented => tonic::Code::Unimplemented,
+        Code::Internal => tonic::Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// A status from the daemon's own stores, as the layer's error (the code is kept).
+pub fn from_status(s: Status) -> NodeError {
+    let code = match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Code::InvalidArgument,
+        tonic::Code::FailedPrecondition => Code::FailedPrecondition,
+        tonic::Code::PermissionDenied => Code::PermissionDenied,
+        tonic::Code::Unauthenticated => Code::Unauthenticated,
+        tonic::Code::NotFound => Code::NotFound,
+        tonic::Code::AlreadyExists => Code::AlreadyExists,
+        tonic::Code::ResourceExhausted => Code::ResourceExhausted,
+        tonic::Code::Aborted | tonic::Code::Cancelled => Code::Aborted,
+        tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
+        tonic::Code::Unavailable => Code::Unavailable,
+        tonic::Code::Unimplemented => Code::Unimplemented,
+        _ => Code::Internal,
+    };
+    NodeError::new(code, s.message())
+}
+
+/// How a failure ends in the history: stopped (`aborted`) or could not run (`failed`).
+pub fn outcome(e: &NodeError) -> Outcome {
+    if e.stopped() {
+        Outcome::Aborted
+    } else {
+        Outcome::Failed
+    }
+}
+
+/// The sealed shares, read without unsealing until [`ports::Shares::unseal`].
+pub struct SealedShares<'a>(pub &'a Vaults);
+
+impl ports::Shares for SealedShares<'_> {
+    async fn signing_record(&self, vault: &str) -> Result<VaultRecord, NodeError> {
+        self.0.signing_record(vault).await.map_err(from_status)
+    }
+
+    async fn pending(&self, vault: &str) -> Result<Option<u64>, NodeError> {
+        Ok(self.0.slots(vault).await.map_err(from_status)?.pending)
+    }
+
+    async fn unseal(&self, vault: &str) -> Result<Held, NodeError> {
+        self.0.load(vault, Slot::Current).await.map_err(from_status)
+    }
+}
+
+fn history_kind(k: ports::Kind) -> Kind {
+    match k {
+        ports::Kind::Keygen => Kind::Keygen,
+        ports::Kind::Sign => Kind::Sign,
+        ports::Kind::Reshare => Kind::Reshare,
+    }
+}
+
+impl ports::Journal for Ceremonies {
+    type Admitted = Begun;
+
+    async fn windows(&self, vault: &str, now_ms: i64) -> Result<Windows, NodeError> {
+        self.windows_at(vault, now_ms).await.map_err(from_status)
+    }
+
+    async fn admit(
+        &self,
+        a: Admission<'_>,
+        decision: &cosigner_policy::Decision,
+    ) -> Result<Begun, NodeError> {
+        let record = Record {
+            vault_id: a.vault_id.to_string(),
+            epoch: a.epoch,
+            committee: a.committee.map(committee_record),
+            payload_digest: a
+                .payload
+                .map(|p| cosigner_node::payload::digest(Some(p)).to_vec())
+                .unwrap_or_default(),
+            summary: a.decoded.and_then(summary),
+            ..Record::new(history_kind(a.kind), Outcome::Started)
+        };
+        self.begin(
+            a.requester,
+            a.nonce.to_vec(),
+            a.tls_identity,
+            a.relay,
+            record,
+            decision,
+        )
+        .await
+        .map_err(from_status)
+    }
+
+    async fn signed(&self, begun: &Begun, signatures: &[SignatureOut]) -> Result<u64, NodeError> {
+        let records = signatures
+            .iter()
+            .map(|s| SignatureRecord {
+                hash: s.hash.to_vec(),
+                r: s.r.to_vec(),
+                s: s.s.to_vec(),
+                recovery_id: u32::from(s.recovery_id),
+            })
+            .collect();
+        self.finish(
+            begun,
+            Outcome::Succeeded,
+            Some(ResultRecord::Signatures(records)),
+            None,
+        )
+        .await
+        .map_err(from_status)
+    }
+
+    async fn failed(&self, begun: &Begun, error: NodeError) -> NodeError {
+        from_status(self.fail_node(begun, error).await)
+    }
+}
+
+impl cosigner_node::ports::Decider for Policy {
+    fn decide(&self, document: serde_json::Value) -> cosigner_policy::Decision {
+        Policy::decide(self, document)
+    }
+}
+
+impl ports::Relays for Ceremonies {
+    async fn open(
+        &self,
+        kind: ports::Kind,
+        relay: &RelayRef,
+        roster: Roster,
+    ) -> Result<Driver, DriveError> {
+        self.driver(history_kind(kind), relay, roster).await
+    }
+}
+
+impl ports::Clock for Ceremonies {
+    fn now_ms(&self) -> i64 {
+        crate::now_ms()
+    }
+}
