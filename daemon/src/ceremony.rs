@@ -353,17 +353,22 @@ impl Ceremonies {
     async fn record_refusal(&self, f: Refused, status: &Status) {
         let kind = f.kind.as_str();
         self.metrics.ceremony(kind, "refused", None);
-        if !self
+        let Some(dropped) = self
             .refusals
             .admit(&f.tls_identity, std::time::Instant::now())
-        {
+        else {
             self.metrics.refusal_dropped();
             tracing::debug!(kind, caller = %f.tls_identity, reason = %status.message(), "request refused (not recorded: refusal rate limit)");
             return;
-        }
+        };
         let now = now_ms();
         // Bounded and printable: a refusal's text can echo what the caller sent.
-        let reason = cosigner_relay::driver::sanitize(status.message());
+        let mut reason = cosigner_relay::driver::sanitize(status.message());
+        if dropped > 0 {
+            reason.push_str(&format!(
+                " ({dropped} refused request(s) before this one were not written: refusal rate limit)"
+            ));
+        }
         let rec = Record {
             vault_id: f.vault_id,
             tls_identity: f.tls_identity,
@@ -740,15 +745,26 @@ impl Ceremonies {
         caller: &Caller,
         req: KeygenRequest,
     ) -> Result<KeygenResponse, Status> {
-        let parsed =
-            cosigner_node::keygen::parse(&req, now_ms(), self.skew_ms()).map_err(|e| status(&e))?;
-        // A keygen has no committee yet, so its requesters are listed.
-        if !self.settings.allowed_requesters.contains(&parsed.requester) {
+        let requester = cosigner_node::request::requester(
+            req.auth.as_ref(),
+            cosigner_node::keygen::METHOD,
+            &req.body,
+            now_ms(),
+            self.skew_ms(),
+        )
+        .map_err(|e| status(&e))?;
+        // A keygen has no committee yet, so its requesters are listed: checked before
+        // anything else is read of the request.
+        if !self.settings.allowed_requesters.contains(&requester) {
             return Err(Status::permission_denied(format!(
                 "party {} may not request a keygen here (not in ceremonies.allowed_requesters)",
-                short(&parsed.requester)
+                short(&requester)
             )));
         }
+        let parsed = cosigner_node::keygen::Parsed {
+            requester,
+            body: cosigner_node::keygen::parse_body(&req.body).map_err(|e| status(&e))?,
+        };
         let _changing = self.exclusive(&parsed.body.vault_id)?;
         let checked = cosigner_node::keygen::check(&req.body, parsed, &self.me_member(None))
             .map_err(|e| status(&e))?;
@@ -1100,7 +1116,8 @@ impl Ceremonies {
                     Some(&cosigner_node::payload::vault_key(&record)),
                 )
                 .map_err(|e| crate::ports::status(&e))?;
-                let signers = party_ids("signers", &body.signers)?;
+                let signers =
+                    cosigner_node::sign::signers(&record, &body.signers).map_err(|e| status(&e))?;
                 let now = now_ms();
                 let windows = self.windows_at(&body.vault_id, now).await?;
                 let doc = input::document(&facts::sign(

@@ -30,6 +30,7 @@ pub fn status(e: &NodeError) -> Status {
         Code::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         Code::Unavailable => tonic::Code::Unavailable,
         Code::Unimplemented => tonic::Code::Unimplemented,
+        Code::DataLoss => tonic::Code::DataLoss,
         Code::Internal => tonic::Code::Internal,
     };
     Status::new(code, e.to_string())
@@ -49,6 +50,7 @@ pub fn from_status(s: Status) -> NodeError {
         tonic::Code::DeadlineExceeded => Code::DeadlineExceeded,
         tonic::Code::Unavailable => Code::Unavailable,
         tonic::Code::Unimplemented => Code::Unimplemented,
+        tonic::Code::DataLoss => Code::DataLoss,
         _ => Code::Internal,
     };
     NodeError::new(code, s.message())

@@ -71,6 +71,9 @@ impl Bucket {
 struct Buckets {
     callers: HashMap<String, Bucket>,
     all: Bucket,
+    /// Refusals not written since the last one that was: the next written entry says so,
+    /// so the history shows that a flood happened even though it kept no entry per request.
+    dropped: u64,
 }
 
 /// What a refused request says about itself, taken before the ceremony consumes it.
@@ -116,6 +119,7 @@ impl Default for Refusals {
             buckets: Mutex::new(Buckets {
                 callers: HashMap::new(),
                 all: Bucket::full(ALL_BURST, Instant::now()),
+                dropped: 0,
             }),
         }
     }
@@ -132,9 +136,20 @@ impl Refusals {
             .await
     }
 
-    /// Whether a refusal from `caller` may be written now (takes a token if so).
-    pub fn admit(&self, caller: &str, now: Instant) -> bool {
+    /// Whether a refusal from `caller` may be written now (takes a token if so): with how
+    /// many refusals (from any caller) were not written since the last written one.
+    pub fn admit(&self, caller: &str, now: Instant) -> Option<u64> {
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = Self::take(&mut b, caller, now);
+        if ok {
+            Some(std::mem::take(&mut b.dropped))
+        } else {
+            b.dropped = b.dropped.saturating_add(1);
+            None
+        }
+    }
+
+    fn take(b: &mut Buckets, caller: &str, now: Instant) -> bool {
         b.all.refill(ALL_BURST, ALL_RATE, now);
         if b.all.tokens < 1.0 {
             return false;
@@ -174,15 +189,20 @@ mod tests {
         let r = Refusals::default();
         let t0 = Instant::now();
         let written = (0..100)
-            .filter(|_| r.admit("spiffe://x/party/a", t0))
+            .filter(|_| r.admit("spiffe://x/party/a", t0).is_some())
             .count();
         assert_eq!(written, PER_CALLER_BURST as usize);
         // Another caller is not held back by the first one's flood.
-        assert!(r.admit("spiffe://x/party/b", t0));
+        // The first written after the flood says how many were not.
+        assert_eq!(
+            r.admit("spiffe://x/party/b", t0),
+            Some(100 - PER_CALLER_BURST as u64)
+        );
+        assert_eq!(r.admit("spiffe://x/party/b", t0), Some(0));
         // Four seconds later the first has earned two more.
         let t1 = t0 + Duration::from_secs(4);
         let more = (0..10)
-            .filter(|_| r.admit("spiffe://x/party/a", t1))
+            .filter(|_| r.admit("spiffe://x/party/a", t1).is_some())
             .count();
         assert_eq!(more, 2);
     }
@@ -192,7 +212,7 @@ mod tests {
         let r = Refusals::default();
         let t0 = Instant::now();
         let written = (0..10_000)
-            .filter(|i| r.admit(&format!("spiffe://x/party/{i}"), t0))
+            .filter(|i| r.admit(&format!("spiffe://x/party/{i}"), t0).is_some())
             .count();
         assert_eq!(written, ALL_BURST as usize);
     }

@@ -264,6 +264,26 @@ async fn every_refused_request_is_in_the_history_with_its_reason() {
         "{written} of {sent} flooded refusals were written"
     );
     assert!(written > 0, "none of the flood was recorded");
+    // The next refusal written after the flood says how many were not: the history shows
+    // the flood even without an entry per request.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let body = keygen_body(&record, &outsider, &[250; 32]);
+    let mut auth = cosigner_relay::request::sign(&outsider, KEYGEN, &body, now_ms());
+    auth.signature[1] ^= 1;
+    keygen(&mut c, body, auth).await;
+    let after = refused(&s.a, &s.pki);
+    let note = after
+        .iter()
+        .filter_map(|e| e["error"].as_str())
+        .find(|t| t.contains("were not written: refusal rate limit"))
+        .unwrap_or_else(|| panic!("no entry tells of the dropped refusals: {after:#?}"));
+    let dropped: u64 = note
+        .split(" refused request(s) before this one")
+        .next()
+        .and_then(|t| t.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert_eq!(dropped, (sent - written) as u64, "{note}");
     // The daemon still serves.
     ok(&s.a.ctl(&s.pki, "admin", &["status", "--json"]));
 }

@@ -20,6 +20,8 @@ pub enum Code {
     DeadlineExceeded,
     Unavailable,
     Unimplemented,
+    /// Stored data that does not read back (a damaged share file, a corrupt history).
+    DataLoss,
     Internal,
 }
 

@@ -145,6 +145,23 @@ pub fn check(
     })
 }
 
+/// The signers a request names, as [`check`] reads them (32 bytes each, none twice, every
+/// one in `record`'s committee), sorted: what the policy sees as `request.parties`, in the
+/// real gate and in the dry run alike.
+pub fn signers(record: &VaultRecord, listed: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, NodeError> {
+    let ids = roster::ids("signers", listed)?;
+    if let Some(stranger) = ids.iter().find(|id| record.member(id).is_none()) {
+        return Err(NodeError::invalid(
+            "signers",
+            format!(
+                "{} is not in the vault's committee",
+                cosigner_party::keys::short(stranger)
+            ),
+        ));
+    }
+    Ok(ids)
+}
+
 /// Step 6: this party's part, HELLO at its epoch then the engine's rounds. The share is
 /// dropped as soon as the engine holds its own copy.
 pub async fn take_part(

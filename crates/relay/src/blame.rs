@@ -240,6 +240,15 @@ pub fn judge(abort: &Envelope, expected_roster: Option<&[u8; 32]>) -> Result<Ver
     if abort.kind != EnvelopeKind::Abort as i32 {
         return Err(BlameError::Format("not an ABORT envelope".into()));
     }
+    if abort.version != crate::envelope::ENVELOPE_VERSION {
+        // Its signature covers another header layout: checking it here would call an
+        // honest ABORT forged.
+        return Err(BlameError::Format(format!(
+            "an ABORT in envelope version {}, recorded by an earlier release; this build checks version {} evidence only",
+            abort.version,
+            crate::envelope::ENVELOPE_VERSION
+        )));
+    }
     if !signature_ok(abort) {
         return Err(BlameError::AbortSignature);
     }

@@ -429,9 +429,13 @@ impl Driver {
                 }
             }
             Ok(Ok(_)) => {}
-            Ok(Err(e)) if with_evidence => {
-                // The relay may refuse the evidence (a payload limit below ours): the others
-                // must still learn at once that the ceremony is over.
+            failed if with_evidence => {
+                // The relay may refuse the evidence (a payload limit below ours) or not
+                // answer: the others must still learn at once that the ceremony is over.
+                let e = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
                 tracing::debug!(error = %e, "could not post the abort with evidence; sending it bare");
                 let bare = AbortMessage {
                     reason: msg.reason,
@@ -521,6 +525,18 @@ impl Driver {
         match opened.kind {
             EnvelopeKind::Abort => {
                 let (reason, evidence) = match AbortMessage::decode(&opened.payload) {
+                    // Before this party has every HELLO it cannot tell which ceremony the
+                    // evidence is about (an ABORT names its context, but there is none here
+                    // to compare it with): it stops, and records no blame.
+                    Ok(m) if self.context.is_none() => (
+                        m.reason,
+                        if m.evidence.is_some() {
+                            "its evidence was not checked: this party did not have every HELLO yet"
+                                .into()
+                        } else {
+                            String::new()
+                        },
+                    ),
                     Ok(m) => {
                         // Checking evidence verifies up to a few hundred signatures and may
                         // re-run a dealing check: on the blocking pool, not a runtime worker.

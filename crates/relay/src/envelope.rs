@@ -137,8 +137,18 @@ pub fn signed_bytes(env: &Envelope) -> Vec<u8> {
     out
 }
 
+/// A ceremony context is absent or 32 bytes: any other length is refused before the
+/// signature is checked (a one-byte length prefix must not let bytes move between the
+/// context and the payload).
+fn context_len_ok(env: &Envelope) -> bool {
+    matches!(env.context.len(), 0 | 32)
+}
+
 /// Checks the sender's signature (the relay does this too, to refuse junk early).
 pub fn signature_ok(env: &Envelope) -> bool {
+    if !context_len_ok(env) {
+        return false;
+    }
     match <[u8; 32]>::try_from(env.sender.as_slice()) {
         Ok(sender) => verify(&sender, &signed_bytes(env), &env.signature),
         Err(_) => false,
@@ -359,9 +369,6 @@ impl Opener {
         if kind == EnvelopeKind::Hello {
             return Err(malformed("a HELLO that names a ceremony context"));
         }
-        if env.context.len() != 32 {
-            return Err(malformed("its ceremony context is not 32 bytes"));
-        }
         match &self.context {
             Some(c) if c.as_slice() == env.context.as_slice() => Ok(()),
             Some(_) => Err(EnvelopeError::WrongContext {
@@ -395,6 +402,15 @@ impl Opener {
         if env.session_id != self.session {
             return Err(EnvelopeError::WrongSession {
                 sender: sender_short,
+            });
+        }
+        if !context_len_ok(env) {
+            return Err(EnvelopeError::Malformed {
+                sender: sender_short,
+                detail: format!(
+                    "a ceremony context of {} bytes (0 or 32)",
+                    env.context.len()
+                ),
             });
         }
         if !verify(&sender, &signed_bytes(env), &env.signature) {
@@ -662,6 +678,34 @@ mod tests {
             // Before this party has a context, an ABORT is opened whatever it names.
             assert!(Opener::new(b.clone(), s, &members).open(&env).is_ok());
         }
+    }
+
+    #[test]
+    fn a_context_of_another_length_is_refused_before_the_signature() {
+        // A one-byte length prefix: a relay that moved 256 payload bytes into the context
+        // would keep the signed bytes the same. Only 0 or 32 bytes are read at all.
+        let (a, b, members) = setup();
+        let s = b"sessionsession16";
+        let mut env = seal(
+            &a,
+            s,
+            Some(&CTX),
+            None,
+            1,
+            1,
+            EnvelopeKind::Protocol,
+            &[9; 300],
+        )
+        .unwrap();
+        let mut moved = env.context.clone();
+        moved.extend(env.payload.drain(..256));
+        env.context = moved;
+        assert!(!signature_ok(&env));
+        let err = opener(&b, s, &members).open(&env).unwrap_err();
+        assert!(
+            err.to_string().contains("ceremony context of 288 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

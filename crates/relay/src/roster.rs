@@ -132,7 +132,8 @@ pub fn request_digest(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }
 
-fn ids(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, RosterError> {
+/// Party ids from a request field: 32 bytes each, none twice, sorted.
+pub fn ids(field: &'static str, v: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, RosterError> {
     let mut out = Vec::with_capacity(v.len());
     let mut seen = BTreeSet::new();
     for (i, p) in v.iter().enumerate() {

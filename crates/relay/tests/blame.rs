@@ -401,6 +401,11 @@ async fn a_bad_fragment_is_blamed_with_evidence_everyone_can_check() {
         ev.exhibits[0].envelope = env.encode_to_vec();
     }));
     assert!(why.contains("signature"), "{why}");
+    // An ABORT of an earlier envelope version is named as such, not as a forgery.
+    let mut old_format = abort.clone();
+    old_format.version = 3;
+    let e = judge(&old_format, None).unwrap_err().to_string();
+    assert!(e.contains("earlier release"), "{e}");
     // Without evidence, the ABORT is the accuser's word, and says so.
     let bare = edited(a_keys, abort, |msg| msg.evidence = None);
     let v = judge(&bare, None).unwrap();

@@ -1,0 +1,185 @@
+//! What a device does on its own file: identity and vaults shown, its shares exported to
+//! and imported from backups.
+
+use super::*;
+
+pub(super) fn backup_export(
+    ctx: &Ctx<'_>,
+    vault: &str,
+    out: &Path,
+    pass: Option<&Path>,
+) -> Result<()> {
+    if ctx
+        .file
+        .slots(vault)
+        .and_then(|s| s.pending.as_ref())
+        .is_some()
+    {
+        bail!(
+            "vault {vault:?} has a pending share (a reshare did not finish); finish or repair it first"
+        );
+    }
+    let held = ctx.file.current(vault)?;
+    if out.exists() {
+        bail!("{} exists; choose another name", out.display());
+    }
+    let pass = file::passphrase_from(pass, crate::backup::PASSPHRASE_ENV)?;
+    let bytes = cosigner_backup::export(
+        &ctx.file.keys,
+        &held,
+        pass.as_bytes(),
+        &format!("device {}", ctx.file.name),
+        now_ms(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    crate::backup::write_new(out, &bytes)?;
+    let meta = cosigner_backup::inspect(&bytes).map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "{}",
+        json!({"file": out, "backup": crate::backup::meta_json(&meta)})
+    );
+    Ok(())
+}
+
+/// The device's side of an import, with the daemon's refusals: another party's backup only
+/// into an empty file, never a second share of a vault, never an epoch older than one this
+/// file has held.
+pub(super) fn backup_import(ctx: &mut Ctx<'_>, path: &Path, pass: Option<&Path>) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let pass = file::passphrase_from(pass, crate::backup::PASSPHRASE_ENV)?;
+    let b = cosigner_backup::open(&bytes, pass.as_bytes())
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let vault = b.meta.vault_id.clone();
+    if let Some(slots) = ctx.file.slots(&vault) {
+        let newest = [&slots.current, &slots.pending, &slots.previous]
+            .into_iter()
+            .flatten()
+            .filter_map(|h| Held::decode(h).ok().map(|h| h.record.epoch()))
+            .max();
+        if let Some(n) = newest
+            && b.meta.epoch < n
+        {
+            bail!(
+                "the backup is of epoch {}, but this party has held vault {vault:?} at epoch {n}: every reshare replaced all shares, so the old share cannot sign with the others",
+                b.meta.epoch
+            );
+        }
+        if newest.is_some() {
+            bail!(
+                "this party already holds a share of vault {vault:?}; a second share of one vault in one place defeats the threshold"
+            );
+        }
+    }
+    let party = b.keys.party_id();
+    if party != ctx.file.keys.party_id() {
+        let held: Vec<&str> = ctx
+            .file
+            .vaults
+            .iter()
+            .filter(|v| v.holds_anything())
+            .map(|v| v.vault_id.as_str())
+            .collect();
+        if !held.is_empty() {
+            bail!(
+                "this file is party {} and holds vault(s) {}; a backup of party {} ({:?}) can only be restored into a file that holds no vault",
+                short(&ctx.file.keys.party_id()),
+                held.join(", "),
+                short(&party),
+                b.meta.party_name
+            );
+        }
+        ctx.file.keys = b.keys.clone();
+        ctx.file.name = b.meta.party_name.clone();
+    }
+    put(
+        &mut ctx.file.slots_mut(&vault).current,
+        Some(b.held.encode().to_vec()),
+    );
+    ctx.save()?;
+    print_vault(&b.held.record, true);
+    Ok(())
+}
+
+pub(super) fn print_identity(f: &PartyFile, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({"name": f.name, "party_id": hex(&f.keys.party_id()), "encryption_key": hex(&f.keys.encryption_public())})
+        );
+    } else {
+        println!("name:            {}", f.name);
+        println!("party id:        {}", hex(&f.keys.party_id()));
+        println!("encryption key:  {}", hex(&f.keys.encryption_public()));
+        println!(
+            "member spec:     {}:{}:{}",
+            f.name,
+            hex(&f.keys.party_id()),
+            hex(&f.keys.encryption_public())
+        );
+    }
+}
+
+/// Where this party stands with a vault: its state ("active", "in_doubt", "retired",
+/// "damaged" or "empty"), its commit phase and what is wrong.
+pub(super) fn vault_state(v: &VaultSlots) -> (&'static str, Option<CommitState>, Option<String>) {
+    match v.commit_state() {
+        Err(e) => ("damaged", None, Some(format!("{e:#}"))),
+        Ok(state) => {
+            let state = state.map(CommitState::ended);
+            let s = if state.as_ref().is_some_and(|s| s.phase.needs_resolve()) {
+                "in_doubt"
+            } else if v.current.is_some() {
+                "active"
+            } else if state.as_ref().is_some_and(|s| s.phase == Phase::Retired)
+                || v.previous.is_some()
+            {
+                "retired"
+            } else {
+                "empty"
+            };
+            let problem = (s == "in_doubt").then(|| {
+                format!(
+                    "the commit of epoch {} ended without a certificate; run `cosignerctl party resolve --vault {}`",
+                    state.as_ref().map_or(0, |s| s.target.epoch),
+                    v.vault_id
+                )
+            });
+            (s, state, problem)
+        }
+    }
+}
+
+pub(super) fn show(f: &PartyFile, json: bool) {
+    let vaults: Vec<Value> = f
+        .vaults
+        .iter()
+        .map(|v| {
+            let current = v.current.as_ref().and_then(|b| Held::decode(b).ok());
+            let (state, commit, problem) = vault_state(v);
+            json!({
+                "vault_id": v.vault_id,
+                "state": state,
+                "problem": problem,
+                "commit_phase": commit.as_ref().map(|c| c.phase.as_str()),
+                "commit_epoch": commit.as_ref().map(|c| c.target.epoch),
+                "public_key": current.as_ref().map(|h| hex(&h.record.public.public_key.0)),
+                "epoch": epoch_of(&v.current),
+                "pending_epoch": epoch_of(&v.pending),
+                "previous_epoch": epoch_of(&v.previous),
+                "threshold": current.as_ref().map(|h| h.record.public.committee.threshold()),
+                "members": current.as_ref().map(|h| h.record.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>()),
+            })
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            json!({"name": f.name, "party_id": hex(&f.keys.party_id()), "encryption_key": hex(&f.keys.encryption_public()), "vaults": vaults})
+        );
+    } else {
+        print_identity(f, false);
+        for v in vaults {
+            println!("vault:           {v}");
+        }
+    }
+}
