@@ -55,7 +55,7 @@ async fn the_identity_is_sealed_by_the_tpm_and_survives_restarts() {
     // refuses before it unseals anything.
     assert!(d.data_dir.join("tpm-primary").exists());
     stop(&mut d).await;
-    let other = cosigner_seal::swtpm::SwTpm::start(&tmp.path().join("other-tpm")).unwrap();
+    let other = cosigner_test_support::swtpm::SwTpm::start(&tmp.path().join("other-tpm")).unwrap();
     let moved = tmp.path().join("d").join("moved");
     std::fs::create_dir_all(&moved).unwrap();
     let config = cosigner_tests::write_config(

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use cosigner_seal::swtpm::SwTpm;
 use cosigner_seal::*;
+use cosigner_test_support::swtpm::SwTpm;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

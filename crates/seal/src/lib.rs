@@ -7,7 +7,6 @@
 //! - [`actor`]: one thread owns the backend; async callers queue requests ([`Sealer`]).
 //! - [`slots`]: per-vault `current`/`pending`/`previous` shares, written atomically.
 //! - [`identity`]: the party's Ed25519 and X25519 keys, sealed the same way.
-//! - [`swtpm`]: a private software TPM for tests.
 
 pub mod actor;
 pub mod envelope;
@@ -15,7 +14,6 @@ mod error;
 pub mod identity;
 pub mod slots;
 pub mod software;
-pub mod swtpm;
 pub mod tpm;
 
 pub use actor::{BackendConfig, SealObserver, SealOp, Sealer};

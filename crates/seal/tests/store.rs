@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use cosigner_seal::swtpm::SwTpm;
 use cosigner_seal::*;
+use cosigner_test_support::swtpm::SwTpm;
 use sha2::Digest;
 
 const PARTY: [u8; 32] = [7; 32];

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cosigner_seal::SealError;
-use cosigner_seal::swtpm::SwTpm;
 use cosigner_seal::tpm::TpmBackend;
+use cosigner_test_support::swtpm::SwTpm;
 
 #[test]
 fn seal_unseal_and_pcr_binding() {
