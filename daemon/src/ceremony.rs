@@ -57,6 +57,7 @@ use crate::policy::{self, Policy};
 use crate::ports::{SealedShares, outcome, status};
 use crate::vaults::{Vaults, slots_to_api};
 use cosigner_node::NodeError;
+use cosigner_node::resolve::{Applied, Verdict as Resolution};
 
 const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
 pub(crate) const GET_RECORD: &str = "/cosigner.v1.Cosigner/GetVaultRecord";
@@ -288,6 +289,28 @@ impl CommitStore for DaemonCommit<'_> {
         if let Some(f) = &self.fault {
             f(point);
         }
+    }
+}
+
+impl cosigner_node::resolve::Discard for DaemonCommit<'_> {
+    async fn discard(&mut self, state: &CommitState) -> Result<(), String> {
+        let vault = &state.target.vault_id;
+        self.vaults
+            .save_commit(state)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        let slots = self
+            .vaults
+            .slots(vault)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        if slots.pending == Some(state.target.epoch) {
+            self.vaults
+                .discard_pending(vault)
+                .await
+                .map_err(|s| s.message().to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -1203,7 +1226,7 @@ impl Ceremonies {
         }
         let lost = party_ids("lost", &req.lost)?;
         let _changing = self.exclusive(vault)?;
-        let Some(mut state) = self.vaults.commit_state(vault).await? else {
+        let Some(state) = self.vaults.commit_state(vault).await? else {
             return Err(Status::failed_precondition(format!(
                 "vault {vault:?} has no keygen or reshare to resolve here"
             )));
@@ -1234,7 +1257,7 @@ impl Ceremonies {
             commit::decide(&state, &reports, &lost, me)
         };
         let retiring = state.role == Role::LeavingDealer;
-        let (word, detail) = match decision {
+        let verdict = match decision {
             commit::Decision::Undecided(why) => {
                 return Ok(ResolvePendingResponse {
                     vault: self.vaults.describe(vault).await.ok(),
@@ -1247,66 +1270,40 @@ impl Ceremonies {
                 if !retiring {
                     self.vaults.load(vault, Slot::Pending).await?;
                 }
-                state.received = cert;
-                state.phase = if retiring {
-                    Phase::Retired
-                } else {
-                    Phase::Committed
-                };
-                state.updated_at_ms = now_ms();
-                self.vaults.save_commit(&state).await?;
-                if retiring {
-                    self.vaults.retire(vault, state.target.epoch).await?;
-                    (
-                        "retired",
-                        format!(
-                            "every new party's READY is known (a certificate): this dealer left the committee at epoch {}",
-                            state.target.epoch
-                        ),
-                    )
-                } else {
-                    self.vaults.promote(vault).await?;
-                    (
-                        "promoted",
-                        format!(
-                            "every new party's READY is known (a certificate): epoch {} is current",
-                            state.target.epoch
-                        ),
-                    )
-                }
+                Resolution::Promote(cert)
             }
-            commit::Decision::Discard => {
-                state.phase = Phase::Discarded;
-                state.updated_at_ms = now_ms();
-                self.vaults.save_commit(&state).await?;
-                if slots.pending == Some(state.target.epoch) {
-                    self.vaults.discard_pending(vault).await?;
-                }
-                if retiring {
-                    (
-                        "reactivated",
-                        format!(
-                            "every new party reported and no certificate exists: the reshare to epoch {} did not happen; this party's epoch {} share is in use again",
-                            state.target.epoch,
-                            state.old_epoch.unwrap_or(0)
-                        ),
-                    )
-                } else {
-                    (
-                        "discarded",
-                        format!(
-                            "every new party reported (or was declared lost) and no certificate exists: the pending share of epoch {} is deleted{}",
-                            state.target.epoch,
-                            if slots.current.is_some() {
-                                "; the current share stays in use"
-                            } else {
-                                ""
-                            }
-                        ),
-                    )
-                }
-            }
+            commit::Decision::Discard => Resolution::Discard,
         };
+        let mut store = DaemonCommit {
+            vaults: &self.vaults,
+            new_epoch: state.target.epoch,
+            fault: None,
+        };
+        let (applied, state) = cosigner_node::resolve::apply(&mut store, state, verdict, now_ms())
+            .await
+            .map_err(Status::internal)?;
+        let epoch = state.target.epoch;
+        let detail = match applied {
+            Applied::Retired => format!(
+                "every new party's READY is known (a certificate): this dealer left the committee at epoch {epoch}"
+            ),
+            Applied::Promoted => format!(
+                "every new party's READY is known (a certificate): epoch {epoch} is current"
+            ),
+            Applied::Reactivated => format!(
+                "every new party reported and no certificate exists: the reshare to epoch {epoch} did not happen; this party's epoch {} share is in use again",
+                state.old_epoch.unwrap_or(0)
+            ),
+            Applied::Discarded => format!(
+                "every new party reported (or was declared lost) and no certificate exists: the pending share of epoch {epoch} is deleted{}",
+                if slots.current.is_some() {
+                    "; the current share stays in use"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let word = applied.as_str();
         let rec = Record {
             vault_id: vault.to_string(),
             epoch: state.target.epoch,

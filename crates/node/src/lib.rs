@@ -15,6 +15,7 @@
 //! - [`facts`]: the policy input for keygen, sign and reshare;
 //! - [`keygen`]: a keygen request parsed, checked and taken part in;
 //! - [`reshare`]: a reshare request parsed, checked, taken part in and committed;
+//! - [`resolve`]: the decision on an interrupted commit, carried out;
 //! - [`sign`]: a sign request, from bytes to a verified signature, through a pipeline that
 //!   only goes down: parse, check, decide, admit, unseal, run, verify, record.
 
@@ -25,6 +26,7 @@ pub mod payload;
 pub mod ports;
 pub mod request;
 pub mod reshare;
+pub mod resolve;
 pub mod sign;
 
 pub use error::{Code, NodeError};

@@ -90,71 +90,11 @@ pub(super) async fn resolve(
         .map(|l| party_ref(l, &known).with_context(|| format!("--lost {l:?}")))
         .collect::<Result<_>>()?;
     let me = ctx.file.keys.party_id();
-    let dealer = state.role == Role::LeavingDealer;
     let epoch = state.target.epoch;
-    let (decision, detail) = match decide(&state, &reports, &lost, me) {
-        Decision::Promote(cert) => {
-            let mut st = state;
-            st.received = cert;
-            st.phase = if dealer {
-                Phase::Retired
-            } else {
-                Phase::Committed
-            };
-            st.updated_at_ms = now_ms();
-            // The certificate first: a crash before the move is finished at the next start.
-            let mut store = ctx.store();
-            store.save(&st).await.map_err(|e| anyhow!("{e}"))?;
-            if dealer {
-                store.retire(vault).await.map_err(|e| anyhow!("{e}"))?;
-                (
-                    "retired",
-                    format!("a certificate for epoch {epoch}: this party left the committee"),
-                )
-            } else {
-                store.promote(vault).await.map_err(|e| anyhow!("{e}"))?;
-                (
-                    "promoted",
-                    format!("a certificate for epoch {epoch}: the pending share is current"),
-                )
-            }
-        }
-        Decision::Discard => {
-            let mut st = state;
-            let old_epoch = st.old_epoch;
-            st.phase = Phase::Discarded;
-            st.updated_at_ms = now_ms();
-            let bytes = st.encode();
-            let s = ctx.file.slots_mut(vault);
-            let outcome = if dealer {
-                // It never retired without a certificate; put the old share back if needed.
-                if s.current.is_none() && old_epoch.is_some() && epoch_of(&s.previous) == old_epoch
-                {
-                    s.current = s.previous.take();
-                }
-                (
-                    "reactivated",
-                    format!(
-                        "no certificate for epoch {epoch} exists: this party keeps its share of epoch {}",
-                        old_epoch.unwrap_or_default()
-                    ),
-                )
-            } else {
-                if epoch_of(&s.pending) == Some(epoch) {
-                    put(&mut s.pending, None);
-                }
-                (
-                    "discarded",
-                    format!(
-                        "no certificate for epoch {epoch} exists: the pending share is deleted"
-                    ),
-                )
-            };
-            // The record and the slots in one write.
-            s.commit = Some(bytes);
-            ctx.save()?;
-            outcome
-        }
+    let old_epoch = state.old_epoch;
+    let verdict = match decide(&state, &reports, &lost, me) {
+        Decision::Promote(cert) => cosigner_node::resolve::Verdict::Promote(cert),
+        Decision::Discard => cosigner_node::resolve::Verdict::Discard,
         Decision::Undecided(why) => {
             println!(
                 "{}",
@@ -163,6 +103,26 @@ pub(super) async fn resolve(
             bail!("vault {vault:?}: undecided: {why}");
         }
     };
+    let (applied, _) = cosigner_node::resolve::apply(&mut ctx.store(), state, verdict, now_ms())
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    use cosigner_node::resolve::Applied;
+    let detail = match applied {
+        Applied::Retired => {
+            format!("a certificate for epoch {epoch}: this party left the committee")
+        }
+        Applied::Promoted => {
+            format!("a certificate for epoch {epoch}: the pending share is current")
+        }
+        Applied::Reactivated => format!(
+            "no certificate for epoch {epoch} exists: this party keeps its share of epoch {}",
+            old_epoch.unwrap_or_default()
+        ),
+        Applied::Discarded => {
+            format!("no certificate for epoch {epoch} exists: the pending share is deleted")
+        }
+    };
+    let decision = applied.as_str();
     let current = ctx.file.slots(vault).and_then(|s| epoch_of(&s.current));
     println!(
         "{}",

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use cosigner_relay::Held;
-use cosigner_relay::commit::{CommitState, Phase};
+use cosigner_relay::commit::{CommitState, Phase, Role};
 use cosigner_relay::finish::CommitStore;
 
 use super::file::{PartyFile, VaultSlots, epoch_of, put};
@@ -110,6 +110,29 @@ impl CommitStore for FileStore<'_> {
 
     async fn retire(&mut self, vault: &str) -> Result<(), String> {
         self.change(vault, retire_slots)
+    }
+}
+
+impl cosigner_node::resolve::Discard for FileStore<'_> {
+    /// The record and the slots in one write: the pending share of the target epoch goes;
+    /// a dealer (which never retired without a certificate) gets its old share back as
+    /// current if it had been moved.
+    async fn discard(&mut self, state: &CommitState) -> Result<(), String> {
+        let bytes = state.encode();
+        let epoch = state.target.epoch;
+        let old_epoch = state.old_epoch;
+        let dealer = state.role == Role::LeavingDealer;
+        self.change(&state.target.vault_id, |s| {
+            if dealer {
+                if s.current.is_none() && old_epoch.is_some() && epoch_of(&s.previous) == old_epoch
+                {
+                    s.current = s.previous.take();
+                }
+            } else if epoch_of(&s.pending) == Some(epoch) {
+                put(&mut s.pending, None);
+            }
+            s.commit = Some(bytes);
+        })
     }
 }
 
