@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::refusals::{self, Refusals, Refused};
+use crate::refusals::{Refusals, Refused};
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_api::v1::*;
 use cosigner_history::{
@@ -44,7 +44,6 @@ use cosigner_relay::{DriveError, Driver, Held, Member, SessionSpec, VaultRecord}
 use cosigner_seal::{Slot, check_vault_id};
 use cosigner_tss::Committee;
 use prost::Message as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -53,17 +52,16 @@ use crate::config::CeremonySettings;
 use crate::history_rpc::blocking;
 use crate::me::Me;
 use crate::now_ms;
-use crate::policy::{self, Policy};
+use crate::policy::Policy;
 use crate::ports::{SealedShares, outcome, status};
 use crate::vaults::{Vaults, slots_to_api};
 use cosigner_node::NodeError;
+use cosigner_node::ports::Admission;
 use cosigner_node::resolve::{Applied, Verdict as Resolution};
 
 const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
 pub(crate) const GET_RECORD: &str = "/cosigner.v1.Cosigner/GetVaultRecord";
 pub(crate) const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
-/// How long a used relay session id is remembered (relay sessions live at most an hour).
-const SESSION_MEMORY: Duration = Duration::from_secs(2 * 3600);
 
 fn short(b: &[u8]) -> String {
     cosigner_relay::keys::short(b)
@@ -172,41 +170,9 @@ impl RelayConnector {
     }
 }
 
-/// Session ids in the order they were used, forgotten after `SESSION_MEMORY`.
-#[derive(Default)]
-struct UsedSessions {
-    set: HashSet<Vec<u8>>,
-    order: std::collections::VecDeque<(std::time::Instant, Vec<u8>)>,
-}
-
-impl UsedSessions {
-    /// False if `id` was used within `SESSION_MEMORY`.
-    fn insert(&mut self, id: &[u8]) -> bool {
-        let now = std::time::Instant::now();
-        while let Some((at, old)) = self.order.front() {
-            if now.duration_since(*at) < SESSION_MEMORY {
-                break;
-            }
-            self.set.remove(old);
-            self.order.pop_front();
-        }
-        if !self.set.insert(id.to_vec()) {
-            return false;
-        }
-        self.order.push_back((now, id.to_vec()));
-        true
-    }
-}
-
-/// A ceremony admitted by the gate: holds its slot until dropped. (Its session id stays
-/// used: a session runs once per daemon lifetime.)
-pub struct Begun {
-    session: Vec<u8>,
-    record: Record,
-    /// When the gate admitted it: the start of the duration metric.
-    started: std::time::Instant,
-    _permit: OwnedSemaphorePermit,
-}
+/// A ceremony admitted by the gate, with its history record: holds its slot until dropped.
+/// (Its session id stays used: a session runs once per daemon lifetime.)
+pub type Begun = cosigner_node::gate::Ticket<Record>;
 
 pub struct Ceremonies {
     vaults: Arc<Vaults>,
@@ -215,13 +181,8 @@ pub struct Ceremonies {
     settings: CeremonySettings,
     me: Arc<Me>,
     relays: RelayConnector,
-    slots: Arc<Semaphore>,
-    /// Relay session ids used here, with when, so none runs twice. Forgotten after
-    /// `SESSION_MEMORY` (longer than any relay session lives; the nonce check still refuses
-    /// a replayed request after that).
-    sessions: Mutex<UsedSessions>,
-    /// Makes "nonce unseen, then record it" one step.
-    nonce_gate: tokio::sync::Mutex<()>,
+    /// Replay and session memory, ceremony slots ([`cosigner_node::gate`]).
+    gate: cosigner_node::gate::Gate,
     kill_at: Option<String>,
     /// Vaults with a keygen or reshare in progress here: at most one at a time per vault
     /// (two would fight over the same pending slot).
@@ -339,7 +300,7 @@ impl Ceremonies {
             vaults,
             history,
             policy,
-            slots: Arc::new(Semaphore::new(settings.max_concurrent)),
+            gate: cosigner_node::gate::Gate::new(settings.max_concurrent),
             settings,
             me,
             relays: RelayConnector {
@@ -347,8 +308,6 @@ impl Ceremonies {
                 tls,
                 channels: Mutex::new(HashMap::new()),
             },
-            sessions: Mutex::new(UsedSessions::default()),
-            nonce_gate: tokio::sync::Mutex::new(()),
             kill_at: test_kill_point(),
             changing: Arc::new(Mutex::new(HashSet::new())),
             metrics,
@@ -416,6 +375,14 @@ impl Ceremonies {
         self.me.party_id()
     }
 
+    pub(crate) fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// How far a request's timestamp may be from this daemon's clock.
     fn skew_ms(&self) -> i64 {
         self.settings.max_clock_skew.as_millis() as i64
@@ -465,9 +432,7 @@ impl Ceremonies {
 
     /// How many ceremonies are running on this daemon now.
     pub(crate) fn running(&self) -> usize {
-        self.settings
-            .max_concurrent
-            .saturating_sub(self.slots.available_permits())
+        self.gate.running()
     }
 
     /// Marks `vault` as being generated or reshared here, or refuses if it already is.
@@ -506,98 +471,25 @@ impl Ceremonies {
         Ok(requester)
     }
 
-    /// The rest of the gate: session id, a free slot, a fresh nonce; records STARTED.
+    /// The rest of the gate ([`cosigner_node::gate`]): session id, a free slot, a fresh
+    /// nonce; the decision recorded (DENIED, or STARTED and admitted).
     pub(crate) async fn begin(
         &self,
-        requester: [u8; 32],
-        nonce: Vec<u8>,
-        tls_identity: &str,
-        relay: &RelayRef,
-        mut record: Record,
+        a: Admission<'_>,
         decision: &PolicyVerdict,
     ) -> Result<Begun, Status> {
-        record.policy = Some(policy::record(decision));
         self.metrics.decision(
-            record.kind.as_str(),
+            crate::ports::history_kind(a.kind).as_str(),
             match decision.verdict {
                 Verdict::Allow => "allow",
                 Verdict::Deny(_) => "deny",
                 Verdict::NeedsApproval(_) => "needs_approval",
             },
         );
-        if !(16..=64).contains(&relay.session_id.len()) {
-            return Err(invalid(
-                "relay.session_id",
-                format!("{} bytes; 16 to 64 are required", relay.session_id.len()),
-            ));
-        }
-        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "{} ceremonies are already running (ceremonies.max_concurrent)",
-                self.settings.max_concurrent
-            ))
-        })?;
-        let _gate = self.nonce_gate.lock().await;
-        {
-            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            if !sessions.insert(&relay.session_id) {
-                return Err(Status::already_exists(format!(
-                    "session {} already ran or is running on this daemon; a ceremony uses a fresh session",
-                    short(&relay.session_id)
-                )));
-            }
-        }
-        // The in-memory set forgets after a restart; the history does not.
-        let sid = relay.session_id.clone();
-        if let Some(seq) = blocking(&self.history, move |h| h.session_seen(&sid)).await? {
-            return Err(Status::already_exists(format!(
-                "session {} already ran on this daemon (history entry {seq}); a ceremony uses a fresh session",
-                short(&relay.session_id)
-            )));
-        }
-        let (n, r) = (nonce.clone(), requester.to_vec());
-        if let Some(seq) = blocking(&self.history, move |h| h.nonce_seen(&r, &n)).await? {
-            return Err(Status::already_exists(format!(
-                "this request's nonce was already used (history entry {seq}): a replay"
-            )));
-        }
-        record.requester = requester.to_vec();
-        record.nonce = nonce;
-        record.tls_identity = tls_identity.to_string();
-        record.session_id = relay.session_id.clone();
-        record.started_at_ms = now_ms();
-        if decision.verdict != Verdict::Allow {
-            // Refused by the policy: recorded (with the nonce, so it cannot be replayed)
-            // and answered with the reasons.
-            let reasons = decision.reasons().join("; ");
-            let denied = Record {
-                outcome: Outcome::Denied,
-                ended_at_ms: now_ms(),
-                result: Some(ResultRecord::Error(reasons.clone())),
-                ..record
-            };
-            let kind = denied.kind.as_str();
-            let receipt = blocking(&self.history, move |h| h.append(denied)).await?;
-            refusals::mark_recorded();
-            self.metrics.ceremony(kind, "denied", None);
-            tracing::info!(seq = receipt.seq, %reasons, "request denied by the policy");
-            return Err(Status::permission_denied(format!(
-                "denied by the policy (history entry {}): {reasons}",
-                receipt.seq
-            )));
-        }
-        let started = Record {
-            outcome: Outcome::Started,
-            ..record.clone()
-        };
-        blocking(&self.history, move |h| h.append(started)).await?;
-        refusals::mark_recorded();
-        Ok(Begun {
-            session: relay.session_id.clone(),
-            record,
-            started: std::time::Instant::now(),
-            _permit: permit,
-        })
+        self.gate
+            .admit(self, a, decision)
+            .await
+            .map_err(|e| status(&e))
     }
 
     /// Records the outcome; only then may the answer leave.
@@ -608,7 +500,7 @@ impl Ceremonies {
         result: Option<ResultRecord>,
         epoch: Option<u64>,
     ) -> Result<u64, Status> {
-        let mut rec = begun.record.clone();
+        let mut rec = begun.entry.clone();
         rec.outcome = outcome;
         rec.ended_at_ms = now_ms();
         rec.result = result;
@@ -617,9 +509,9 @@ impl Ceremonies {
         }
         let receipt = blocking(&self.history, move |h| h.append(rec)).await?;
         self.metrics.ceremony(
-            begun.record.kind.as_str(),
+            begun.entry.kind.as_str(),
             outcome.as_str(),
-            Some(begun.started.elapsed()),
+            Some(begun.admitted.elapsed()),
         );
         Ok(receipt.seq)
     }
@@ -662,8 +554,8 @@ impl Ceremonies {
         result: ResultRecord,
     ) -> Status {
         tracing::warn!(
-            kind = begun.record.kind.as_str(),
-            vault = %begun.record.vault_id,
+            kind = begun.entry.kind.as_str(),
+            vault = %begun.entry.vault_id,
             session = %short(&begun.session),
             error = %status.message(),
             blame = matches!(result, ResultRecord::Blame(_)),
@@ -738,21 +630,21 @@ impl Ceremonies {
             CommitEnd::InDoubt(why) => {
                 let msg = format!(
                     "the {} of vault {:?} (epoch {new_epoch}) is in doubt: {why}. This daemon keeps its new share as pending and signs nothing for the vault until `cosignerctl vault resolve` decides from the other parties' reports",
-                    begun.record.kind.as_str(),
-                    begun.record.vault_id
+                    begun.entry.kind.as_str(),
+                    begun.entry.vault_id
                 );
                 self.metrics.ceremony(
-                    begun.record.kind.as_str(),
+                    begun.entry.kind.as_str(),
                     Outcome::InDoubt.as_str(),
-                    Some(begun.started.elapsed()),
+                    Some(begun.admitted.elapsed()),
                 );
-                let mut rec = begun.record.clone();
+                let mut rec = begun.entry.clone();
                 rec.outcome = Outcome::InDoubt;
                 rec.ended_at_ms = now_ms();
                 rec.epoch = new_epoch;
                 rec.result = Some(ResultRecord::Error(msg.clone()));
                 blocking(&self.history, move |h| h.append(rec)).await?;
-                tracing::warn!(vault = %begun.record.vault_id, epoch = new_epoch, %why, "commit in doubt");
+                tracing::warn!(vault = %begun.entry.vault_id, epoch = new_epoch, %why, "commit in doubt");
                 Err(Status::unavailable(msg))
             }
             CommitEnd::Failed(why) => Err(self
@@ -826,17 +718,17 @@ impl Ceremonies {
         )));
         let begun = self
             .begin(
-                requester,
-                req.auth
-                    .as_ref()
-                    .map(|a| a.nonce.clone())
-                    .unwrap_or_default(),
-                &caller.uri,
-                relay,
-                Record {
-                    vault_id: body.vault_id.clone(),
-                    committee: Some(committee_record(&committee)),
-                    ..Record::new(Kind::Keygen, Outcome::Started)
+                Admission {
+                    kind: cosigner_node::ports::Kind::Keygen,
+                    vault_id: &body.vault_id,
+                    epoch: 0,
+                    committee: Some(&committee),
+                    payload: None,
+                    decoded: None,
+                    requester,
+                    nonce: req.auth.as_ref().map(|a| a.nonce.as_slice()).unwrap_or(&[]),
+                    tls_identity: &caller.uri,
+                    relay,
                 },
                 &decision,
             )
@@ -1020,18 +912,17 @@ impl Ceremonies {
         )));
         let begun = self
             .begin(
-                requester,
-                req.auth
-                    .as_ref()
-                    .map(|a| a.nonce.clone())
-                    .unwrap_or_default(),
-                &caller.uri,
-                relay,
-                Record {
-                    vault_id: body.vault_id.clone(),
+                Admission {
+                    kind: cosigner_node::ports::Kind::Reshare,
+                    vault_id: &body.vault_id,
                     epoch: old.epoch(),
-                    committee: Some(committee_record(new_committee)),
-                    ..Record::new(Kind::Reshare, Outcome::Started)
+                    committee: Some(new_committee),
+                    payload: None,
+                    decoded: None,
+                    requester,
+                    nonce: req.auth.as_ref().map(|a| a.nonce.as_slice()).unwrap_or(&[]),
+                    tls_identity: &caller.uri,
+                    relay,
                 },
                 &decision,
             )

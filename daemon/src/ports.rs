@@ -5,6 +5,7 @@
 
 use cosigner_api::v1::RelayRef;
 use cosigner_history::{Kind, Outcome, Record, ResultRecord, SignatureRecord};
+use cosigner_node::gate::Ledger;
 use cosigner_node::ports::{self, Admission, SignatureOut};
 use cosigner_node::{Code, NodeError, facts::Windows};
 use cosigner_relay::roster::Roster;
@@ -13,6 +14,7 @@ use cosigner_seal::Slot;
 use tonic::Status;
 
 use crate::ceremony::{Begun, Ceremonies, committee_record, summary};
+use crate::history_rpc::blocking;
 use crate::policy::Policy;
 use crate::vaults::Vaults;
 
@@ -82,7 +84,7 @@ impl ports::Shares for SealedShares<'_> {
     }
 }
 
-fn history_kind(k: ports::Kind) -> Kind {
+pub(crate) fn history_kind(k: ports::Kind) -> Kind {
     match k {
         ports::Kind::Keygen => Kind::Keygen,
         ports::Kind::Sign => Kind::Sign,
@@ -102,27 +104,7 @@ impl ports::Journal for Ceremonies {
         a: Admission<'_>,
         decision: &cosigner_policy::Decision,
     ) -> Result<Begun, NodeError> {
-        let record = Record {
-            vault_id: a.vault_id.to_string(),
-            epoch: a.epoch,
-            committee: a.committee.map(committee_record),
-            payload_digest: a
-                .payload
-                .map(|p| cosigner_node::payload::digest(Some(p)).to_vec())
-                .unwrap_or_default(),
-            summary: a.decoded.and_then(summary),
-            ..Record::new(history_kind(a.kind), Outcome::Started)
-        };
-        self.begin(
-            a.requester,
-            a.nonce.to_vec(),
-            a.tls_identity,
-            a.relay,
-            record,
-            decision,
-        )
-        .await
-        .map_err(from_status)
+        self.begin(a, decision).await.map_err(from_status)
     }
 
     async fn signed(&self, begun: &Begun, signatures: &[SignatureOut]) -> Result<u64, NodeError> {
@@ -147,6 +129,88 @@ impl ports::Journal for Ceremonies {
 
     async fn failed(&self, begun: &Begun, error: NodeError) -> NodeError {
         from_status(self.fail_node(begun, error).await)
+    }
+}
+
+/// The history record of an admitted (or denied) request.
+fn record_of(a: &Admission<'_>, decision: &cosigner_policy::Decision) -> Record {
+    Record {
+        vault_id: a.vault_id.to_string(),
+        epoch: a.epoch,
+        committee: a.committee.map(committee_record),
+        payload_digest: a
+            .payload
+            .map(|p| cosigner_node::payload::digest(Some(p)).to_vec())
+            .unwrap_or_default(),
+        summary: a.decoded.and_then(summary),
+        policy: Some(crate::policy::record(decision)),
+        requester: a.requester.to_vec(),
+        nonce: a.nonce.to_vec(),
+        tls_identity: a.tls_identity.to_string(),
+        session_id: a.relay.session_id.clone(),
+        started_at_ms: crate::now_ms(),
+        ..Record::new(history_kind(a.kind), Outcome::Started)
+    }
+}
+
+/// The gate's ledger is the history: used sessions and nonces are indexed there, and
+/// every admitted or denied request is an entry.
+impl Ledger for Ceremonies {
+    type Entry = Record;
+
+    async fn session_seen(&self, session: &[u8]) -> Result<Option<u64>, NodeError> {
+        let sid = session.to_vec();
+        blocking(self.history(), move |h| h.session_seen(&sid))
+            .await
+            .map_err(from_status)
+    }
+
+    async fn nonce_seen(
+        &self,
+        requester: &[u8; 32],
+        nonce: &[u8],
+    ) -> Result<Option<u64>, NodeError> {
+        let (r, n) = (requester.to_vec(), nonce.to_vec());
+        blocking(self.history(), move |h| h.nonce_seen(&r, &n))
+            .await
+            .map_err(from_status)
+    }
+
+    async fn denied(
+        &self,
+        a: &Admission<'_>,
+        decision: &cosigner_policy::Decision,
+    ) -> Result<u64, NodeError> {
+        // Recorded with the nonce, so it cannot be replayed, and answered with the reasons.
+        let reasons = decision.reasons().join("; ");
+        let denied = Record {
+            outcome: Outcome::Denied,
+            ended_at_ms: crate::now_ms(),
+            result: Some(ResultRecord::Error(reasons.clone())),
+            ..record_of(a, decision)
+        };
+        let kind = denied.kind.as_str();
+        let receipt = blocking(self.history(), move |h| h.append(denied))
+            .await
+            .map_err(from_status)?;
+        crate::refusals::mark_recorded();
+        self.metrics().ceremony(kind, "denied", None);
+        tracing::info!(seq = receipt.seq, %reasons, "request denied by the policy");
+        Ok(receipt.seq)
+    }
+
+    async fn started(
+        &self,
+        a: &Admission<'_>,
+        decision: &cosigner_policy::Decision,
+    ) -> Result<Record, NodeError> {
+        let record = record_of(a, decision);
+        let started = record.clone();
+        blocking(self.history(), move |h| h.append(started))
+            .await
+            .map_err(from_status)?;
+        crate::refusals::mark_recorded();
+        Ok(record)
     }
 }
 

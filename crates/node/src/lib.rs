@@ -13,6 +13,7 @@
 //! - [`payload`]: the API payload as the policy decoder reads it, written once;
 //! - [`request`]: a request's signature and body, as every ceremony reads them;
 //! - [`facts`]: the policy input for keygen, sign and reshare;
+//! - [`gate`]: replay and session memory, ceremony slots, the decision recorded;
 //! - [`keygen`]: a keygen request parsed, checked and taken part in;
 //! - [`reshare`]: a reshare request parsed, checked, taken part in and committed;
 //! - [`resolve`]: the decision on an interrupted commit, carried out;
@@ -21,6 +22,7 @@
 
 pub mod error;
 pub mod facts;
+pub mod gate;
 pub mod keygen;
 pub mod payload;
 pub mod ports;

@@ -1,0 +1,334 @@
+//! The gate: what every ceremony request passes after its checks and the policy's decision,
+//! before anything is unsealed or sent.
+//!
+//! - the relay session id has a sane length and was never used here: recent ids are
+//!   remembered in memory (a session runs once per process), older ones asked of the ledger
+//!   (the history survives restarts);
+//! - a ceremony slot is free (a bounded number run at once);
+//! - the request's nonce was never used by its requester;
+//! - the policy's decision is recorded: a denial (with its nonce, so it cannot be replayed)
+//!   and answered with its reasons, an allowed request as started. Nothing runs that the
+//!   ledger did not take.
+//!
+//! "Nonce unseen, then recorded" is one step (a lock), so two copies of one request sent at
+//! once cannot both pass.
+
+use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cosigner_policy::{Decision, Verdict};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Code, NodeError};
+use crate::ports::Admission;
+
+/// How long a used relay session id is remembered in memory (relay sessions live at most
+/// an hour; the ledger remembers beyond).
+pub const SESSION_MEMORY: Duration = Duration::from_secs(2 * 3600);
+
+/// Where the gate records what it admits and denies (the daemon: its history).
+pub trait Ledger {
+    /// What the ledger keeps for an admitted request, carried by its ticket.
+    type Entry;
+    /// The entry of an earlier ceremony on `session`, if any.
+    fn session_seen(
+        &self,
+        session: &[u8],
+    ) -> impl Future<Output = Result<Option<u64>, NodeError>> + Send;
+    /// The entry of an earlier request by `requester` with `nonce`, if any.
+    fn nonce_seen(
+        &self,
+        requester: &[u8; 32],
+        nonce: &[u8],
+    ) -> impl Future<Output = Result<Option<u64>, NodeError>> + Send;
+    /// Records a denial; returns its entry number.
+    fn denied(
+        &self,
+        a: &Admission<'_>,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<u64, NodeError>> + Send;
+    /// Records the start of an admitted request.
+    fn started(
+        &self,
+        a: &Admission<'_>,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<Self::Entry, NodeError>> + Send;
+}
+
+/// Session ids in the order they were used, forgotten after [`SESSION_MEMORY`].
+#[derive(Default)]
+struct UsedSessions {
+    set: HashSet<Vec<u8>>,
+    order: VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl UsedSessions {
+    /// False if `id` was used within the memory.
+    fn insert(&mut self, id: &[u8], now: Instant) -> bool {
+        while let Some((at, old)) = self.order.front() {
+            if now.duration_since(*at) < SESSION_MEMORY {
+                break;
+            }
+            self.set.remove(old);
+            self.order.pop_front();
+        }
+        if !self.set.insert(id.to_vec()) {
+            return false;
+        }
+        self.order.push_back((now, id.to_vec()));
+        true
+    }
+}
+
+/// An admitted request: holds its ceremony slot until dropped.
+pub struct Ticket<E> {
+    pub entry: E,
+    pub session: Vec<u8>,
+    /// When the gate admitted it (the start of the duration metric).
+    pub admitted: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub struct Gate {
+    slots: Arc<Semaphore>,
+    max: usize,
+    sessions: Mutex<UsedSessions>,
+    nonces: tokio::sync::Mutex<()>,
+}
+
+impl Gate {
+    /// A gate that lets `max_concurrent` ceremonies run at once.
+    pub fn new(max_concurrent: usize) -> Gate {
+        Gate {
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            max: max_concurrent,
+            sessions: Mutex::new(UsedSessions::default()),
+            nonces: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// How many ceremonies hold a slot now.
+    pub fn running(&self) -> usize {
+        self.max.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Admits `a` (see the module docs), or refuses it naming why.
+    pub async fn admit<L: Ledger>(
+        &self,
+        ledger: &L,
+        a: Admission<'_>,
+        decision: &Decision,
+    ) -> Result<Ticket<L::Entry>, NodeError> {
+        let session = &a.relay.session_id;
+        if !(16..=64).contains(&session.len()) {
+            return Err(NodeError::invalid(
+                "relay.session_id",
+                format!("{} bytes; 16 to 64 are required", session.len()),
+            ));
+        }
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            NodeError::new(
+                Code::ResourceExhausted,
+                format!(
+                    "{} ceremonies are already running (ceremonies.max_concurrent)",
+                    self.max
+                ),
+            )
+        })?;
+        let _one_at_a_time = self.nonces.lock().await;
+        let fresh = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session, Instant::now());
+        let short = cosigner_party::keys::short(session);
+        if !fresh {
+            return Err(NodeError::new(
+                Code::AlreadyExists,
+                format!(
+                    "session {short} already ran or is running here; a ceremony uses a fresh session"
+                ),
+            ));
+        }
+        // The memory forgets after a restart; the ledger does not.
+        if let Some(seq) = ledger.session_seen(session).await? {
+            return Err(NodeError::new(
+                Code::AlreadyExists,
+                format!(
+                    "session {short} already ran here (history entry {seq}); a ceremony uses a fresh session"
+                ),
+            ));
+        }
+        if let Some(seq) = ledger.nonce_seen(&a.requester, a.nonce).await? {
+            return Err(NodeError::new(
+                Code::AlreadyExists,
+                format!("this request's nonce was already used (history entry {seq}): a replay"),
+            ));
+        }
+        if decision.verdict != Verdict::Allow {
+            let seq = ledger.denied(&a, decision).await?;
+            return Err(NodeError::not_allowed(format!(
+                "denied by the policy (history entry {seq}): {}",
+                decision.reasons().join("; ")
+            )));
+        }
+        let entry = ledger.started(&a, decision).await?;
+        Ok(Ticket {
+            entry,
+            session: session.clone(),
+            admitted: Instant::now(),
+            _permit: permit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ports::Kind;
+    use cosigner_api::v1::RelayRef;
+
+    /// A ledger in memory: what it was asked to record, and what it already holds.
+    #[derive(Default)]
+    struct Memory {
+        sessions: Mutex<Vec<Vec<u8>>>,
+        nonces: Mutex<Vec<Vec<u8>>>,
+        entries: Mutex<Vec<&'static str>>,
+    }
+
+    impl Ledger for Memory {
+        type Entry = usize;
+
+        async fn session_seen(&self, s: &[u8]) -> Result<Option<u64>, NodeError> {
+            let seen = self.sessions.lock().unwrap().iter().any(|x| x == s);
+            Ok(seen.then_some(7))
+        }
+
+        async fn nonce_seen(&self, _: &[u8; 32], n: &[u8]) -> Result<Option<u64>, NodeError> {
+            let seen = self.nonces.lock().unwrap().iter().any(|x| x == n);
+            Ok(seen.then_some(8))
+        }
+
+        async fn denied(&self, a: &Admission<'_>, _: &Decision) -> Result<u64, NodeError> {
+            self.nonces.lock().unwrap().push(a.nonce.to_vec());
+            self.sessions
+                .lock()
+                .unwrap()
+                .push(a.relay.session_id.clone());
+            let mut e = self.entries.lock().unwrap();
+            e.push("denied");
+            Ok(e.len() as u64)
+        }
+
+        async fn started(&self, a: &Admission<'_>, _: &Decision) -> Result<usize, NodeError> {
+            self.nonces.lock().unwrap().push(a.nonce.to_vec());
+            self.sessions
+                .lock()
+                .unwrap()
+                .push(a.relay.session_id.clone());
+            let mut e = self.entries.lock().unwrap();
+            e.push("started");
+            Ok(e.len())
+        }
+    }
+
+    fn allow() -> Decision {
+        Decision {
+            verdict: Verdict::Allow,
+            bundle_hash: String::new(),
+        }
+    }
+
+    fn relay(session: &[u8]) -> RelayRef {
+        RelayRef {
+            address: String::new(),
+            session_id: session.to_vec(),
+        }
+    }
+
+    fn admission<'a>(relay: &'a RelayRef, nonce: &'a [u8]) -> Admission<'a> {
+        Admission {
+            kind: Kind::Sign,
+            vault_id: "v",
+            epoch: 0,
+            committee: None,
+            payload: None,
+            decoded: None,
+            requester: [1; 32],
+            nonce,
+            tls_identity: "spiffe://t/party/a",
+            relay,
+        }
+    }
+
+    #[tokio::test]
+    async fn replays_sessions_slots_and_denials() {
+        let gate = Gate::new(1);
+        let ledger = Memory::default();
+        let (r1, r2, r3) = (relay(&[1; 32]), relay(&[2; 32]), relay(&[3; 32]));
+        let first = gate
+            .admit(&ledger, admission(&r1, &[1; 16]), &allow())
+            .await
+            .unwrap();
+        assert_eq!(gate.running(), 1);
+        // No free slot while the first runs.
+        let e = gate
+            .admit(&ledger, admission(&r2, &[2; 16]), &allow())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+        drop(first);
+        assert_eq!(gate.running(), 0);
+        // The same session again: refused from memory.
+        let e = gate
+            .admit(&ledger, admission(&r1, &[3; 16]), &allow())
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("already ran or is running"), "{e}");
+        // A session the ledger knows (a restart forgot the memory): refused by the ledger.
+        ledger.sessions.lock().unwrap().push(vec![9; 32]);
+        let r9 = relay(&[9; 32]);
+        let e = gate
+            .admit(&ledger, admission(&r9, &[4; 16]), &allow())
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("history entry 7"), "{e}");
+        // The nonce of the first request on a fresh session: a replay.
+        let e = gate
+            .admit(&ledger, admission(&r2, &[1; 16]), &allow())
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("a replay"), "{e}");
+        // A denial is recorded, and its nonce cannot be used again.
+        let deny = Decision {
+            verdict: Verdict::Deny(vec!["too much".into()]),
+            bundle_hash: String::new(),
+        };
+        let e = gate
+            .admit(&ledger, admission(&r3, &[5; 16]), &deny)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            e.code() == Code::PermissionDenied && e.to_string().contains("too much"),
+            "{e}"
+        );
+        assert_eq!(*ledger.entries.lock().unwrap(), vec!["started", "denied"]);
+        // A session id of a silly length.
+        let short = relay(&[4; 8]);
+        let e = gate
+            .admit(&ledger, admission(&short, &[6; 16]), &allow())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert_eq!(gate.running(), 0);
+    }
+}
