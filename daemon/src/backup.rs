@@ -191,6 +191,7 @@ impl Backups {
         offline: bool,
     ) -> Result<(), Status> {
         use cosigner_api::v1::cosigner_client::CosignerClient;
+        use cosigner_node::peers::Word;
         use prost::Message as _;
         let vault = backup.meta.vault_id.clone();
         let epoch = backup.meta.epoch;
@@ -202,8 +203,7 @@ impl Backups {
             about: challenge.to_vec(),
         }
         .encode_to_vec();
-        let mut confirmed = Vec::new();
-        let mut problems = Vec::new();
+        let mut words = Vec::new();
         for addr in peers {
             let auth = cosigner_relay::request::sign(
                 &backup.keys,
@@ -220,12 +220,12 @@ impl Backups {
                             .await
                     }
                     Err(e) => {
-                        problems.push(format!("{addr}: TLS: {e}"));
+                        words.push(Word::Nothing(format!("{addr}: TLS: {e}")));
                         continue;
                     }
                 },
                 Err(e) => {
-                    problems.push(format!("{addr}: {e}"));
+                    words.push(Word::Nothing(format!("{addr}: {e}")));
                     continue;
                 }
             };
@@ -238,66 +238,24 @@ impl Backups {
                     .await
                     .map(|r| r.into_inner()),
                 Err(e) => {
-                    problems.push(format!("{addr}: unreachable: {e}"));
+                    words.push(Word::Nothing(format!("{addr}: unreachable: {e}")));
                     continue;
                 }
             };
             let answer = match answer {
                 Ok(a) => a,
                 Err(s) => {
-                    problems.push(format!("{addr}: {}", s.message()));
+                    words.push(Word::Nothing(format!("{addr}: {}", s.message())));
                     continue;
                 }
             };
-            let report = match cosigner_relay::commit::Report::decode(&answer.commit_report) {
-                Ok(r)
-                    if r.verify()
-                        && r.vault_id == vault
-                        && r.party.as_slice() == answer.party_id
-                        && r.about == Some(challenge) =>
-                {
-                    r
-                }
-                _ => {
-                    problems.push(format!(
-                        "{addr}: its commit report is missing or not signed by it"
-                    ));
-                    continue;
-                }
-            };
-            let seen = report
-                .epoch_seen
-                .max(report.current_epoch)
-                .max(report.pending_epoch);
-            if let Some(seen) = seen
-                && seen > epoch
-            {
-                return Err(Status::failed_precondition(format!(
-                    "the backup is of epoch {epoch}, but party {} (at {addr}) holds vault {vault:?} at epoch {seen}: the backup is stale (a reshare replaced every share since); its share would only bring a retired secret back. Use a backup of epoch {seen} or later",
-                    short(&report.party)
-                )));
-            }
-            if record.member(&report.party).is_some() && seen == Some(epoch) {
-                confirmed.push(short(&report.party));
-            } else {
-                problems.push(format!(
-                    "{addr}: party {} does not confirm epoch {epoch} (it shows {})",
-                    short(&report.party),
-                    seen.map_or("nothing".into(), |e| e.to_string())
-                ));
-            }
+            words.push(cosigner_node::peers::read(
+                addr, &vault, epoch, record, &challenge, &answer,
+            ));
         }
-        if confirmed.is_empty() && !offline {
-            return Err(Status::failed_precondition(format!(
-                "no other party confirmed that epoch {epoch} is still vault {vault:?}'s epoch{}; name reachable committee daemons with --peer, or pass --offline to import without confirmation (a stale backup cannot then be told apart)",
-                if problems.is_empty() {
-                    " (no peer was named)".to_string()
-                } else {
-                    format!(": {}", problems.join("; "))
-                }
-            )));
-        }
-        if confirmed.is_empty() {
+        let confirmed = cosigner_node::peers::conclude(&vault, epoch, &words, offline)
+            .map_err(|e| crate::ports::status(&e))?;
+        if !confirmed {
             tracing::warn!(vault = %vault, epoch, "backup imported offline: no peer confirmed its epoch");
         }
         Ok(())

@@ -391,6 +391,11 @@ async fn three_daemons_rotate_on_schedule_and_survive_an_offline_peer() {
     let mut c = Daemon::start_with(&tmp.path().join("c"), &s.pki, "", &extra)
         .await
         .unwrap();
+    // server-b's share at epoch 0, before the reshare below makes it stale.
+    let b_epoch0 = tmp.path().join("server-b-epoch0.bak");
+    let early_pass = tmp.path().join("early.pass");
+    std::fs::write(&early_pass, PASS).unwrap();
+    export(&s.b, &s.pki, "v1", &b_epoch0, &early_pass);
     // The device hands its place to a third daemon: committee server-a, server-b, server-c.
     let c_spec = c.member_spec(&s.pki, "server-c").unwrap();
     let out = ok(&s.d1.run(
@@ -424,6 +429,34 @@ async fn three_daemons_rotate_on_schedule_and_survive_an_offline_peer() {
     export(&c, &s.pki, "v1", &c_epoch1, &pass);
     let b_epoch1 = dir.join("server-b-epoch1.bak");
     export(&s.b, &s.pki, "v1", &b_epoch1, &pass);
+
+    // A device restoring a backup asks the committee like a daemon does: server-a signs
+    // that the vault is at epoch 1, so the epoch-0 backup is refused as stale; with no
+    // peer it is refused unless --offline; the epoch-1 backup is confirmed and restored.
+    let peer = format!("https://{}", s.a.addr);
+    let device_import = |file: &std::path::Path, more: &[&str]| {
+        let mut args = vec![
+            "backup-import",
+            "--backup",
+            file.to_str().unwrap(),
+            "--backup-passphrase-file",
+            pass.to_str().unwrap(),
+        ];
+        args.extend_from_slice(more);
+        s.d2.run(&s.pki, &args)
+    };
+    let e = err(&device_import(&b_epoch0, &["--peer", &peer]));
+    assert!(e.contains("stale") && e.contains("epoch 1"), "{e}");
+    let e = err(&device_import(&b_epoch0, &[]));
+    assert!(e.contains("no other party confirmed"), "{e}");
+    assert!(
+        s.d2.show().unwrap()["vaults"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let v = ok(&device_import(&b_epoch1, &["--peer", &peer]));
+    assert_eq!(v["epoch"], 1, "{v}");
 
     // Every daemon's policy lets server-a start scheduled refreshes.
     let (a_id, b_id, c_id) = (

@@ -235,6 +235,32 @@ mod tests {
         }
     }
 
+    /// A ledger whose store is damaged.
+    struct Broken;
+
+    impl Ledger for Broken {
+        type Entry = ();
+
+        async fn session_seen(&self, _: &[u8]) -> Result<Option<u64>, NodeError> {
+            Err(NodeError::new(
+                Code::DataLoss,
+                "the history does not read back",
+            ))
+        }
+
+        async fn nonce_seen(&self, _: &[u8; 32], _: &[u8]) -> Result<Option<u64>, NodeError> {
+            Ok(None)
+        }
+
+        async fn denied(&self, _: &Admission<'_>, _: &Decision) -> Result<u64, NodeError> {
+            Ok(0)
+        }
+
+        async fn started(&self, _: &Admission<'_>, _: &Decision) -> Result<(), NodeError> {
+            Ok(())
+        }
+    }
+
     fn allow() -> Decision {
         Decision {
             verdict: Verdict::Allow,
@@ -321,6 +347,25 @@ mod tests {
             "{e}"
         );
         assert_eq!(*ledger.entries.lock().unwrap(), vec!["started", "denied"]);
+        // The denied request's nonce is spent: the same request on a fresh session is a
+        // replay, even if the policy would now allow it.
+        let r4 = relay(&[4; 32]);
+        let e = gate
+            .admit(&ledger, admission(&r4, &[5; 16]), &allow())
+            .await
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("a replay"), "{e}");
+        // A ledger that cannot answer refuses the request and frees the slot.
+        let broken = Broken;
+        let r5 = relay(&[5; 32]);
+        let e = gate
+            .admit(&broken, admission(&r5, &[7; 16]), &allow())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.code(), Code::DataLoss, "{e}");
+        assert_eq!(gate.running(), 0);
         // A session id of a silly length.
         let short = relay(&[4; 8]);
         let e = gate

@@ -13,7 +13,8 @@ use cosigner_relay::finish::CommitStore;
 /// A store that can also record a discard.
 pub trait Discard: CommitStore {
     /// Records `state` (phase Discarded) and deletes the pending share of its target epoch,
-    /// if there is one; a leaving dealer's old share is current again.
+    /// if there is one. A leaving dealer keeps its old share current (it retires only with
+    /// a certificate; a store that had moved it anyway puts it back).
     fn discard(&mut self, state: &CommitState) -> impl Future<Output = Result<(), String>> + Send;
 }
 

@@ -44,12 +44,47 @@ pub(super) fn backup_export(
 /// The device's side of an import, with the daemon's refusals: another party's backup only
 /// into an empty file, never a second share of a vault, never an epoch older than one this
 /// file has held.
-pub(super) fn backup_import(ctx: &mut Ctx<'_>, path: &Path, pass: Option<&Path>) -> Result<()> {
+pub(super) async fn backup_import(
+    ctx: &mut Ctx<'_>,
+    path: &Path,
+    pass: Option<&Path>,
+    peers: &[String],
+    offline: bool,
+) -> Result<()> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let pass = file::passphrase_from(pass, crate::backup::PASSPHRASE_ENV)?;
     let b = cosigner_backup::open(&bytes, pass.as_bytes())
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let vault = b.meta.vault_id.clone();
+    // Only the other parties can tell whether a reshare replaced every share since the
+    // backup: each peer is asked as the backup's party, with a fresh challenge its signed
+    // report must carry (the same rule as a daemon's import: cosigner_node::peers).
+    let challenge: [u8; 32] = rand::random();
+    let mut words = Vec::with_capacity(peers.len());
+    for addr in peers {
+        words.push(
+            match ctx
+                .vault_record_as(&b.keys, addr, &vault, Some(challenge))
+                .await
+            {
+                Ok(answer) => cosigner_node::peers::read(
+                    addr,
+                    &vault,
+                    b.meta.epoch,
+                    &b.held.record,
+                    &challenge,
+                    &answer,
+                ),
+                Err(e) => cosigner_node::peers::Word::Nothing(format!("{e:#}")),
+            },
+        );
+    }
+    if !cosigner_node::peers::conclude(&vault, b.meta.epoch, &words, offline)? {
+        eprintln!(
+            "cosignerctl: importing vault {vault:?} at epoch {} offline: no peer confirmed that epoch",
+            b.meta.epoch
+        );
+    }
     if let Some(slots) = ctx.file.slots(&vault) {
         let newest = [&slots.current, &slots.pending, &slots.previous]
             .into_iter()

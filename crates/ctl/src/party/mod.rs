@@ -31,7 +31,7 @@ use cosigner_relay::finish::{self, CommitEnd};
 use cosigner_relay::keys::{hex, parse_id, short};
 use cosigner_relay::record::{committee_from_api, members_to_api};
 use cosigner_relay::roster::{self, Roster};
-use cosigner_relay::{Driver, Held, Member, SessionSpec, VaultRecord};
+use cosigner_relay::{Driver, Held, Member, PartyKeys, SessionSpec, VaultRecord};
 use cosigner_tss::DerivationPath;
 use prost::Message as _;
 use rand::RngCore;
@@ -180,6 +180,14 @@ pub enum PartyCommand {
         backup: PathBuf,
         #[arg(long, value_name = "FILE")]
         backup_passphrase_file: Option<PathBuf>,
+        /// A committee daemon to ask whether the backup's epoch is still the vault's
+        /// (repeatable): a stale backup is refused, and one confirmation is needed.
+        #[arg(long = "peer", value_name = "ADDR")]
+        peers: Vec<String>,
+        /// Import without any confirmation (no peer reachable); a stale backup cannot then
+        /// be told apart.
+        #[arg(long)]
+        offline: bool,
     },
     /// Take part in a keygen, sign or reshare another party started, from its request file.
     Join {
@@ -432,13 +440,24 @@ impl Ctx<'_> {
         vault: &str,
         about: Option<[u8; 32]>,
     ) -> Result<api::VaultRecordResponse> {
+        self.vault_record_as(&self.file.keys, addr, vault, about)
+            .await
+    }
+
+    /// A signed record request as `keys` (a restored backup's party asks as itself).
+    async fn vault_record_as(
+        &self,
+        keys: &PartyKeys,
+        addr: &str,
+        vault: &str,
+        about: Option<[u8; 32]>,
+    ) -> Result<api::VaultRecordResponse> {
         let body = api::VaultRecordBody {
             vault_id: vault.to_string(),
             about: about.map(|a| a.to_vec()).unwrap_or_default(),
         }
         .encode_to_vec();
-        let auth =
-            cosigner_relay::request::sign(&self.file.keys, GET_VAULT_RECORD, &body, now_ms());
+        let auth = cosigner_relay::request::sign(keys, GET_VAULT_RECORD, &body, now_ms());
         let channel = self
             .connect
             .channel_to(addr, Some(Duration::from_secs(self.connect.timeout.max(1))))
@@ -839,7 +858,18 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
         PartyCommand::BackupImport {
             backup,
             backup_passphrase_file,
-        } => backup_import(&mut ctx, &backup, backup_passphrase_file.as_deref()),
+            peers,
+            offline,
+        } => {
+            backup_import(
+                &mut ctx,
+                &backup,
+                backup_passphrase_file.as_deref(),
+                &peers,
+                offline,
+            )
+            .await
+        }
         PartyCommand::Evidence { vault, out, about } => {
             evidence(&ctx, &vault, &out, about.as_deref())
         }
