@@ -91,3 +91,120 @@ pub async fn apply<S: Discard>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use cosigner_party::Held;
+    use cosigner_relay::commit::CommitTarget;
+
+    /// A store that logs every step, with slots named by epoch.
+    #[derive(Default)]
+    struct Log {
+        steps: Vec<String>,
+        current: Option<u64>,
+        pending: Option<u64>,
+        previous: Option<u64>,
+    }
+
+    impl CommitStore for Log {
+        type Pending = Held;
+
+        async fn save(&mut self, state: &CommitState) -> Result<(), String> {
+            self.steps.push(format!("save {}", state.phase.as_str()));
+            Ok(())
+        }
+
+        async fn seal_pending(&mut self, _: Held) -> Result<(), String> {
+            Err("not used here".into())
+        }
+
+        async fn promote(&mut self, _: &str) -> Result<(), String> {
+            self.steps.push("promote".into());
+            if let Some(p) = self.pending.take() {
+                self.previous = self.current.replace(p);
+            }
+            Ok(())
+        }
+
+        async fn retire(&mut self, _: &str) -> Result<(), String> {
+            self.steps.push("retire".into());
+            self.previous = self.current.take();
+            Ok(())
+        }
+
+        fn fault(&self, _: &str) {}
+    }
+
+    impl Discard for Log {
+        async fn discard(&mut self, state: &CommitState) -> Result<(), String> {
+            self.steps.push(format!("discard {}", state.phase.as_str()));
+            if self.pending == Some(state.target.epoch) {
+                self.pending = None;
+            }
+            Ok(())
+        }
+    }
+
+    fn state(role: Role) -> CommitState {
+        let target = CommitTarget {
+            vault_id: "v".into(),
+            context: [1; 32],
+            epoch: 2,
+            public_key: vec![2; 33],
+            record_hash: None,
+            new_parties: vec![[3; 32]],
+        };
+        CommitState::new(target, role, Some(1), 0)
+    }
+
+    fn store(pending: Option<u64>) -> Log {
+        Log {
+            current: Some(1),
+            pending,
+            ..Log::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_verdict_is_recorded_before_the_slots_move() {
+        // A new party with a certificate: recorded, then promoted.
+        let mut s = store(Some(2));
+        let (applied, st) = apply(&mut s, state(Role::NewParty), Verdict::Promote(vec![]), 5)
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::Promoted);
+        assert_eq!((st.phase, st.updated_at_ms), (Phase::Committed, 5));
+        assert_eq!(s.steps, vec!["save committed", "promote"]);
+        assert_eq!((s.current, s.previous), (Some(2), Some(1)));
+        // A leaving dealer with a certificate: recorded, then retired.
+        let mut s = store(None);
+        let (applied, st) = apply(
+            &mut s,
+            state(Role::LeavingDealer),
+            Verdict::Promote(vec![]),
+            5,
+        )
+        .await
+        .unwrap();
+        assert_eq!((applied, st.phase), (Applied::Retired, Phase::Retired));
+        assert_eq!(s.steps, vec!["save retired", "retire"]);
+        assert_eq!((s.current, s.previous), (None, Some(1)));
+        // No certificate anywhere: a new party's pending share goes, the current stays.
+        let mut s = store(Some(2));
+        let (applied, st) = apply(&mut s, state(Role::NewParty), Verdict::Discard, 5)
+            .await
+            .unwrap();
+        assert_eq!((applied, st.phase), (Applied::Discarded, Phase::Discarded));
+        assert_eq!(s.steps, vec!["discard discarded"]);
+        assert_eq!((s.current, s.pending), (Some(1), None));
+        // ...and a leaving dealer keeps its old share in use.
+        let mut s = store(None);
+        let (applied, _) = apply(&mut s, state(Role::LeavingDealer), Verdict::Discard, 5)
+            .await
+            .unwrap();
+        assert_eq!(applied, Applied::Reactivated);
+        assert_eq!(s.current, Some(1));
+    }
+}
