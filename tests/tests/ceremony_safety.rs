@@ -29,27 +29,6 @@ const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
 
 use cosigner_relay::clock::now_ms;
 
-/// The daemon's public record of `vault`, read as the admin.
-async fn record_of(d: &Daemon, pki: &Pki, vault: &str) -> VaultRecord {
-    VaultRecord::decode(&record_answer(d, pki, vault).await.record).unwrap()
-}
-
-async fn record_answer(d: &Daemon, pki: &Pki, vault: &str) -> api::VaultRecordResponse {
-    let ch = pki.channel(d.addr, Some("admin")).await.unwrap();
-    CosignerClient::new(ch)
-        .get_vault_record(api::VaultRecordRequest {
-            body: api::VaultRecordBody {
-                vault_id: vault.into(),
-                about: Vec::new(),
-            }
-            .encode_to_vec(),
-            auth: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// A reshare request by `m` (signed with its own keys), sent over device-1's TLS identity.
 fn reshare_request(
     m: &PartyKeys,

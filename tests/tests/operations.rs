@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use common::{http, ok, sample, scrape, setup_configured};
+use common::{deny_by_daily_limit, http, ok, sample, scrape, setup_configured};
 use cosigner_tests::{Daemon, Pki, free_port, test_dir};
 use serde_json::Value;
 
@@ -51,39 +51,7 @@ async fn metrics_and_status_follow_keygen_and_sign() {
     ));
     common::verify_independently(&out, "metrics", &key);
     // A denial: a daily limit of 1 wei, then a 1 ETH transaction (EIP-155's example).
-    let data = s.bundle.join("data.json");
-    let text = std::fs::read_to_string(&data).unwrap();
-    std::fs::write(
-        &data,
-        text.replacen(
-            "\"operators\": {",
-            "\"daily_limit\": {\"ethereum:1:native\": \"1\"}, \"operators\": {",
-            1,
-        ),
-    )
-    .unwrap();
-    ok(&s.a.ctl(&s.pki, "admin", &["policy", "reload"]));
-    let da = s.a.daemon_spec("server-a");
-    let denied = s.d1.run(
-        &s.pki,
-        &[
-            "sign",
-            "--vault",
-            "v1",
-            "--eth-tx",
-            "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080",
-            "--signer",
-            "device-1",
-            "--signer",
-            "server-a",
-            "--daemon",
-            &da,
-        ],
-    );
-    assert!(
-        String::from_utf8_lossy(&denied.stderr).contains("daily limit"),
-        "{denied:?}"
-    );
+    deny_by_daily_limit(&s);
 
     let after = scrape(ma);
     let after_b = scrape(mb);

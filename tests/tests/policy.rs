@@ -12,16 +12,24 @@ use cosigner_tests::Daemon;
 use prost::Message as _;
 use serde_json::Value;
 
-/// EIP-155's example transaction: 1 ether to 0x3535...35 on chain 1.
-const ONE_ETHER: &str =
-    "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080";
-
 fn sign_eth(s: &Setup, extra: &[&str]) -> std::process::Output {
     let da = s.a.daemon_spec("server-a");
     let db = s.b.daemon_spec("server-b");
     let mut args = vec![
-        "sign", "--vault", "v1", "--eth-tx", ONE_ETHER, "--signer", "server-a", "--signer",
-        "server-b", "--daemon", &da, "--daemon", &db, "--json",
+        "sign",
+        "--vault",
+        "v1",
+        "--eth-tx",
+        ONE_ETHER_TX,
+        "--signer",
+        "server-a",
+        "--signer",
+        "server-b",
+        "--daemon",
+        &da,
+        "--daemon",
+        &db,
+        "--json",
     ];
     args.extend_from_slice(extra);
     s.d1.run(&s.pki, &args)
@@ -161,7 +169,7 @@ async fn replayed_requests_and_mismatched_hashes_are_refused() {
             "--requester",
             &requester,
             "--eth-tx",
-            ONE_ETHER,
+            ONE_ETHER_TX,
             "--show-input",
         ],
     );

@@ -101,22 +101,7 @@ async fn every_refused_request_is_in_the_history_with_its_reason() {
     let outsider = PartyKeys::generate();
     let s = setup_allowing(&[hex(&outsider.party_id())]).await;
     common::keygen(&s);
-    let ch = s.pki.channel(s.a.addr, Some("admin")).await.unwrap();
-    let record = {
-        let r = CosignerClient::new(ch)
-            .get_vault_record(api::VaultRecordRequest {
-                body: api::VaultRecordBody {
-                    vault_id: "v1".into(),
-                    about: Vec::new(),
-                }
-                .encode_to_vec(),
-                auth: None,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        VaultRecord::decode(&r.record).unwrap()
-    };
+    let record = record_of(&s.a, &s.pki, "v1").await;
     let ch = s.pki.channel(s.a.addr, Some("device-2")).await.unwrap();
     let mut c = CosignerClient::new(ch);
     let mut expect: Vec<(&str, String)> = Vec::new();

@@ -79,24 +79,7 @@ async fn refused_denied_and_replayed_signs_unseal_nothing() {
     );
     // A party outside the committee.
     let outsider = PartyKeys::generate();
-    let record_members = {
-        let admin = s.pki.channel(s.a.addr, Some("admin")).await.unwrap();
-        let r = CosignerClient::new(admin)
-            .get_vault_record(api::VaultRecordRequest {
-                body: api::VaultRecordBody {
-                    vault_id: "v1".into(),
-                    about: Vec::new(),
-                }
-                .encode_to_vec(),
-                auth: None,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        cosigner_relay::VaultRecord::decode(&r.record)
-            .unwrap()
-            .members
-    };
+    let record_members = record_of(&s.a, &s.pki, "v1").await.members;
     let a_id = record_members
         .iter()
         .find(|m| m.name == "server-a")
@@ -128,38 +111,7 @@ async fn refused_denied_and_replayed_signs_unseal_nothing() {
         .expect_err("a forged request is refused");
     assert!(e.message().contains("does not verify"), "{}", e.message());
     // A policy denial: a daily limit of 1 wei, then a 1 ETH transaction.
-    let data = s.bundle.join("data.json");
-    let text = std::fs::read_to_string(&data).unwrap();
-    std::fs::write(
-        &data,
-        text.replacen(
-            "\"operators\": {",
-            "\"daily_limit\": {\"ethereum:1:native\": \"1\"}, \"operators\": {",
-            1,
-        ),
-    )
-    .unwrap();
-    ok(&s.a.ctl(&s.pki, "admin", &["policy", "reload"]));
-    let denied = s.d1.run(
-        &s.pki,
-        &[
-            "sign",
-            "--vault",
-            "v1",
-            "--eth-tx",
-            "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080",
-            "--signer",
-            "device-1",
-            "--signer",
-            "server-a",
-            "--daemon",
-            &da,
-        ],
-    );
-    assert!(
-        String::from_utf8_lossy(&denied.stderr).contains("daily limit"),
-        "{denied:?}"
-    );
+    deny_by_daily_limit(&s);
     // Reading vaults and status.
     let out = s.a.ctl(&s.pki, "admin", &["status", "--json"]);
     assert!(out.status.success(), "{out:?}");

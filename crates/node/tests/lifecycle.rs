@@ -6,23 +6,20 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use cosigner_api::v1 as api;
-use cosigner_api::v1::relay_client::RelayClient;
-use cosigner_api::v1::relay_server::RelayServer;
 use cosigner_node::resolve::{self, Applied, Discard, Verdict};
 use cosigner_node::{keygen, reshare};
 use cosigner_party::record::members_to_api;
 use cosigner_party::{Held, Member, PartyKeys, VaultRecord};
+use cosigner_relay::Driver;
 use cosigner_relay::commit::{CommitState, Phase};
 use cosigner_relay::finish::{self, CommitEnd, CommitStore};
-use cosigner_relay::mailbox::{Limits, Relay};
-use cosigner_relay::service::RelayService;
-use cosigner_relay::{Driver, SessionSpec};
+use cosigner_relay::mailbox::Relay;
 use prost::Message as _;
-use tonic::transport::{Channel, Server as GrpcServer};
 
 /// One party's slots and commit record, in memory (shares kept encoded, as sealed).
 #[derive(Default)]
@@ -97,14 +94,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let relay = Arc::new(Relay::new(Limits::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        GrpcServer::builder()
-            .add_service(RelayServer::new(RelayService::new(relay.clone(), |_| None)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (relay, addr) = common::serve_relay().await;
     let keys: Vec<PartyKeys> = (0..3).map(|_| PartyKeys::generate()).collect();
     let mut members: Vec<Member> = keys
         .iter()
@@ -140,22 +130,7 @@ impl World {
     }
 
     async fn driver(&self, k: &PartyKeys, roster: cosigner_relay::roster::Roster) -> Driver {
-        let ch = Channel::from_shared(self.addr.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Driver::open(
-            RelayClient::new(ch),
-            k.clone(),
-            SessionSpec {
-                roster,
-                round_timeout: Duration::from_secs(10),
-                fault: None,
-            },
-        )
-        .await
-        .unwrap()
+        common::open_driver(&self.addr, k, roster).await.unwrap()
     }
 }
 

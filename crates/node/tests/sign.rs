@@ -7,14 +7,13 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cosigner_api::v1 as api;
-use cosigner_api::v1::relay_client::RelayClient;
-use cosigner_api::v1::relay_server::RelayServer;
 use cosigner_node::facts::Windows;
 use cosigner_node::ports::{
     Admission, Clock, Decider, Journal, Kind, Relays, Shares, SignatureOut, SystemClock,
@@ -23,13 +22,11 @@ use cosigner_node::sign::{self, Rules, Server};
 use cosigner_node::{Code, NodeError};
 use cosigner_party::{Held, PartyKeys, VaultRecord};
 use cosigner_policy::{Decision, Verdict};
-use cosigner_relay::mailbox::{Limits, Relay};
+use cosigner_relay::mailbox::Relay;
 use cosigner_relay::roster::Roster;
-use cosigner_relay::service::RelayService;
-use cosigner_relay::{DriveError, Driver, SessionSpec};
+use cosigner_relay::{DriveError, Driver};
 use cosigner_tss::{Committee, Keygen, KeygenParams, PartyId, local};
 use prost::Message as _;
-use tonic::transport::{Channel, Server as GrpcServer};
 
 /// One party's sealed share, and how often it was unsealed.
 struct MemShares {
@@ -143,21 +140,7 @@ struct LoopbackRelay {
 
 impl Relays for LoopbackRelay {
     async fn open(&self, _: Kind, _: &api::RelayRef, roster: Roster) -> Result<Driver, DriveError> {
-        let ch = Channel::from_shared(self.addr.clone())
-            .unwrap()
-            .connect()
-            .await
-            .map_err(|e| DriveError::Relay(e.to_string()))?;
-        Driver::open(
-            RelayClient::new(ch),
-            self.keys.clone(),
-            SessionSpec {
-                roster,
-                round_timeout: Duration::from_secs(10),
-                fault: None,
-            },
-        )
-        .await
+        common::open_driver(&self.addr, &self.keys, roster).await
     }
 }
 
@@ -199,14 +182,7 @@ struct World {
 
 /// A 2-of-3 vault of three parties, each with its ports, and a relay on loopback.
 async fn world() -> World {
-    let relay = Arc::new(Relay::new(Limits::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        GrpcServer::builder()
-            .add_service(RelayServer::new(RelayService::new(relay.clone(), |_| None)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (relay, addr) = common::serve_relay().await;
     let keys: Vec<PartyKeys> = (0..3).map(|_| PartyKeys::generate()).collect();
     let committee = Committee::new(2, keys.iter().map(|k| PartyId(k.party_id()))).unwrap();
     let machines = committee

@@ -473,3 +473,75 @@ pub fn scrape(addr: SocketAddr) -> String {
     );
     body
 }
+
+// ---- shared steps ----
+
+/// EIP-155's example transaction: 1 ether to 0x3535...35 on chain 1.
+pub const ONE_ETHER_TX: &str =
+    "ec098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a764000080018080";
+
+/// Sets a daily limit of 1 wei on server-a's bundle, reloads it, and has device-1 ask
+/// device-1 + server-a to sign a 1 ETH transaction; returns the refused output.
+pub fn deny_by_daily_limit(s: &Setup) -> Output {
+    let data = s.bundle.join("data.json");
+    let text = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(
+        &data,
+        text.replacen(
+            "\"operators\": {",
+            "\"daily_limit\": {\"ethereum:1:native\": \"1\"}, \"operators\": {",
+            1,
+        ),
+    )
+    .unwrap();
+    ok(&s.a.ctl(&s.pki, "admin", &["policy", "reload"]));
+    let da = s.a.daemon_spec("server-a");
+    let denied = s.d1.run(
+        &s.pki,
+        &[
+            "sign",
+            "--vault",
+            "v1",
+            "--eth-tx",
+            ONE_ETHER_TX,
+            "--signer",
+            "device-1",
+            "--signer",
+            "server-a",
+            "--daemon",
+            &da,
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("daily limit"),
+        "{denied:?}"
+    );
+    denied
+}
+
+/// A daemon's answer to an admin's GetVaultRecord of `vault`.
+pub async fn record_answer(
+    d: &Daemon,
+    pki: &Pki,
+    vault: &str,
+) -> cosigner_api::v1::VaultRecordResponse {
+    use prost::Message as _;
+    let ch = pki.channel(d.addr, Some("admin")).await.unwrap();
+    cosigner_api::v1::cosigner_client::CosignerClient::new(ch)
+        .get_vault_record(cosigner_api::v1::VaultRecordRequest {
+            body: cosigner_api::v1::VaultRecordBody {
+                vault_id: vault.into(),
+                about: Vec::new(),
+            }
+            .encode_to_vec(),
+            auth: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A daemon's signed public record of `vault`, read as the admin.
+pub async fn record_of(d: &Daemon, pki: &Pki, vault: &str) -> cosigner_relay::VaultRecord {
+    cosigner_relay::VaultRecord::decode(&record_answer(d, pki, vault).await.record).unwrap()
+}
