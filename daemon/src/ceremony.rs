@@ -53,15 +53,15 @@ use crate::history_rpc::blocking;
 use crate::me::Me;
 use crate::now_ms;
 use crate::policy::Policy;
-use crate::ports::{SealedShares, outcome, status};
+use crate::ports::{SealedShares, from_status, outcome, status};
 use crate::vaults::{Vaults, slots_to_api};
 use cosigner_node::NodeError;
 use cosigner_node::ports::Admission;
 use cosigner_node::resolve::{Applied, Verdict as Resolution};
 
-const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
-pub(crate) const GET_RECORD: &str = "/cosigner.v1.Cosigner/GetVaultRecord";
-pub(crate) const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
+const KEYGEN: &str = cosigner_node::keygen::METHOD;
+pub(crate) const GET_RECORD: &str = cosigner_node::request::GET_VAULT_RECORD;
+pub(crate) const RESHARE: &str = cosigner_node::reshare::METHOD;
 
 fn short(b: &[u8]) -> String {
     cosigner_relay::keys::short(b)
@@ -217,33 +217,28 @@ struct DaemonCommit<'a> {
 
 impl CommitStore for DaemonCommit<'_> {
     type Pending = Held;
+    type Error = NodeError;
 
-    async fn save(&mut self, state: &CommitState) -> Result<(), String> {
-        self.vaults
-            .save_commit(state)
-            .await
-            .map_err(|s| s.message().to_string())
+    async fn save(&mut self, state: &CommitState) -> Result<(), NodeError> {
+        self.vaults.save_commit(state).await.map_err(from_status)
     }
 
-    async fn seal_pending(&mut self, pending: Held) -> Result<(), String> {
+    async fn seal_pending(&mut self, pending: Held) -> Result<(), NodeError> {
         self.vaults
             .seal_pending(&pending)
             .await
-            .map_err(|s| s.message().to_string())
+            .map_err(from_status)
     }
 
-    async fn promote(&mut self, vault: &str) -> Result<(), String> {
-        self.vaults
-            .promote(vault)
-            .await
-            .map_err(|s| s.message().to_string())
+    async fn promote(&mut self, vault: &str) -> Result<(), NodeError> {
+        self.vaults.promote(vault).await.map_err(from_status)
     }
 
-    async fn retire(&mut self, vault: &str) -> Result<(), String> {
+    async fn retire(&mut self, vault: &str) -> Result<(), NodeError> {
         self.vaults
             .retire(vault, self.new_epoch)
             .await
-            .map_err(|s| s.message().to_string())
+            .map_err(from_status)
     }
 
     fn fault(&self, point: &str) {
@@ -254,22 +249,15 @@ impl CommitStore for DaemonCommit<'_> {
 }
 
 impl cosigner_node::resolve::Discard for DaemonCommit<'_> {
-    async fn discard(&mut self, state: &CommitState) -> Result<(), String> {
+    async fn discard(&mut self, state: &CommitState) -> Result<(), NodeError> {
         let vault = &state.target.vault_id;
-        self.vaults
-            .save_commit(state)
-            .await
-            .map_err(|s| s.message().to_string())?;
-        let slots = self
-            .vaults
-            .slots(vault)
-            .await
-            .map_err(|s| s.message().to_string())?;
+        self.vaults.save_commit(state).await.map_err(from_status)?;
+        let slots = self.vaults.slots(vault).await.map_err(from_status)?;
         if slots.pending == Some(state.target.epoch) {
             self.vaults
                 .discard_pending(vault)
                 .await
-                .map_err(|s| s.message().to_string())?;
+                .map_err(from_status)?;
         }
         Ok(())
     }
@@ -1170,9 +1158,10 @@ impl Ceremonies {
             new_epoch: state.target.epoch,
             fault: None,
         };
+        // A store error keeps its kind (a busy TPM, a damaged file, a full disk).
         let (applied, state) = cosigner_node::resolve::apply(&mut store, state, verdict, now_ms())
             .await
-            .map_err(Status::internal)?;
+            .map_err(|e| status(&e))?;
         let epoch = state.target.epoch;
         let detail = match applied {
             Applied::Retired => format!(

@@ -21,10 +21,9 @@ use chrono::{DateTime, Utc};
 use cosigner_api::v1 as api;
 use cosigner_api::v1::cosigner_client::CosignerClient;
 use cosigner_history::{History, Kind, Outcome, Record, ResultRecord};
+use cosigner_node::coordinator::{Calls, SESSION_TTL_SECONDS, Session, sign_request, status_text};
 use cosigner_relay::keys::short;
 use cosigner_relay::record::members_to_api;
-use prost::Message as _;
-use rand::RngCore;
 use tonic::transport::Endpoint;
 
 use crate::auth::Caller;
@@ -34,6 +33,9 @@ use crate::history_rpc::blocking;
 use crate::me::Me;
 use crate::now_ms;
 use crate::vaults::Vaults;
+
+/// This daemon's own part, as the run's errors name it.
+const OWN: &str = "this daemon";
 
 #[derive(Clone, Default)]
 struct JobState {
@@ -319,77 +321,52 @@ impl Rotations {
                 .filter(|id| *id != me)
                 .take(usize::from(t).saturating_sub(1)),
         );
-        let (mut relay, relay_addr) = self
+        let (relay, relay_addr) = self
             .ceremonies
             .relay_client(&self.settings.relay)
             .await
             .map_err(|s| fail(format!("relay: {}", s.message())))?;
-        let mut sid = vec![0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut sid);
-        relay
-            .create_session(api::CreateSessionRequest {
-                session_id: sid.clone(),
-                participants: record.members.iter().map(|m| m.id.to_vec()).collect(),
-                ttl_seconds: 900,
-            })
-            .await
-            .map_err(|s| fail(format!("relay: cannot create the session: {}", s.message())))?;
+        let session = Session::create(
+            relay,
+            relay_addr,
+            record.members.iter().map(|m| m.id),
+            SESSION_TTL_SECONDS,
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
         let body = api::ReshareBody {
             vault_id: vault.to_string(),
             old_epoch: record.epoch(),
             dealers: dealers.iter().map(|d| d.to_vec()).collect(),
             new_committee: Some(members_to_api(u32::from(t), &record.members)),
-            relay: Some(api::RelayRef {
-                address: relay_addr,
-                session_id: sid,
-            }),
+            relay: Some(session.relay_ref()),
             old_vault: record.encode(),
             scheduled: true,
             // Same committee: every party holds the vault and checks its own record.
             old_vault_endorsements: Vec::new(),
-        }
-        .encode_to_vec();
-        let auth = cosigner_relay::request::sign(&self.me.keys(), RESHARE, &body, now_ms());
-        let req = api::ReshareRequest {
-            body,
-            auth: Some(auth),
         };
-        let mut calls = Vec::new();
-        for (name, mut c) in clients {
+        let signed = sign_request(&self.me.keys(), RESHARE, &body, now_ms());
+        let req = api::ReshareRequest {
+            body: signed.body,
+            auth: Some(signed.auth),
+        };
+        let mut calls = Calls::spawn(clients, |mut c| {
             let r = req.clone();
-            calls.push(tokio::spawn(async move {
-                (name, c.reshare(r).await.map(|r| r.into_inner()))
-            }));
-        }
+            async move { c.reshare(r).await }
+        });
         let caller = Caller {
             identity: self.identity.clone(),
             uri: self.identity_uri.clone(),
         };
         let c = self.ceremonies.clone();
-        let own = tokio::spawn(async move { c.reshare(&caller, req).await });
-        let mut errors = Vec::new();
-        let epoch = match own.await {
-            Ok(Ok(r)) => r.vault.map(|v| v.epoch).unwrap_or(0),
-            Ok(Err(s)) => {
-                errors.push(format!("this daemon: {}", s.message()));
-                0
-            }
-            Err(e) => {
-                errors.push(format!("this daemon: task failed: {e}"));
-                0
-            }
-        };
-        for call in calls {
-            match call.await {
-                Ok((_, Ok(_))) => {}
-                Ok((name, Err(s))) => errors.push(format!("{name}: {}", s.message())),
-                Err(e) => errors.push(format!("a peer call failed: {e}")),
-            }
-        }
-        if errors.is_empty() {
-            Ok(epoch)
-        } else {
-            Err(fail(errors.join("; ")))
-        }
+        calls.push(OWN.into(), async move {
+            c.reshare(&caller, req).await.map_err(|s| status_text(&s))
+        });
+        let answers = calls.collect().await.map_err(|e| fail(e.to_string()))?;
+        Ok(answers
+            .iter()
+            .find(|(name, _)| name == OWN)
+            .and_then(|(_, r)| r.vault.as_ref())
+            .map_or(0, |v| v.epoch))
     }
 }

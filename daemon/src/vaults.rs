@@ -14,7 +14,6 @@ use std::sync::Arc;
 use cosigner_api::v1 as api;
 use cosigner_history::History;
 use cosigner_relay::commit::{CommitState, Phase, Role};
-use cosigner_relay::keys::verify;
 use cosigner_relay::{Held, VaultRecord};
 use cosigner_seal::{SealError, ShareStore, Slot, SlotEpochs};
 use tonic::Status;
@@ -22,8 +21,7 @@ use tonic::Status;
 use crate::history_rpc::blocking;
 use crate::me::Me;
 
-const PUBLIC_TAG: &[u8] = b"cosigner/v1/public-record";
-const COMMIT_TAG: &[u8] = b"cosigner/v1/commit-record";
+use cosigner_party::signed::{self, COMMIT_RECORD as COMMIT_TAG, PUBLIC_RECORD as PUBLIC_TAG};
 
 pub struct Vaults {
     store: Arc<ShareStore>,
@@ -89,15 +87,6 @@ pub fn slots_to_api(s: &SlotEpochs) -> api::ShareSlots {
     }
 }
 
-fn signed_bytes(tag: &[u8], vault: &str, record: &[u8]) -> Vec<u8> {
-    let mut m = tag.to_vec();
-    m.push(0);
-    m.extend((vault.len() as u32).to_be_bytes());
-    m.extend(vault.as_bytes());
-    m.extend(record);
-    m
-}
-
 impl Vaults {
     pub fn new(store: ShareStore, me: Arc<Me>, history: Arc<History>) -> Self {
         Vaults {
@@ -118,14 +107,9 @@ impl Vaults {
             .map_err(seal_status)
     }
 
-    /// `bytes` signed by this party for `vault` under `tag`: len || bytes || signature.
+    /// `bytes` signed by this party for `vault` under `tag` ([`signed::sign`]).
     fn signed_blob(&self, tag: &[u8], vault: &str, bytes: &[u8]) -> Vec<u8> {
-        let sig = self.me.keys().sign(&signed_bytes(tag, vault, bytes));
-        let mut out = Vec::with_capacity(4 + bytes.len() + 64);
-        out.extend((bytes.len() as u32).to_be_bytes());
-        out.extend(bytes);
-        out.extend(sig);
-        out
+        signed::sign(&self.me.keys(), tag, vault, bytes)
     }
 
     /// The bytes of a blob this party signed for `vault` under `tag`.
@@ -136,17 +120,7 @@ impl Vaults {
         vault: &str,
         blob: &'a [u8],
     ) -> Result<&'a [u8], String> {
-        let (len, rest) = blob
-            .split_at_checked(4)
-            .ok_or_else(|| format!("the {what} is truncated"))?;
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let (bytes, sig) = rest
-            .split_at_checked(len)
-            .ok_or_else(|| format!("the {what} is truncated"))?;
-        if !verify(&self.me.party_id(), &signed_bytes(tag, vault, bytes), sig) {
-            return Err(format!("the {what} is not signed by this party"));
-        }
-        Ok(bytes)
+        signed::open(&self.me.party_id(), tag, what, vault, blob)
     }
 
     /// The clear part written beside a share: the record, signed by this party.

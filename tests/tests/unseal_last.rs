@@ -2,7 +2,8 @@
 //! sign request from a party outside the committee, a forged one, a replayed one and one
 //! the policy denies make the TPM unseal nothing, and neither do ListVaults, GetVault,
 //! GetVaultRecord or GetStatus. The daemon's own seal metrics count the unseals; a signature
-//! afterwards shows that the count moves when a share is unsealed.
+//! afterwards shows that the count moves when a share is unsealed. With 1,000 vaults,
+//! ListVaults and GetStatus still unseal nothing.
 
 mod common;
 
@@ -26,8 +27,8 @@ fn unseals(addr: SocketAddr) -> (f64, f64) {
     (sample(&text, UNSEALS), sample(&text, FAILED_UNSEALS))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn refused_denied_and_replayed_signs_unseal_nothing() {
+/// The usual two daemons and two devices, server-a exporting its metrics.
+async fn setup_with_metrics_on_a() -> (Setup, SocketAddr) {
     let port = free_port();
     let ma: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let s = setup_configured(&[], |who| {
@@ -38,6 +39,29 @@ async fn refused_denied_and_replayed_signs_unseal_nothing() {
         }
     })
     .await;
+    (s, ma)
+}
+
+/// ListVaults on server-a as the admin; the client for more calls.
+async fn list_as_admin(
+    s: &Setup,
+) -> (
+    CosignerClient<tonic::transport::Channel>,
+    api::ListVaultsResponse,
+) {
+    let admin = s.pki.channel(s.a.addr, Some("admin")).await.unwrap();
+    let mut admin = CosignerClient::new(admin);
+    let listed = admin
+        .list_vaults(api::ListVaultsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    (admin, listed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_denied_and_replayed_signs_unseal_nothing() {
+    let (s, ma) = setup_with_metrics_on_a().await;
     keygen(&s);
     // One real signature by device-1 and server-a, whose request is kept for a replay.
     let request_file = s._tmp.path().join("sign-request.json");
@@ -117,13 +141,7 @@ async fn refused_denied_and_replayed_signs_unseal_nothing() {
     assert!(out.status.success(), "{out:?}");
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["vaults"][0]["vault_id"], "v1", "{status}");
-    let admin = s.pki.channel(s.a.addr, Some("admin")).await.unwrap();
-    let mut admin = CosignerClient::new(admin);
-    let listed = admin
-        .list_vaults(api::ListVaultsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let (mut admin, listed) = list_as_admin(&s).await;
     assert_eq!(listed.vaults.len(), 1);
     admin
         .get_vault(api::GetVaultRequest {
@@ -146,4 +164,79 @@ async fn refused_denied_and_replayed_signs_unseal_nothing() {
     ));
     let signed = unseals(ma);
     assert_eq!(signed.0, after.0 + 1.0, "one signature, one unseal");
+}
+
+/// 1,000 vaults: a real keygen, then 999 more share files written beside it into the
+/// stopped daemon's data directory, each sealed by its swtpm and with a public record signed
+/// by its party key, exactly as the daemon writes them. (Their sealed shares name the first
+/// vault inside and would be refused as damaged if unsealed; the point is that listing
+/// never unseals them.) The restarted daemon lists and counts all 1,000 with its unseal
+/// count unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_and_status_of_a_thousand_vaults_unseal_nothing() {
+    use cosigner_seal::{BackendConfig, Identity, Sealer, ShareStore, Slot};
+    const VAULTS: usize = 1000;
+    let (mut s, ma) = setup_with_metrics_on_a().await;
+    keygen(&s);
+    tokio::task::block_in_place(|| s.a.stop()).unwrap();
+    let tcti = s.a.tcti().expect("server-a runs on its own swtpm");
+    let data = s.a.data_dir.clone();
+    let sealer = tokio::task::spawn_blocking(move || {
+        Sealer::start(BackendConfig::Tpm { tcti, pcrs: vec![] }, 8)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (keys, created) = Identity::load_or_create(&data, &sealer).await.unwrap();
+    assert!(!created, "server-a's own identity");
+    let me = keys.party_id();
+    let store = ShareStore::open(&data, sealer.clone()).unwrap();
+    let (_, bytes) = store.load("v1", Slot::Current, me, None).await.unwrap();
+    let history = cosigner_history::History::open(&data.join("history")).unwrap();
+    for i in 1..VAULTS {
+        let vault = format!("v1-{i:04}");
+        let mut held = cosigner_relay::Held::decode(&bytes).unwrap();
+        held.record.public.vault_id = vault.clone();
+        let epoch = held.record.epoch();
+        let public = cosigner_party::signed::sign(
+            &keys,
+            cosigner_party::signed::PUBLIC_RECORD,
+            &vault,
+            &held.record.encode(),
+        );
+        store
+            .seal_pending(&vault, me, epoch, &held.encode(), &public)
+            .await
+            .unwrap();
+        store.promote(&vault, me).await.unwrap();
+        history.raise_floor(&vault, epoch).unwrap();
+    }
+    drop(history);
+    sealer.stop().await;
+    drop((store, sealer));
+    s.a.respawn(&s.pki).await.unwrap();
+
+    let before = unseals(ma);
+    let (mut admin, listed) = list_as_admin(&s).await;
+    assert_eq!(listed.vaults.len(), VAULTS);
+    assert!(
+        listed.vaults.iter().all(|v| v.state == "active"),
+        "every vault is listed as active"
+    );
+    let status = admin
+        .get_status(api::GetStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.vaults.len(), VAULTS);
+    let out = s.a.ctl(&s.pki, "admin", &["status", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let after = unseals(ma);
+    assert_eq!(
+        after, before,
+        "listing and counting {VAULTS} vaults unsealed something"
+    );
+    // The first vault still signs: its share was untouched.
+    ok(&common::sign(&s, &s.d1, &["device-1", "server-a"], "after"));
+    assert_eq!(unseals(ma).0, after.0 + 1.0, "one signature, one unseal");
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use cosigner_api::v1 as api;
+use cosigner_node::coordinator::{Calls, SESSION_TTL_SECONDS, Session, sign_request};
 use cosigner_relay::keys::hex;
 use cosigner_tss::{
     Committee, DerivationPath, Keygen, KeygenParams, PartyId, Sign, SignParams, local,
 };
-use prost::Message as _;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -138,9 +138,10 @@ pub async fn run(connect: &ConnectArgs, cmd: BenchCommand) -> Result<()> {
             .iter()
             .find(|m| &m.name == name)
             .ok_or_else(|| anyhow!("no member named {name:?} in vault {}", a.vault))?;
-        signers.push(m.id.to_vec());
-        clients.push(api::cosigner_client::CosignerClient::new(
-            connect.channel_to(addr, None).await?,
+        signers.push(m.id);
+        clients.push((
+            name.clone(),
+            api::cosigner_client::CosignerClient::new(connect.channel_to(addr, None).await?),
         ));
     }
     let relay_addr = a.relay.clone().unwrap_or_else(|| daemons[0].1.clone());
@@ -160,7 +161,7 @@ pub async fn run(connect: &ConnectArgs, cmd: BenchCommand) -> Result<()> {
             record.clone(),
         );
         Arc::new(move |i: usize| {
-            let (keys, signers, mut clients, mut relay, relay_addr, vault, record) = (
+            let (keys, signers, clients, relay, relay_addr, vault, record) = (
                 keys.clone(),
                 signers.clone(),
                 clients.clone(),
@@ -171,62 +172,44 @@ pub async fn run(connect: &ConnectArgs, cmd: BenchCommand) -> Result<()> {
             );
             async move {
                 let t = Instant::now();
-                let mut sid = vec![0u8; 32];
-                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut sid);
-                relay
-                    .create_session(api::CreateSessionRequest {
-                        session_id: sid.clone(),
-                        participants: signers.clone(),
-                        ttl_seconds: 120,
-                    })
-                    .await
-                    .map_err(|s| anyhow!("create session: {}", s.message()))?;
-                let message = format!("bench signature {i}").into_bytes();
-                let hash = crate::payload::payload_hash(
-                    &api::Payload {
-                        kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
-                            message: message.clone(),
-                        })),
-                    },
-                    &record,
-                    "",
-                )?;
+                let mut session = Session::create(
+                    relay,
+                    relay_addr,
+                    signers.iter().copied(),
+                    SESSION_TTL_SECONDS,
+                )
+                .await?;
+                let payload = api::Payload {
+                    kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
+                        message: format!("bench signature {i}").into_bytes(),
+                    })),
+                };
+                let hash = crate::payload::payload_hash(&payload, &record, "")?;
                 let body = api::SignBody {
                     vault_id: vault,
                     epoch,
-                    signers,
-                    payload: Some(api::Payload {
-                        kind: Some(api::payload::Kind::PersonalMessage(api::PersonalMessage {
-                            message,
-                        })),
-                    }),
+                    signers: signers.iter().map(|s| s.to_vec()).collect(),
+                    payload: Some(payload),
                     derivation_path: String::new(),
                     expected_hashes: vec![hash.to_vec()],
-                    relay: Some(api::RelayRef {
-                        address: relay_addr,
-                        session_id: sid.clone(),
-                    }),
-                }
-                .encode_to_vec();
-                let auth = cosigner_relay::request::sign(&keys, SIGN, &body, now_ms());
-                let calls = clients.iter_mut().map(|c| {
-                    c.sign(api::SignRequest {
-                        body: body.clone(),
-                        auth: Some(auth.clone()),
-                    })
+                    relay: Some(session.relay_ref()),
+                };
+                let signed = sign_request(&keys, SIGN, &body, now_ms());
+                let request = api::SignRequest {
+                    body: signed.body,
+                    auth: Some(signed.auth),
+                };
+                let calls = Calls::spawn(clients, |mut c| {
+                    let req = request.clone();
+                    async move { c.sign(req).await }
                 });
-                let results = futures_util::future::join_all(calls).await;
-                let mut sigs = Vec::new();
-                for r in results {
-                    let r = r.map_err(|s| anyhow!("{} ({:?})", s.message(), s.code()))?;
-                    sigs.push(r.into_inner().signatures);
-                }
-                let _ = relay
-                    .close_session(api::CloseSessionRequest {
-                        session_id: sid,
-                        ..Default::default()
-                    })
-                    .await;
+                let sigs: Vec<_> = calls
+                    .collect()
+                    .await?
+                    .into_iter()
+                    .map(|(_, r)| r.signatures)
+                    .collect();
+                session.close().await;
                 let s0 = sigs
                     .first()
                     .and_then(|s| s.first())

@@ -9,6 +9,8 @@
 //! admission and the outcome), the policy, the relays and the clock. It knows no gRPC
 //! server, TPM or database, so it is tested in process, with n parties in memory.
 //!
+//! - [`coordinator`]: starting a ceremony others take part in: the relay session, the
+//!   request signed once, one call per daemon, the answers collected;
 //! - [`error`]: one typed error with a status code, mapped to a gRPC status in one place;
 //! - [`payload`]: the API payload as the policy decoder reads it, written once;
 //! - [`peers`]: the other parties' word on a restored backup's epoch;
@@ -21,6 +23,7 @@
 //! - [`sign`]: a sign request, from bytes to a verified signature, through a pipeline that
 //!   only goes down: parse, check, decide, admit, unseal, run, verify, record.
 
+pub mod coordinator;
 pub mod error;
 pub mod facts;
 pub mod gate;

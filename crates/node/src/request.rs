@@ -6,6 +6,10 @@ use prost::Message;
 
 use crate::error::{Code, NodeError};
 
+/// The signed method name of a request for a party's record of a vault (endorsements,
+/// commit reports, the peer check of a restored backup).
+pub const GET_VAULT_RECORD: &str = "/cosigner.v1.Cosigner/GetVaultRecord";
+
 /// A request whose signature holds: who signed it, and its body.
 #[derive(Debug)]
 pub struct Parsed<B> {

@@ -15,7 +15,10 @@ pub trait Discard: CommitStore {
     /// Records `state` (phase Discarded) and deletes the pending share of its target epoch,
     /// if there is one. A leaving dealer keeps its old share current (it retires only with
     /// a certificate; a store that had moved it anyway puts it back).
-    fn discard(&mut self, state: &CommitState) -> impl Future<Output = Result<(), String>> + Send;
+    fn discard(
+        &mut self,
+        state: &CommitState,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// What the decision did.
@@ -55,7 +58,7 @@ pub async fn apply<S: Discard>(
     mut state: CommitState,
     verdict: Verdict,
     now_ms: i64,
-) -> Result<(Applied, CommitState), String> {
+) -> Result<(Applied, CommitState), S::Error> {
     let dealer = state.role == Role::LeavingDealer;
     let vault = state.target.vault_id.clone();
     state.updated_at_ms = now_ms;
@@ -110,6 +113,7 @@ mod tests {
 
     impl CommitStore for Log {
         type Pending = Held;
+        type Error = String;
 
         async fn save(&mut self, state: &CommitState) -> Result<(), String> {
             self.steps.push(format!("save {}", state.phase.as_str()));

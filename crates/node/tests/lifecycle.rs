@@ -44,6 +44,7 @@ impl Slots {
 
 impl CommitStore for Slots {
     type Pending = Held;
+    type Error = String;
 
     async fn save(&mut self, state: &CommitState) -> Result<(), String> {
         self.commit = Some(state.clone());

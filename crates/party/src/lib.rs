@@ -5,6 +5,7 @@
 //!   others know of it ([`Member`]), signature checks and hex helpers;
 //! - [`record`]: the vault record a party keeps beside its share ([`VaultRecord`], [`Held`]);
 //! - [`request`]: request signatures over the exact body bytes;
+//! - [`signed`]: the clear records beside a sealed share, signed by the party itself;
 //! - [`clock`]: the one wall clock (Unix milliseconds); [`files`]: atomic file writes;
 //!   [`vault_id`]: what a vault id may be.
 //!
@@ -18,6 +19,7 @@ pub mod keys;
 pub mod record;
 #[cfg(feature = "record")]
 pub mod request;
+pub mod signed;
 pub mod vault_id;
 
 pub use keys::{Member, PartyKeys};

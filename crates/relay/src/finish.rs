@@ -20,17 +20,21 @@ use crate::record::VaultRecord;
 pub trait CommitStore: Send {
     /// What is kept as pending (the new share and its record).
     type Pending: Send;
+    /// Why a step failed: the commit only shows it in its outcome's text, while a caller
+    /// that drives the steps itself (a resolve) keeps its kind.
+    type Error: std::fmt::Display + Send;
     /// Writes the commit record (durably: it must survive a crash).
-    fn save(&mut self, state: &CommitState) -> impl Future<Output = Result<(), String>> + Send;
+    fn save(&mut self, state: &CommitState)
+    -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Keeps the new share as pending.
     fn seal_pending(
         &mut self,
         pending: Self::Pending,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Pending becomes current (the old current becomes previous). Idempotent.
-    fn promote(&mut self, vault: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn promote(&mut self, vault: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// A dealer that left: current becomes previous; nothing is current. Idempotent.
-    fn retire(&mut self, vault: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn retire(&mut self, vault: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// Called at named points (crash tests).
     fn fault(&self, _point: &str) {}
 }

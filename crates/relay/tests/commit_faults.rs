@@ -189,6 +189,7 @@ impl SimStore {
 
 impl CommitStore for SimStore {
     type Pending = ();
+    type Error = String;
 
     async fn save(&mut self, state: &CommitState) -> Result<(), String> {
         let s = state.clone();

@@ -28,53 +28,42 @@ pub(super) async fn keygen(
         member_by_name(&all, name)?;
     }
     let relay_addr = relay_addr(relay, &daemons)?;
-    let mut relay = ctx.relay(&relay_addr).await?;
-    let sid = ctx.create_session(&mut relay, &all).await?;
+    let session = ctx.create_session(&relay_addr, &all).await?;
     let body_msg = api::KeygenBody {
         vault_id: vault.to_string(),
         scheme: api::Scheme::EcdsaSecp256k1 as i32,
         committee: Some(api_c.clone()),
-        relay: Some(api::RelayRef {
-            address: relay_addr.clone(),
-            session_id: sid.clone(),
-        }),
+        relay: Some(session.relay_ref()),
     };
-    let body = body_msg.encode_to_vec();
+    let signed = sign_request(&ctx.file.keys, KEYGEN, &body_msg, now_ms());
     // The coordinator checks its own request as every other party will.
     let checked = cosigner_node::keygen::check(
-        &body,
+        &signed.body,
         cosigner_node::keygen::Parsed {
             requester: me.id,
             body: body_msg,
         },
         &me,
     )?;
-    let auth = cosigner_relay::request::sign(&ctx.file.keys, KEYGEN, &body, now_ms());
+    let request = api::KeygenRequest {
+        body: signed.body,
+        auth: Some(signed.auth),
+    };
     if let Some(out) = &request_out {
-        write_request(
-            out,
-            KEYGEN,
-            &api::KeygenRequest {
-                body: body.clone(),
-                auth: Some(auth.clone()),
-            },
-        )?;
+        write_request(out, KEYGEN, &request)?;
     }
-    let (fail_tx, mut fail_rx) = mpsc::channel(8);
     let clients = daemon_clients(ctx, &daemons, &checked.plan.members).await?;
-    let calls = spawn_calls(clients, fail_tx, |mut c| {
-        let req = api::KeygenRequest {
-            body: body.clone(),
-            auth: Some(auth.clone()),
-        };
+    let mut calls = Calls::spawn(clients, |mut c| {
+        let req = request.clone();
         async move { c.keygen(req).await }
     });
     let limit = ctx.round_timeout * 3;
-    let (mut d, record, end) = match take_part_keygen(ctx, relay, &checked, &mut fail_rx).await {
-        Ok(x) => x,
-        Err(e) => return Err(failed(e, calls, limit).await),
-    };
-    let answers = settle(calls, limit).await;
+    let (mut d, record, end) =
+        match take_part_keygen(ctx, session.relay, &checked, &mut calls).await {
+            Ok(x) => x,
+            Err(e) => return Err(failed(e, calls, limit).await),
+        };
+    let answers = calls.settle(limit).await;
     close_session(&mut d, &request_out).await;
     let mut outcomes = vec![own_outcome(&ctx.file.name, &end, record.epoch(), false)];
     outcomes.extend(
@@ -102,14 +91,13 @@ pub(super) async fn take_part_keygen(
     ctx: &mut Ctx<'_>,
     relay: RelayClient<Channel>,
     c: &cosigner_node::keygen::Checked,
-    fail_rx: &mut mpsc::Receiver<String>,
+    calls: &mut Calls<api::KeygenResponse>,
 ) -> Result<(Driver, VaultRecord, CommitEnd)> {
     let mut d = ctx.open_driver(relay, c.plan.roster.clone()).await?;
     let me = ctx.file.keys.party_id();
-    let held = own_part(fail_rx, async {
-        Ok(cosigner_node::keygen::take_part(&mut d, c, me, now_ms()).await?)
-    })
-    .await;
+    let held = calls
+        .watch(async { Ok(cosigner_node::keygen::take_part(&mut d, c, me, now_ms()).await?) })
+        .await;
     let held = aborted(&mut d, held).await?;
     let record = held.record.clone();
     let new_parties: Vec<[u8; 32]> = record.members.iter().map(|m| m.id).collect();
@@ -135,8 +123,7 @@ pub(super) async fn join_keygen(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> 
     let me = ctx.file.keys.member(&ctx.file.name);
     let c = cosigner_node::keygen::check(&req.body, parsed, &me)?;
     let relay = ctx.relay(&c.relay.address).await?;
-    let (_tx, mut rx) = mpsc::channel(1);
-    let (_, record, end) = take_part_keygen(ctx, relay, &c, &mut rx).await?;
+    let (_, record, end) = take_part_keygen(ctx, relay, &c, &mut Calls::new()).await?;
     let outcomes = [own_outcome(&ctx.file.name, &end, record.epoch(), false)];
     conclude(
         ctx,

@@ -25,6 +25,7 @@ use clap::{Args, Subcommand};
 use cosigner_api::v1 as api;
 use cosigner_api::v1::cosigner_client::CosignerClient;
 use cosigner_api::v1::relay_client::RelayClient;
+use cosigner_node::coordinator::{Calls, SESSION_TTL_SECONDS, Session, sign_request};
 use cosigner_node::reshare::Part;
 use cosigner_relay::commit::{CommitState, Decision, Holding, Phase, Report, decide};
 use cosigner_relay::finish::{self, CommitEnd};
@@ -34,9 +35,7 @@ use cosigner_relay::roster::{self, Roster};
 use cosigner_relay::{Driver, Held, Member, PartyKeys, SessionSpec, VaultRecord};
 use cosigner_tss::DerivationPath;
 use prost::Message as _;
-use rand::RngCore;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::connect::ConnectArgs;
@@ -50,10 +49,10 @@ use reshare::*;
 use resolve::*;
 use sign::*;
 
-pub const KEYGEN: &str = "/cosigner.v1.Cosigner/Keygen";
-pub const SIGN: &str = "/cosigner.v1.Cosigner/Sign";
-pub const RESHARE: &str = "/cosigner.v1.Cosigner/Reshare";
-pub const GET_VAULT_RECORD: &str = "/cosigner.v1.Cosigner/GetVaultRecord";
+pub const KEYGEN: &str = cosigner_node::keygen::METHOD;
+pub const SIGN: &str = cosigner_node::sign::METHOD;
+pub const RESHARE: &str = cosigner_node::reshare::METHOD;
+pub const GET_VAULT_RECORD: &str = cosigner_node::request::GET_VAULT_RECORD;
 
 #[derive(Args, Debug)]
 pub struct PartyArgs {
@@ -280,12 +279,6 @@ pub fn party_ref(s: &str, known: &[(String, [u8; 32])]) -> Result<[u8; 32]> {
     }
 }
 
-fn session_id() -> Vec<u8> {
-    let mut s = vec![0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut s);
-    s
-}
-
 /// The advice printed whenever a vault's commit is in doubt on this device.
 fn resolve_hint(vault: &str) -> String {
     format!(
@@ -397,21 +390,16 @@ impl Ctx<'_> {
             .collect()
     }
 
-    async fn create_session(
-        &self,
-        relay: &mut RelayClient<Channel>,
-        participants: &[Member],
-    ) -> Result<Vec<u8>> {
-        let sid = session_id();
-        relay
-            .create_session(api::CreateSessionRequest {
-                session_id: sid.clone(),
-                participants: participants.iter().map(|m| m.id.to_vec()).collect(),
-                ttl_seconds: 900,
-            })
-            .await
-            .map_err(|s| anyhow!("relay: cannot create the session: {}", s.message()))?;
-        Ok(sid)
+    /// A fresh relay session for exactly `participants` ([`Session::create`]).
+    async fn create_session(&self, relay_addr: &str, participants: &[Member]) -> Result<Session> {
+        let relay = self.relay(relay_addr).await?;
+        Ok(Session::create(
+            relay,
+            relay_addr.to_string(),
+            participants.iter().map(|m| m.id),
+            SESSION_TTL_SECONDS,
+        )
+        .await?)
     }
 
     /// Records the session in the party file (a session is taken part in once), then
@@ -473,100 +461,6 @@ impl Ctx<'_> {
     }
 }
 
-/// One daemon's call, by the daemon's name.
-type DaemonCall<T> = (
-    String,
-    tokio::task::JoinHandle<std::result::Result<T, tonic::Status>>,
-);
-
-fn status_text(s: &tonic::Status) -> String {
-    format!("{} ({:?})", s.message(), s.code())
-}
-
-/// Starts one call per daemon; failures are also sent on `fail` so this party can stop its
-/// own part of the ceremony at once.
-fn spawn_calls<T, F, Fut>(
-    daemons: Vec<(String, CosignerClient<Channel>)>,
-    fail: mpsc::Sender<String>,
-    f: F,
-) -> Vec<DaemonCall<T>>
-where
-    T: Send + 'static,
-    F: Fn(CosignerClient<Channel>) -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>
-        + Send
-        + 'static,
-{
-    daemons
-        .into_iter()
-        .map(|(name, client)| {
-            let fut = f(client);
-            let fail = fail.clone();
-            let who = name.clone();
-            let handle = tokio::spawn(async move {
-                let r = fut.await.map(|r| r.into_inner());
-                if let Err(s) = &r {
-                    let _ = fail.send(format!("{who}: {}", status_text(s))).await;
-                }
-                r
-            });
-            (name, handle)
-        })
-        .collect()
-}
-
-/// Every daemon's answer, waiting at most `limit` in all.
-async fn settle<T>(
-    calls: Vec<DaemonCall<T>>,
-    limit: Duration,
-) -> Vec<(String, std::result::Result<T, String>)> {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut out = Vec::with_capacity(calls.len());
-    for (name, mut handle) in calls {
-        let r = match tokio::time::timeout_at(deadline, &mut handle).await {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(s))) => Err(status_text(&s)),
-            Ok(Err(e)) => Err(format!("the call failed: {e}")),
-            Err(_) => {
-                handle.abort();
-                Err(format!("no answer within {} s", limit.as_secs()))
-            }
-        };
-        out.push((name, r));
-    }
-    out
-}
-
-/// Every daemon's answer; any failure is the command's error.
-async fn collect<T>(calls: Vec<DaemonCall<T>>) -> Result<Vec<(String, T)>> {
-    let mut ok = Vec::new();
-    let mut errors = Vec::new();
-    for (name, handle) in calls {
-        match handle.await {
-            Ok(Ok(v)) => ok.push((name, v)),
-            Ok(Err(s)) => errors.push(format!("{name}: {}", status_text(&s))),
-            Err(e) => errors.push(format!("{name}: the call failed: {e}")),
-        }
-    }
-    if errors.is_empty() {
-        Ok(ok)
-    } else {
-        bail!("{}", errors.join("; "))
-    }
-}
-
-/// Runs this party's part while watching the daemons: the first daemon failure ends it
-/// (the caller then aborts the session, so the other parties stop too).
-async fn own_part<T>(
-    fail: &mut mpsc::Receiver<String>,
-    part: impl std::future::Future<Output = Result<T>>,
-) -> Result<T> {
-    tokio::select! {
-        r = part => r,
-        Some(f) = fail.recv() => Err(anyhow!("a daemon failed: {f}")),
-    }
-}
-
 /// Tells the other parties this one stopped, then returns the error.
 async fn aborted<T>(d: &mut Driver, r: Result<T>) -> Result<T> {
     if let Err(e) = &r {
@@ -577,16 +471,14 @@ async fn aborted<T>(d: &mut Driver, r: Result<T>) -> Result<T> {
 
 /// On a failure before the commit: waits (bounded) for the daemons to end their part too,
 /// so their errors are reported with this party's.
-async fn failed<U>(e: anyhow::Error, calls: Vec<DaemonCall<U>>, limit: Duration) -> anyhow::Error {
-    let errors: Vec<String> = settle(calls, limit)
-        .await
-        .into_iter()
-        .filter_map(|(name, r)| r.err().map(|e| format!("{name}: {e}")))
-        .collect();
-    if errors.is_empty() {
-        e
-    } else {
-        e.context(format!("daemons: {}", errors.join("; ")))
+async fn failed<U: Send + 'static>(
+    e: anyhow::Error,
+    calls: Calls<U>,
+    limit: Duration,
+) -> anyhow::Error {
+    match calls.errors(limit).await {
+        None => e,
+        Some(errors) => e.context(format!("daemons: {errors}")),
     }
 }
 

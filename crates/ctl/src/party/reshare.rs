@@ -105,26 +105,22 @@ pub(super) async fn reshare(
         );
     }
     let relay_addr = relay_addr(relay, &daemons)?;
-    let mut relay = ctx.relay(&relay_addr).await?;
-    let sid = ctx.create_session(&mut relay, &participants).await?;
+    let session = ctx.create_session(&relay_addr, &participants).await?;
     let body_msg = api::ReshareBody {
         vault_id: vault.to_string(),
         old_epoch: old.epoch(),
         dealers: dealer_members.iter().map(|m| m.id.to_vec()).collect(),
         new_committee: Some(api_new),
-        relay: Some(api::RelayRef {
-            address: relay_addr.clone(),
-            session_id: sid.clone(),
-        }),
+        relay: Some(session.relay_ref()),
         old_vault: old.encode(),
         scheduled: false,
         old_vault_endorsements: endorsements,
     };
-    let body = body_msg.encode_to_vec();
+    let signed = sign_request(&ctx.file.keys, RESHARE, &body_msg, now_ms());
     let me = ctx.file.keys.member(&ctx.file.name);
     // The coordinator checks its own request as every other party will.
     let checked = cosigner_node::reshare::check(
-        &body,
+        &signed.body,
         cosigner_node::reshare::Parsed {
             requester: me.id,
             body: body_msg,
@@ -132,15 +128,13 @@ pub(super) async fn reshare(
         Some(&held.record),
         &me,
     )?;
-    let auth = cosigner_relay::request::sign(&ctx.file.keys, RESHARE, &body, now_ms());
     let request = api::ReshareRequest {
-        body: body.clone(),
-        auth: Some(auth),
+        body: signed.body,
+        auth: Some(signed.auth),
     };
     if let Some(out) = &request_out {
         write_request(out, RESHARE, &request)?;
     }
-    let (fail_tx, mut fail_rx) = mpsc::channel(8);
     let others: Vec<Member> = checked
         .plan
         .roster
@@ -150,17 +144,17 @@ pub(super) async fn reshare(
         .cloned()
         .collect();
     let clients = daemon_clients(ctx, &daemons, &others).await?;
-    let calls = spawn_calls(clients, fail_tx, |mut c| {
+    let mut calls = Calls::spawn(clients, |mut c| {
         let req = request.clone();
         async move { c.reshare(req).await }
     });
     let limit = ctx.round_timeout * 3;
     let (mut d, part, end) =
-        match take_part_reshare(ctx, relay, &checked, Some(held), &mut fail_rx).await {
+        match take_part_reshare(ctx, session.relay, &checked, Some(held), &mut calls).await {
             Ok(x) => x,
             Err(e) => return Err(failed(e, calls, limit).await),
         };
-    let answers = settle(calls, limit).await;
+    let answers = calls.settle(limit).await;
     close_session(&mut d, &request_out).await;
     let daemons: Vec<PartyOutcome> = answers
         .into_iter()
@@ -210,7 +204,7 @@ pub(super) async fn take_part_reshare(
     relay: RelayClient<Channel>,
     c: &cosigner_node::reshare::Checked,
     held: Option<Held>,
-    fail_rx: &mut mpsc::Receiver<String>,
+    calls: &mut Calls<api::ReshareResponse>,
 ) -> Result<(Driver, Part, CommitEnd)> {
     let me = ctx.file.keys.party_id();
     let my_epoch = held.as_ref().map(|h| h.record.epoch());
@@ -221,10 +215,11 @@ pub(super) async fn take_part_reshare(
         share: held.filter(|_| c.plan.is_dealer),
     };
     let mut d = ctx.open_driver(relay, c.plan.roster.clone()).await?;
-    let dealt = own_part(fail_rx, async {
-        Ok(cosigner_node::reshare::take_part(&mut d, c, me, mine, now_ms()).await?)
-    })
-    .await;
+    let dealt = calls
+        .watch(async {
+            Ok(cosigner_node::reshare::take_part(&mut d, c, me, mine, now_ms()).await?)
+        })
+        .await;
     let dealt = aborted(&mut d, dealt).await?;
     let keys = ctx.file.keys.clone();
     let (end, part) =
@@ -242,7 +237,6 @@ pub(super) async fn join_reshare(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) ->
     let c =
         cosigner_node::reshare::check(&req.body, parsed, held.as_ref().map(|h| &h.record), &me)?;
     let relay = ctx.relay(&c.relay.address).await?;
-    let (_tx, mut rx) = mpsc::channel(1);
-    let (_, part, end) = take_part_reshare(ctx, relay, &c, held, &mut rx).await?;
+    let (_, part, end) = take_part_reshare(ctx, relay, &c, held, &mut Calls::new()).await?;
     finish_reshare(ctx, &c.body.vault_id, part, &end, Vec::new(), json)
 }

@@ -38,8 +38,7 @@ pub(super) async fn sign(
     }
     let hash = payload_hash(&payload, &record, path)?;
     let relay_addr = relay_addr(relay, &daemons)?;
-    let mut relay = ctx.relay(&relay_addr).await?;
-    let sid = ctx.create_session(&mut relay, &signer_members).await?;
+    let mut session = ctx.create_session(&relay_addr, &signer_members).await?;
     let body_msg = api::SignBody {
         vault_id: vault.to_string(),
         epoch: record.epoch(),
@@ -47,20 +46,17 @@ pub(super) async fn sign(
         payload: Some(payload),
         derivation_path: path.to_string(),
         expected_hashes: vec![expected.unwrap_or_else(|| hash.to_vec())],
-        relay: Some(api::RelayRef {
-            address: relay_addr.clone(),
-            session_id: sid.clone(),
-        }),
+        relay: Some(session.relay_ref()),
     };
-    let body = body_msg.encode_to_vec();
+    let signed = sign_request(&ctx.file.keys, SIGN, &body_msg, now_ms());
     // A signer checks its own request as every other party will (not a signer: it only
     // coordinates, and needs no roster).
     let checked = if i_sign {
         Some(cosigner_node::sign::check(
-            &body,
+            &signed.body,
             cosigner_node::sign::Parsed {
                 requester: me,
-                body: body_msg.clone(),
+                body: body_msg,
             },
             record.clone(),
             me,
@@ -69,8 +65,10 @@ pub(super) async fn sign(
     } else {
         None
     };
-    let auth = cosigner_relay::request::sign(&ctx.file.keys, SIGN, &body, now_ms());
-    let (fail_tx, mut fail_rx) = mpsc::channel(8);
+    let request = api::SignRequest {
+        body: signed.body,
+        auth: Some(signed.auth),
+    };
     let others: Vec<Member> = signer_members
         .iter()
         .filter(|m| m.id != me)
@@ -83,20 +81,10 @@ pub(super) async fn sign(
         );
     }
     if let Some(out) = &request_out {
-        write_request(
-            out,
-            SIGN,
-            &api::SignRequest {
-                body: body.clone(),
-                auth: Some(auth.clone()),
-            },
-        )?;
+        write_request(out, SIGN, &request)?;
     }
-    let calls = spawn_calls(clients, fail_tx, |mut c| {
-        let req = api::SignRequest {
-            body: body.clone(),
-            auth: Some(auth.clone()),
-        };
+    let mut calls = Calls::spawn(clients, |mut c| {
+        let req = request.clone();
         async move { c.sign(req).await }
     });
     let derivation = DerivationPath::parse(path)?;
@@ -104,7 +92,7 @@ pub(super) async fn sign(
     let epoch = record.epoch();
     let (own, d) = match &checked {
         Some(c) => {
-            let r = take_part_sign(ctx, relay.clone(), c, held, &mut fail_rx).await;
+            let r = take_part_sign(ctx, session.relay.clone(), c, held, &mut calls).await;
             match r {
                 Ok((d, sig)) => (Some(sig), Some(d)),
                 Err(e) => return Err(failed(e, calls, ctx.round_timeout * 3).await),
@@ -112,18 +100,11 @@ pub(super) async fn sign(
         }
         None => (None, None),
     };
-    let results = collect(calls).await?;
+    let results = calls.collect().await?;
     match d {
         Some(mut d) => close_session(&mut d, &request_out).await,
         // Not a participant: close the session as its creator.
-        None if request_out.is_none() => {
-            let _ = relay
-                .close_session(api::CloseSessionRequest {
-                    session_id: sid.clone(),
-                    ..Default::default()
-                })
-                .await;
-        }
+        None if request_out.is_none() => session.close().await,
         None => {}
     }
     let (r, s, v) = match (&own, results.first()) {
@@ -217,14 +198,13 @@ pub(super) async fn take_part_sign(
     relay: RelayClient<Channel>,
     c: &cosigner_node::sign::Checked,
     held: Held,
-    fail_rx: &mut mpsc::Receiver<String>,
+    calls: &mut Calls<api::SignResponse>,
 ) -> Result<(Driver, cosigner_tss::Signature)> {
     let pending = ctx.pending_epoch(c.record.vault_id());
     let mut d = ctx.open_driver(relay, c.plan.roster.clone()).await?;
-    let sig = own_part(fail_rx, async {
-        Ok(cosigner_node::sign::take_part(&mut d, held, c, pending).await?)
-    })
-    .await;
+    let sig = calls
+        .watch(async { Ok(cosigner_node::sign::take_part(&mut d, held, c, pending).await?) })
+        .await;
     let sig = aborted(&mut d, sig).await?;
     Ok((d, sig))
 }
@@ -251,8 +231,7 @@ pub(super) async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Re
         .as_ref()
         .ok_or_else(|| anyhow!("the request names no relay"))?;
     let relay = ctx.relay(&relay_ref.address).await?;
-    let (_tx, mut rx) = mpsc::channel(1);
-    let (_, sig) = take_part_sign(ctx, relay, &c, held, &mut rx).await?;
+    let (_, sig) = take_part_sign(ctx, relay, &c, held, &mut Calls::new()).await?;
     sign::verify(&c, &sig)?;
     print_signature(
         &c.body.vault_id,

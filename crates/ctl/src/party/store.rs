@@ -91,6 +91,7 @@ pub fn finish_recorded(file: &mut PartyFile) -> Vec<String> {
 
 impl CommitStore for FileStore<'_> {
     type Pending = Held;
+    type Error = String;
 
     async fn save(&mut self, state: &CommitState) -> Result<(), String> {
         let bytes = state.encode();
