@@ -21,7 +21,7 @@
 //! parties' signed reports (docs/ceremonies.md). A dealer that leaves the committee retires
 //! its old share only with a certificate.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,16 +31,16 @@ use cosigner_api::v1::*;
 use cosigner_history::{
     BlameRecord, CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, Summary,
 };
-use cosigner_node::facts::{self, Asker, Windows};
+use cosigner_node::facts::Windows;
 use cosigner_policy::input::{self, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 
 use crate::metrics::Metrics;
-use cosigner_relay::commit::{self, CommitState, Holding, Phase, Report, Role};
-use cosigner_relay::finish::{self, CommitEnd, CommitStore};
-use cosigner_relay::record::{committee_from_api, committee_to_api};
+use cosigner_relay::commit::{self, Holding, Phase, Report, Role};
+use cosigner_relay::finish::CommitEnd;
+use cosigner_relay::record::committee_to_api;
 use cosigner_relay::roster::{self, Roster};
-use cosigner_relay::{DriveError, Driver, Held, Member, SessionSpec, VaultRecord};
+use cosigner_relay::{DriveError, Driver, PartyKeys, SessionSpec};
 use cosigner_seal::{Slot, check_vault_id};
 use cosigner_tss::Committee;
 use prost::Message as _;
@@ -53,13 +53,14 @@ use crate::history_rpc::blocking;
 use crate::me::Me;
 use crate::now_ms;
 use crate::policy::Policy;
-use crate::ports::{SealedShares, from_status, outcome, status};
+use crate::ports::{DaemonCommit, SealedShares, outcome, status};
 use crate::vaults::{Vaults, slots_to_api};
 use cosigner_node::NodeError;
+use cosigner_node::dry_run::{DryRun, Evaluated};
+use cosigner_node::gate::Claim;
 use cosigner_node::ports::Admission;
 use cosigner_node::resolve::{Applied, Verdict as Resolution};
 
-const KEYGEN: &str = cosigner_node::keygen::METHOD;
 pub(crate) const GET_RECORD: &str = cosigner_node::request::GET_VAULT_RECORD;
 pub(crate) const RESHARE: &str = cosigner_node::reshare::METHOD;
 
@@ -184,83 +185,12 @@ pub struct Ceremonies {
     /// Replay and session memory, ceremony slots ([`cosigner_node::gate`]).
     gate: cosigner_node::gate::Gate,
     kill_at: Option<String>,
-    /// Vaults with a keygen or reshare in progress here: at most one at a time per vault
-    /// (two would fight over the same pending slot).
-    changing: Arc<Mutex<HashSet<String>>>,
+    /// Vaults with a keygen, reshare or resolve in progress here: at most one at a time
+    /// per vault (two would fight over the same pending slot).
+    changing: cosigner_node::gate::Changing,
     metrics: Arc<Metrics>,
     /// Rate limits for writing refused requests to the history.
     refusals: Refusals,
-}
-
-/// Holds a vault's "keygen or reshare in progress" mark; released on drop.
-pub(crate) struct Changing {
-    set: Arc<Mutex<HashSet<String>>>,
-    vault: String,
-}
-
-impl Drop for Changing {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.vault);
-    }
-}
-
-/// The daemon's side of [`finish`]: the commit record and the TPM-sealed slots.
-struct DaemonCommit<'a> {
-    vaults: &'a Vaults,
-    /// The epoch a retiring dealer's floor rises to.
-    new_epoch: u64,
-    fault: Option<cosigner_relay::driver::FaultHook>,
-}
-
-impl CommitStore for DaemonCommit<'_> {
-    type Pending = Held;
-    type Error = NodeError;
-
-    async fn save(&mut self, state: &CommitState) -> Result<(), NodeError> {
-        self.vaults.save_commit(state).await.map_err(from_status)
-    }
-
-    async fn seal_pending(&mut self, pending: Held) -> Result<(), NodeError> {
-        self.vaults
-            .seal_pending(&pending)
-            .await
-            .map_err(from_status)
-    }
-
-    async fn promote(&mut self, vault: &str) -> Result<(), NodeError> {
-        self.vaults.promote(vault).await.map_err(from_status)
-    }
-
-    async fn retire(&mut self, vault: &str) -> Result<(), NodeError> {
-        self.vaults
-            .retire(vault, self.new_epoch)
-            .await
-            .map_err(from_status)
-    }
-
-    fn fault(&self, point: &str) {
-        if let Some(f) = &self.fault {
-            f(point);
-        }
-    }
-}
-
-impl cosigner_node::resolve::Discard for DaemonCommit<'_> {
-    async fn discard(&mut self, state: &CommitState) -> Result<(), NodeError> {
-        let vault = &state.target.vault_id;
-        self.vaults.save_commit(state).await.map_err(from_status)?;
-        let slots = self.vaults.slots(vault).await.map_err(from_status)?;
-        if slots.pending == Some(state.target.epoch) {
-            self.vaults
-                .discard_pending(vault)
-                .await
-                .map_err(from_status)?;
-        }
-        Ok(())
-    }
 }
 
 pub struct RelayTls {
@@ -297,7 +227,7 @@ impl Ceremonies {
                 channels: Mutex::new(HashMap::new()),
             },
             kill_at: test_kill_point(),
-            changing: Arc::new(Mutex::new(HashSet::new())),
+            changing: cosigner_node::gate::Changing::default(),
             metrics,
             refusals: Refusals::default(),
         }
@@ -363,6 +293,14 @@ impl Ceremonies {
         self.me.party_id()
     }
 
+    pub(crate) fn vaults(&self) -> &Vaults {
+        &self.vaults
+    }
+
+    pub(crate) fn vaults_arc(&self) -> Arc<Vaults> {
+        self.vaults.clone()
+    }
+
     pub(crate) fn history(&self) -> &Arc<History> {
         &self.history
     }
@@ -423,40 +361,10 @@ impl Ceremonies {
         self.gate.running()
     }
 
-    /// Marks `vault` as being generated or reshared here, or refuses if it already is.
-    pub(crate) fn exclusive(&self, vault: &str) -> Result<Changing, Status> {
-        let mut set = self.changing.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.insert(vault.to_string()) {
-            return Err(Status::aborted(format!(
-                "a keygen or reshare of vault {vault:?} is already running on this daemon; retry when it ends"
-            )));
-        }
-        Ok(Changing {
-            set: self.changing.clone(),
-            vault: vault.to_string(),
-        })
-    }
-
-    /// First check of every request: its signature over the exact body, and the allow
-    /// list. Returns the requester.
-    fn authenticate(
-        &self,
-        method: &str,
-        body: &[u8],
-        auth: Option<&RequestAuth>,
-    ) -> Result<[u8; 32], Status> {
-        let requester =
-            cosigner_relay::request::check(auth, method, body, now_ms(), self.skew_ms())
-                .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        // Sign and reshare requesters must be in the vault's committee (checked by each
-        // ceremony); a keygen has no committee yet, so its requesters are listed.
-        if method == KEYGEN && !self.settings.allowed_requesters.contains(&requester) {
-            return Err(Status::permission_denied(format!(
-                "party {} may not request a keygen here (not in ceremonies.allowed_requesters)",
-                short(&requester)
-            )));
-        }
-        Ok(requester)
+    /// Marks `vault` as being generated, reshared or resolved here, or refuses if it
+    /// already is.
+    pub(crate) fn exclusive(&self, vault: &str) -> Result<Claim, Status> {
+        self.changing.claim(vault).map_err(|e| status(&e))
     }
 
     /// The rest of the gate ([`cosigner_node::gate`]): session id, a free slot, a fresh
@@ -558,7 +466,7 @@ impl Ceremonies {
     /// The crash-test hook: with `COSIGNERD_TEST_KILL_AT=<kind>:<point>` in its environment
     /// (testing only; see docs/ceremonies.md) the daemon SIGKILLs itself at that point of
     /// that ceremony kind, so tests can kill a party at an exact round.
-    fn fault_hook(&self, kind: Kind) -> Option<cosigner_relay::driver::FaultHook> {
+    pub(crate) fn fault_hook(&self, kind: Kind) -> Option<cosigner_relay::driver::FaultHook> {
         let target = self.kill_at.clone()?;
         let kind = kind.as_str();
         Some(Arc::new(move |point: &str| {
@@ -592,18 +500,9 @@ impl Ceremonies {
         .await
     }
 
-    /// This daemon as the roster names it (its name is what its record says, if any).
-    fn me_member(&self, record: Option<&VaultRecord>) -> Member {
-        let keys = self.me.keys();
-        let name = record
-            .and_then(|r| r.member(&keys.party_id()).map(|m| m.name.clone()))
-            .unwrap_or_default();
-        keys.member(&name)
-    }
-
     /// Runs the commit of a keygen or reshare and records how it ended. Returns the
     /// history sequence of the outcome on success.
-    async fn run_commit(
+    pub(crate) async fn run_commit(
         &self,
         begun: &Begun,
         end: CommitEnd,
@@ -643,137 +542,52 @@ impl Ceremonies {
 
     // ---- keygen ----
 
+    /// The party this daemon is, serving requests through its ports
+    /// ([`cosigner_node::server`]).
+    fn server<'a>(
+        &'a self,
+        keys: &'a PartyKeys,
+        shares: &'a SealedShares<'a>,
+    ) -> cosigner_node::server::Server<'a, SealedShares<'a>, Self, Policy, Self, Self> {
+        cosigner_node::server::Server {
+            keys,
+            shares,
+            journal: self,
+            decider: &self.policy,
+            relays: self,
+            clock: self,
+            max_clock_skew_ms: self.skew_ms(),
+            rules: cosigner_node::sign::Rules { raw_hash: true },
+            allowed_requesters: &self.settings.allowed_requesters,
+        }
+    }
+
     pub async fn keygen(
         &self,
         caller: &Caller,
         req: KeygenRequest,
     ) -> Result<KeygenResponse, Status> {
-        let requester = cosigner_node::request::requester(
-            req.auth.as_ref(),
-            cosigner_node::keygen::METHOD,
-            &req.body,
-            now_ms(),
-            self.skew_ms(),
-        )
-        .map_err(|e| status(&e))?;
-        // A keygen has no committee yet, so its requesters are listed: checked before
-        // anything else is read of the request.
-        if !self.settings.allowed_requesters.contains(&requester) {
-            return Err(Status::permission_denied(format!(
-                "party {} may not request a keygen here (not in ceremonies.allowed_requesters)",
-                short(&requester)
-            )));
-        }
-        let parsed = cosigner_node::keygen::Parsed {
-            requester,
-            body: cosigner_node::keygen::parse_body(&req.body).map_err(|e| status(&e))?,
-        };
-        let _changing = self.exclusive(&parsed.body.vault_id)?;
-        let checked = cosigner_node::keygen::check(&req.body, parsed, &self.me_member(None))
-            .map_err(|e| status(&e))?;
-        let (requester, body, relay, plan) = (
-            checked.requester,
-            &checked.body,
-            &checked.relay,
-            &checked.plan,
-        );
-        let (committee, members) = (plan.committee.clone(), plan.members.clone());
-        let slots = self.vaults.slots(&body.vault_id).await?;
-        if slots.current.is_some() || slots.pending.is_some() || slots.previous.is_some() {
-            return Err(Status::already_exists(format!(
-                "this daemon already holds a share of vault {:?}",
-                body.vault_id
-            )));
-        }
-        if let Some(c) = self.vaults.commit_state(&body.vault_id).await?
-            && c.phase.needs_resolve()
-        {
-            return Err(Status::failed_precondition(format!(
-                "an earlier keygen of vault {:?} is in doubt here; resolve it first (`cosignerctl vault resolve`)",
-                body.vault_id
-            )));
-        }
-        let asker = Asker {
-            requester,
-            tls_identity: caller.uri.clone(),
-        };
-        let decision = self.policy.decide(input::document(&facts::keygen(
-            &body.vault_id,
-            &committee,
-            &members,
-            &asker,
-            now_ms(),
-        )));
-        let begun = self
-            .begin(
-                Admission {
-                    kind: cosigner_node::ports::Kind::Keygen,
-                    vault_id: &body.vault_id,
-                    epoch: 0,
-                    committee: Some(&committee),
-                    payload: None,
-                    decoded: None,
-                    requester,
-                    nonce: req.auth.as_ref().map(|a| a.nonce.as_slice()).unwrap_or(&[]),
-                    tls_identity: &caller.uri,
-                    relay,
-                },
-                &decision,
-            )
-            .await?;
-        let vault_id = body.vault_id.clone();
-        let run = async {
-            let mut d = self
-                .driver(Kind::Keygen, relay, plan.roster.clone())
-                .await?;
-            let held =
-                cosigner_node::keygen::take_part(&mut d, &checked, self.me(), now_ms()).await?;
-            Ok::<_, NodeError>((d, held))
-        };
-        let (mut d, held) = match Box::pin(run).await {
-            Ok(v) => v,
-            Err(e) => return Err(self.fail_node(&begun, e).await),
-        };
-        let record = held.record.clone();
-        let parties: Vec<[u8; 32]> = committee.parties().iter().map(|p| p.0).collect();
-        let mut store = DaemonCommit {
-            vaults: &self.vaults,
-            new_epoch: 0,
-            fault: self.fault_hook(Kind::Keygen),
-        };
         let keys = self.me.keys();
-        let (end, _) =
-            finish::new_party(&mut d, &keys, &mut store, &record, held, parties, None).await;
-        let seq = self
-            .run_commit(
-                &begun,
-                end,
-                0,
-                ResultRecord::PublicKey(record.public.public_key.0.to_vec()),
-            )
-            .await?;
+        let shares = SealedShares(self);
+        let generated = Box::pin(self.server(&keys, &shares).keygen(&req, &caller.uri))
+            .await
+            .map_err(|e| status(&e))?;
+        let record = generated.record;
         // Committed and recorded: the answer says so even if the slots cannot be listed.
-        let slots = self.vaults.slots(&vault_id).await.ok();
-        tracing::info!(vault = %vault_id, seq, "keygen succeeded");
+        let slots = self.vaults.slots(record.vault_id()).await.ok();
+        tracing::info!(vault = %record.vault_id(), seq = generated.seq, "keygen succeeded");
         Ok(KeygenResponse {
             vault: Some(record.to_api(slots.as_ref().map(slots_to_api))),
-            history_seq: seq,
+            history_seq: generated.seq,
         })
     }
 
     // ---- sign ----
 
     pub async fn sign(&self, caller: &Caller, req: SignRequest) -> Result<SignResponse, Status> {
-        let server = cosigner_node::sign::Server {
-            me: self.me(),
-            shares: &SealedShares(&self.vaults),
-            journal: self,
-            decider: &*self.policy,
-            relays: self,
-            clock: self,
-            max_clock_skew_ms: self.skew_ms(),
-            rules: cosigner_node::sign::Rules { raw_hash: true },
-        };
+        let keys = self.me.keys();
+        let shares = SealedShares(self);
+        let server = self.server(&keys, &shares);
         let signed = Box::pin(server.sign(&req, &caller.uri))
             .await
             .map_err(|e| crate::ports::status(&e))?;
@@ -835,155 +649,32 @@ impl Ceremonies {
         caller: &Caller,
         req: ReshareRequest,
     ) -> Result<ReshareResponse, Status> {
-        let skew = self.settings.max_clock_skew.as_millis() as i64;
-        let parsed = cosigner_node::reshare::parse(&req, now_ms(), skew).map_err(|e| status(&e))?;
-        let _changing = self.exclusive(&parsed.body.vault_id)?;
-        let me = self.me();
-        // This daemon's own record (no unsealing), if it holds the vault; in doubt or a
-        // rolled-back share refuses here.
-        let held_record = self.vaults.reshare_record(&parsed.body.vault_id).await?;
-        if held_record.is_none()
-            && let Some(c) = self.vaults.commit_state(&parsed.body.vault_id).await?
-            && c.phase.needs_resolve()
-        {
-            return Err(Status::failed_precondition(format!(
-                "a keygen or reshare of vault {:?} is in doubt here; resolve it first (`cosignerctl vault resolve`)",
-                parsed.body.vault_id
-            )));
-        }
-        let checked = cosigner_node::reshare::check(
-            &req.body,
-            parsed,
-            held_record.as_ref(),
-            &self.me_member(held_record.as_ref()),
-        )
-        .map_err(|e| status(&e))?;
-        let (requester, body, relay, plan) = (
-            checked.requester,
-            &checked.body,
-            &checked.relay,
-            &checked.plan,
-        );
-        // A party that holds nothing of the vault cannot check the old record against its
-        // own: only a requester trusted to start keygens here may bring it in.
-        if plan.joins_only && !self.settings.allowed_requesters.contains(&requester) {
-            return Err(Status::permission_denied(format!(
-                "this daemon holds no share of vault {:?}; joining it as a new member must be requested by a party in ceremonies.allowed_requesters ({} is not)",
-                body.vault_id,
-                short(&requester)
-            )));
-        }
-        let (old, new_committee, new_members, dealers) = (
-            &plan.old,
-            &plan.new_committee,
-            &plan.new_members,
-            &plan.dealers,
-        );
-        let my_epoch = held_record.as_ref().map(|h| h.epoch());
-        let windows = self.windows_at(&body.vault_id, now_ms()).await?;
-        let asker = Asker {
-            requester,
-            tls_identity: caller.uri.clone(),
-        };
-        let decision = self.policy.decide(input::document(&facts::reshare(
-            &facts::ReshareChange {
-                old,
-                dealers,
-                new_committee,
-                new_members,
-                refresh: plan.refresh,
-                scheduled: body.scheduled,
-            },
-            &asker,
-            windows,
-            now_ms(),
-        )));
-        let begun = self
-            .begin(
-                Admission {
-                    kind: cosigner_node::ports::Kind::Reshare,
-                    vault_id: &body.vault_id,
-                    epoch: old.epoch(),
-                    committee: Some(new_committee),
-                    payload: None,
-                    decoded: None,
-                    requester,
-                    nonce: req.auth.as_ref().map(|a| a.nonce.as_slice()).unwrap_or(&[]),
-                    tls_identity: &caller.uri,
-                    relay,
-                },
-                &decision,
-            )
-            .await?;
-        // Unsealed last (a dealer only).
-        let run = async {
-            let share = if plan.is_dealer {
-                Some(
-                    self.vaults
-                        .load(&body.vault_id, Slot::Current)
-                        .await
-                        .map_err(crate::ports::from_status)?,
-                )
-            } else {
-                None
-            };
-            let pending = self
-                .vaults
-                .slots(&body.vault_id)
-                .await
-                .map_err(crate::ports::from_status)?
-                .pending;
-            let mut d = self
-                .driver(Kind::Reshare, relay, plan.roster.clone())
-                .await?;
-            let mine = cosigner_node::reshare::Mine {
-                epoch: my_epoch,
-                pending,
-                share,
-            };
-            let dealt =
-                cosigner_node::reshare::take_part(&mut d, &checked, me, mine, now_ms()).await?;
-            Ok::<_, NodeError>((d, dealt))
-        };
-        let (mut d, dealt) = match Box::pin(run).await {
-            Ok(v) => v,
-            Err(e) => return Err(self.fail_node(&begun, e).await),
-        };
-        let new_epoch = old.epoch() + 1;
-        let public_key = old.public.public_key.0.to_vec();
-        let mut store = DaemonCommit {
-            vaults: &self.vaults,
-            new_epoch,
-            fault: self.fault_hook(Kind::Reshare),
-        };
         let keys = self.me.keys();
-        let (end, part) =
-            cosigner_node::reshare::commit(&mut d, &keys, &mut store, &checked, dealt, my_epoch)
-                .await;
-        let vault = match part {
+        let shares = SealedShares(self);
+        let done = Box::pin(self.server(&keys, &shares).reshare(&req, &caller.uri))
+            .await
+            .map_err(|e| status(&e))?;
+        let (c, plan) = (&done.checked, &done.checked.plan);
+        let mut vault = match done.part {
             cosigner_node::reshare::Part::New(record) => record.to_api(None),
             cosigner_node::reshare::Part::Left { new_epoch } => {
-                let mut v = old.to_api(None);
-                v.committee = Some(committee_to_api(new_committee, new_members));
+                let mut v = plan.old.to_api(None);
+                v.committee = Some(committee_to_api(&plan.new_committee, &plan.new_members));
                 v.epoch = new_epoch;
                 v.state = "retired".into();
                 v
             }
         };
-        let seq = self
-            .run_commit(&begun, end, new_epoch, ResultRecord::PublicKey(public_key))
-            .await?;
-        let mut vault = vault;
         vault.slots = self
             .vaults
-            .slots(&body.vault_id)
+            .slots(&c.body.vault_id)
             .await
             .ok()
             .map(|s| slots_to_api(&s));
-        tracing::info!(vault = %body.vault_id, epoch = new_epoch, seq, "reshare succeeded");
+        tracing::info!(vault = %c.body.vault_id, epoch = plan.old.epoch() + 1, seq = done.seq, "reshare succeeded");
         Ok(ReshareResponse {
             vault: Some(vault),
-            history_seq: seq,
+            history_seq: done.seq,
         })
     }
 
@@ -1001,56 +692,9 @@ impl Ceremonies {
             .as_slice()
             .try_into()
             .map_err(|_| invalid("requester", "a party id is 32 bytes"))?;
-        let kind = CeremonyKind::try_from(req.kind).unwrap_or(CeremonyKind::Unspecified);
-        let asker = Asker {
-            requester,
-            tls_identity: caller.uri.clone(),
-        };
-        // The same facts the real gate builds (cosigner_node::facts), from this daemon's
-        // own record: its epoch, the requester's name in its committee, its windows.
-        let (doc, decoded) = match kind {
-            CeremonyKind::Sign => {
-                let body = cosigner_node::sign::parse_body(&req.body)
-                    .map_err(|e| crate::ports::status(&e))?;
-                let record = self.vaults.signing_record(&body.vault_id).await?;
-                let decoded = cosigner_node::payload::decode(
-                    body.payload.as_ref(),
-                    Some(&cosigner_node::payload::vault_key(&record)),
-                )
-                .map_err(|e| crate::ports::status(&e))?;
-                let signers =
-                    cosigner_node::sign::signers(&record, &body.signers).map_err(|e| status(&e))?;
-                let now = now_ms();
-                let windows = self.windows_at(&body.vault_id, now).await?;
-                let doc = input::document(&facts::sign(
-                    &record,
-                    &body.derivation_path,
-                    &signers,
-                    &decoded,
-                    &asker,
-                    windows,
-                    now,
-                ));
-                (doc, Some(cosigner_node::payload::to_api(&decoded)))
-            }
-            CeremonyKind::Keygen => {
-                let body = KeygenBody::decode(req.body.as_slice())
-                    .map_err(|e| invalid("body", format!("not a KeygenBody ({e})")))?;
-                let (committee, members) = committee_from_api(
-                    body.committee
-                        .as_ref()
-                        .ok_or_else(|| invalid("committee", "missing"))?,
-                )
-                .map_err(|e| invalid("committee", e))?;
-                let doc = input::document(&facts::keygen(
-                    &body.vault_id,
-                    &committee,
-                    &members,
-                    &asker,
-                    now_ms(),
-                ));
-                (doc, None)
-            }
+        let kind = match CeremonyKind::try_from(req.kind).unwrap_or(CeremonyKind::Unspecified) {
+            CeremonyKind::Sign => DryRun::Sign,
+            CeremonyKind::Keygen => DryRun::Keygen,
             other => {
                 return Err(invalid(
                     "kind",
@@ -1058,7 +702,17 @@ impl Ceremonies {
                 ));
             }
         };
-        let d = self.policy.decide(doc.clone());
+        let keys = self.me.keys();
+        let shares = SealedShares(self);
+        let Evaluated {
+            document,
+            decision: d,
+            decoded,
+        } = self
+            .server(&keys, &shares)
+            .evaluate(kind, &req.body, requester, &caller.uri)
+            .await
+            .map_err(|e| status(&e))?;
         let decision = match d.verdict {
             Verdict::Allow => Decision::Allow,
             Verdict::Deny(_) => Decision::Deny,
@@ -1074,8 +728,8 @@ impl Ceremonies {
                 },
                 policy_hash: d.bundle_hash.clone(),
             }),
-            decoded,
-            input_json: doc.to_string(),
+            decoded: decoded.as_ref().map(cosigner_node::payload::to_api),
+            input_json: document.to_string(),
         })
     }
 
@@ -1154,7 +808,7 @@ impl Ceremonies {
             commit::Decision::Discard => Resolution::Discard,
         };
         let mut store = DaemonCommit {
-            vaults: &self.vaults,
+            vaults: self.vaults.clone(),
             new_epoch: state.target.epoch,
             fault: None,
         };
@@ -1221,7 +875,16 @@ impl Ceremonies {
         req: VaultRecordRequest,
     ) -> Result<VaultRecordResponse, Status> {
         let requester = if caller.identity.role == cosigner_pki::Role::Party {
-            Some(self.authenticate(GET_RECORD, &req.body, req.auth.as_ref())?)
+            Some(
+                cosigner_node::request::requester(
+                    req.auth.as_ref(),
+                    GET_RECORD,
+                    &req.body,
+                    now_ms(),
+                    self.skew_ms(),
+                )
+                .map_err(|e| status(&e))?,
+            )
         } else {
             None
         };
@@ -1231,12 +894,7 @@ impl Ceremonies {
         check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
         // A ceremony in progress here would make the report stale at once. (Only checked,
         // not held: a caller asking in a loop must not keep ceremonies from starting.)
-        if self
-            .changing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(vault)
-        {
+        if self.changing.is_claimed(vault) {
             return Err(Status::unavailable(format!(
                 "a keygen or reshare of vault {vault:?} is running here; ask again when it has ended"
             )));

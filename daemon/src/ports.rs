@@ -3,11 +3,15 @@
 //! nonce memory, the decider is the loaded policy bundle, the relays are this daemon's
 //! client connections. And the one place where the layer's errors become gRPC statuses.
 
+use std::sync::Arc;
+
 use cosigner_api::v1::RelayRef;
 use cosigner_history::{Kind, Outcome, Record, ResultRecord, SignatureRecord};
-use cosigner_node::gate::Ledger;
+use cosigner_node::gate::{Claim, Ledger};
 use cosigner_node::ports::{self, Admission, SignatureOut};
 use cosigner_node::{Code, NodeError, facts::Windows};
+use cosigner_relay::commit::CommitState;
+use cosigner_relay::finish::{CommitEnd, CommitStore};
 use cosigner_relay::roster::Roster;
 use cosigner_relay::{DriveError, Driver, Held, VaultRecord};
 use cosigner_seal::Slot;
@@ -68,19 +72,140 @@ pub fn outcome(e: &NodeError) -> Outcome {
 }
 
 /// The sealed shares, read without unsealing until [`ports::Shares::unseal`].
-pub struct SealedShares<'a>(pub &'a Vaults);
+pub struct SealedShares<'a>(pub &'a Ceremonies);
 
 impl ports::Shares for SealedShares<'_> {
     async fn signing_record(&self, vault: &str) -> Result<VaultRecord, NodeError> {
-        self.0.signing_record(vault).await.map_err(from_status)
+        self.0
+            .vaults()
+            .signing_record(vault)
+            .await
+            .map_err(from_status)
     }
 
     async fn pending(&self, vault: &str) -> Result<Option<u64>, NodeError> {
-        Ok(self.0.slots(vault).await.map_err(from_status)?.pending)
+        Ok(self
+            .0
+            .vaults()
+            .slots(vault)
+            .await
+            .map_err(from_status)?
+            .pending)
     }
 
     async fn unseal(&self, vault: &str) -> Result<Held, NodeError> {
-        self.0.load(vault, Slot::Current).await.map_err(from_status)
+        self.0
+            .vaults()
+            .load(vault, Slot::Current)
+            .await
+            .map_err(from_status)
+    }
+
+    async fn vacant(&self, vault: &str) -> Result<(), NodeError> {
+        let vaults = self.0.vaults();
+        let slots = vaults.slots(vault).await.map_err(from_status)?;
+        if slots.current.is_some() || slots.pending.is_some() || slots.previous.is_some() {
+            return Err(NodeError::new(
+                Code::AlreadyExists,
+                format!("this daemon already holds a share of vault {vault:?}"),
+            ));
+        }
+        if let Some(c) = vaults.commit_state(vault).await.map_err(from_status)?
+            && c.phase.needs_resolve()
+        {
+            return Err(NodeError::new(
+                Code::FailedPrecondition,
+                format!(
+                    "an earlier keygen of vault {vault:?} is in doubt here; resolve it first (`cosignerctl vault resolve`)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn reshare_record(&self, vault: &str) -> Result<Option<VaultRecord>, NodeError> {
+        let vaults = self.0.vaults();
+        // In doubt or a rolled-back share refuses here.
+        let record = vaults.reshare_record(vault).await.map_err(from_status)?;
+        if record.is_none()
+            && let Some(c) = vaults.commit_state(vault).await.map_err(from_status)?
+            && c.phase.needs_resolve()
+        {
+            return Err(NodeError::new(
+                Code::FailedPrecondition,
+                format!(
+                    "a keygen or reshare of vault {vault:?} is in doubt here; resolve it first (`cosignerctl vault resolve`)"
+                ),
+            ));
+        }
+        Ok(record)
+    }
+
+    type Commit = DaemonCommit;
+
+    fn commit(&self, kind: ports::Kind, new_epoch: u64) -> DaemonCommit {
+        DaemonCommit {
+            vaults: self.0.vaults_arc(),
+            new_epoch,
+            fault: self.0.fault_hook(history_kind(kind)),
+        }
+    }
+}
+
+/// The daemon's side of [`cosigner_relay::finish`]: the commit record and the TPM-sealed
+/// slots.
+pub struct DaemonCommit {
+    pub vaults: Arc<Vaults>,
+    /// The epoch a retiring dealer's floor rises to.
+    pub new_epoch: u64,
+    pub fault: Option<cosigner_relay::driver::FaultHook>,
+}
+
+impl CommitStore for DaemonCommit {
+    type Pending = Held;
+    type Error = NodeError;
+
+    async fn save(&mut self, state: &CommitState) -> Result<(), NodeError> {
+        self.vaults.save_commit(state).await.map_err(from_status)
+    }
+
+    async fn seal_pending(&mut self, pending: Held) -> Result<(), NodeError> {
+        self.vaults
+            .seal_pending(&pending)
+            .await
+            .map_err(from_status)
+    }
+
+    async fn promote(&mut self, vault: &str) -> Result<(), NodeError> {
+        self.vaults.promote(vault).await.map_err(from_status)
+    }
+
+    async fn retire(&mut self, vault: &str) -> Result<(), NodeError> {
+        self.vaults
+            .retire(vault, self.new_epoch)
+            .await
+            .map_err(from_status)
+    }
+
+    fn fault(&self, point: &str) {
+        if let Some(f) = &self.fault {
+            f(point);
+        }
+    }
+}
+
+impl cosigner_node::resolve::Discard for DaemonCommit {
+    async fn discard(&mut self, state: &CommitState) -> Result<(), NodeError> {
+        let vault = &state.target.vault_id;
+        self.vaults.save_commit(state).await.map_err(from_status)?;
+        let slots = self.vaults.slots(vault).await.map_err(from_status)?;
+        if slots.pending == Some(state.target.epoch) {
+            self.vaults
+                .discard_pending(vault)
+                .await
+                .map_err(from_status)?;
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +254,29 @@ impl ports::Journal for Ceremonies {
 
     async fn failed(&self, begun: &Begun, error: NodeError) -> NodeError {
         from_status(self.fail_node(begun, error).await)
+    }
+
+    async fn committed(
+        &self,
+        begun: &Begun,
+        end: CommitEnd,
+        new_epoch: u64,
+        public_key: &[u8],
+    ) -> Result<u64, NodeError> {
+        self.run_commit(
+            begun,
+            end,
+            new_epoch,
+            ResultRecord::PublicKey(public_key.to_vec()),
+        )
+        .await
+        .map_err(from_status)
+    }
+
+    type Exclusive = Claim;
+
+    fn exclusive(&self, vault: &str) -> Result<Claim, NodeError> {
+        Ceremonies::exclusive(self, vault).map_err(from_status)
     }
 }
 

@@ -184,6 +184,54 @@ impl Gate {
     }
 }
 
+/// The vaults a keygen, reshare or resolve is changing here: one at a time per vault, so
+/// two ceremonies never write the same slots.
+#[derive(Default, Clone)]
+pub struct Changing(Arc<Mutex<HashSet<String>>>);
+
+/// A vault claimed until this drops.
+pub struct Claim {
+    set: Changing,
+    vault: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.vault);
+    }
+}
+
+impl Changing {
+    /// Whether a keygen, reshare or resolve of `vault` runs now (only looked at, not held).
+    pub fn is_claimed(&self, vault: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(vault)
+    }
+
+    /// Claims `vault`, or refuses while another keygen, reshare or resolve of it runs.
+    pub fn claim(&self, vault: &str) -> Result<Claim, NodeError> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(vault.to_string()) {
+            return Err(NodeError::new(
+                Code::Aborted,
+                format!(
+                    "a keygen or reshare of vault {vault:?} is already running on this party; retry when it ends"
+                ),
+            ));
+        }
+        Ok(Claim {
+            set: self.clone(),
+            vault: vault.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

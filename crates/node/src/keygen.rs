@@ -9,7 +9,12 @@ use cosigner_relay::roster::{self, KeygenPlan};
 use cosigner_relay::{Driver, Hello};
 use cosigner_tss::{Keygen, KeygenParams, PartyId};
 
-use crate::error::NodeError;
+use cosigner_relay::finish;
+
+use crate::error::{Code, NodeError};
+use crate::facts::{self, Asker};
+use crate::ports::{Admission, Clock, Decider, Journal, Kind, Relays, Shares};
+use crate::server::Server;
 
 /// The gRPC method a keygen request is signed for.
 pub const METHOD: &str = "/cosigner.v1.Cosigner/Keygen";
@@ -105,5 +110,112 @@ pub async fn take_part(
             d.abort(&why).await;
             Err(NodeError::internal(why))
         }
+    }
+}
+
+/// A keygen served to its end: the new vault's record, committed, and the journal entry of
+/// the outcome.
+#[derive(Debug)]
+pub struct Generated {
+    pub record: VaultRecord,
+    pub seq: u64,
+}
+
+impl<S, J, D, R, C> Server<'_, S, J, D, R, C>
+where
+    S: Shares,
+    J: Journal,
+    D: Decider,
+    R: Relays,
+    C: Clock,
+{
+    /// Serves one keygen request: the request signature, the allow list (a keygen has no
+    /// committee to check the requester against), the body, one keygen or reshare of the
+    /// vault at a time, the committee with this party in it, nothing held of the vault
+    /// yet, the policy, the gate, the rounds, the commit (pending, READY, promote on a
+    /// certificate) and its outcome recorded.
+    pub async fn keygen(
+        &self,
+        req: &KeygenRequest,
+        tls_identity: &str,
+    ) -> Result<Generated, NodeError> {
+        let now = self.clock.now_ms();
+        let requester = crate::request::requester(
+            req.auth.as_ref(),
+            METHOD,
+            &req.body,
+            now,
+            self.max_clock_skew_ms,
+        )?;
+        // Checked before anything else is read of the request.
+        if !self.allowed(&requester) {
+            return Err(NodeError::new(
+                Code::PermissionDenied,
+                format!(
+                    "party {} may not request a keygen here (not in ceremonies.allowed_requesters)",
+                    cosigner_party::keys::short(&requester)
+                ),
+            ));
+        }
+        let parsed = Parsed {
+            requester,
+            body: parse_body(&req.body)?,
+        };
+        let _claim = self.journal.exclusive(&parsed.body.vault_id)?;
+        let c = check(&req.body, parsed, &self.me_member(None))?;
+        self.shares.vacant(&c.body.vault_id).await?;
+        let asker = Asker {
+            requester,
+            tls_identity: tls_identity.to_string(),
+        };
+        let decision = self
+            .decider
+            .decide(cosigner_policy::input::document(&facts::keygen(
+                &c.body.vault_id,
+                &c.plan.committee,
+                &c.plan.members,
+                &asker,
+                now,
+            )));
+        let admitted = self
+            .journal
+            .admit(
+                Admission {
+                    kind: Kind::Keygen,
+                    vault_id: &c.body.vault_id,
+                    epoch: 0,
+                    committee: Some(&c.plan.committee),
+                    payload: None,
+                    decoded: None,
+                    requester,
+                    nonce: crate::request::nonce(req.auth.as_ref()),
+                    tls_identity,
+                    relay: &c.relay,
+                },
+                &decision,
+            )
+            .await?;
+        let run = async {
+            let mut d = self
+                .relays
+                .open(Kind::Keygen, &c.relay, c.plan.roster.clone())
+                .await?;
+            let held = take_part(&mut d, &c, self.me(), self.clock.now_ms()).await?;
+            Ok::<_, NodeError>((d, held))
+        };
+        let (mut d, held) = match Box::pin(run).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.journal.failed(&admitted, e).await),
+        };
+        let record = held.record.clone();
+        let parties: Vec<[u8; 32]> = record.members.iter().map(|m| m.id).collect();
+        let mut store = self.shares.commit(Kind::Keygen, 0);
+        let (end, _) =
+            finish::new_party(&mut d, self.keys, &mut store, &record, held, parties, None).await;
+        let seq = self
+            .journal
+            .committed(&admitted, end, 0, &record.public.public_key.0)
+            .await?;
+        Ok(Generated { record, seq })
     }
 }

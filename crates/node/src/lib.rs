@@ -11,6 +11,7 @@
 //!
 //! - [`coordinator`]: starting a ceremony others take part in: the relay session, the
 //!   request signed once, one call per daemon, the answers collected;
+//! - [`dry_run`]: the policy's answer to a request, without running it (EvaluatePolicy);
 //! - [`error`]: one typed error with a status code, mapped to a gRPC status in one place;
 //! - [`payload`]: the API payload as the policy decoder reads it, written once;
 //! - [`peers`]: the other parties' word on a restored backup's epoch;
@@ -20,10 +21,13 @@
 //! - [`keygen`]: a keygen request parsed, checked and taken part in;
 //! - [`reshare`]: a reshare request parsed, checked, taken part in and committed;
 //! - [`resolve`]: the decision on an interrupted commit, carried out;
+//! - [`server`]: a party serving requests through its ports; the sign, keygen and reshare
+//!   pipelines are its methods;
 //! - [`sign`]: a sign request, from bytes to a verified signature, through a pipeline that
 //!   only goes down: parse, check, decide, admit, unseal, run, verify, record.
 
 pub mod coordinator;
+pub mod dry_run;
 pub mod error;
 pub mod facts;
 pub mod gate;
@@ -34,6 +38,7 @@ pub mod ports;
 pub mod request;
 pub mod reshare;
 pub mod resolve;
+pub mod server;
 pub mod sign;
 
 pub use error::{Code, NodeError};

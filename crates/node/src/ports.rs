@@ -12,6 +12,7 @@
 use cosigner_api::v1::{Payload, RelayRef};
 use cosigner_party::{Held, VaultRecord};
 use cosigner_policy::Decoded;
+use cosigner_relay::finish::{CommitEnd, CommitStore};
 use cosigner_relay::roster::Roster;
 use cosigner_relay::{DriveError, Driver};
 use cosigner_tss::Committee;
@@ -28,6 +29,15 @@ pub trait Shares {
     async fn pending(&self, vault: &str) -> Result<Option<u64>, NodeError>;
     /// The current share, unsealed. Called only after [`Journal::admit`].
     async fn unseal(&self, vault: &str) -> Result<Held, NodeError>;
+    /// Refuses a keygen of `vault` when this party holds any share of it, or when an
+    /// earlier keygen of it is in doubt here.
+    async fn vacant(&self, vault: &str) -> Result<(), NodeError>;
+    /// This party's own record for a reshare, read without unsealing (None: it holds
+    /// nothing of the vault). Refuses a vault in doubt, retired or rolled back.
+    async fn reshare_record(&self, vault: &str) -> Result<Option<VaultRecord>, NodeError>;
+    /// The commit steps of a keygen or reshare to `new_epoch` over this party's stores.
+    type Commit: CommitStore<Pending = Held, Error = NodeError>;
+    fn commit(&self, kind: Kind, new_epoch: u64) -> Self::Commit;
 }
 
 /// Which ceremony a journal entry is about.
@@ -83,6 +93,20 @@ pub trait Journal {
     /// Records a failure (with any blame evidence) and returns the error to answer with
     /// (another one if the record itself failed).
     async fn failed(&self, admitted: &Self::Admitted, error: NodeError) -> NodeError;
+    /// Records how a keygen's or reshare's commit ended. Only a certificate (committed or
+    /// retired) is a success; a commit in doubt or failed is recorded as such and answered
+    /// with an error that says what to do.
+    async fn committed(
+        &self,
+        admitted: &Self::Admitted,
+        end: CommitEnd,
+        new_epoch: u64,
+        public_key: &[u8],
+    ) -> Result<u64, NodeError>;
+    /// Held while a keygen or reshare of one vault runs here.
+    type Exclusive;
+    /// Claims `vault` for a keygen or reshare; refuses while another one runs.
+    fn exclusive(&self, vault: &str) -> Result<Self::Exclusive, NodeError>;
 }
 
 /// The owner's policy.

@@ -30,6 +30,11 @@ pub fn requester(
         .map_err(|e| NodeError::new(Code::Unauthenticated, e.to_string()))
 }
 
+/// The request's nonce (empty without a signature), as the gate records it.
+pub fn nonce(auth: Option<&RequestAuth>) -> &[u8] {
+    auth.map(|a| a.nonce.as_slice()).unwrap_or(&[])
+}
+
 /// A body of type `B` (`what` names it in the error), whose vault id (`vault_id`) is valid.
 pub fn body<B: Message + Default>(
     bytes: &[u8],

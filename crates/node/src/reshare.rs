@@ -17,7 +17,10 @@ use cosigner_relay::roster::{self, ResharePlan};
 use cosigner_relay::{DriveError, Driver, Hello};
 use cosigner_tss::{PartyId, Reshare, ReshareOutput, ReshareParams};
 
-use crate::error::NodeError;
+use crate::error::{Code, NodeError};
+use crate::facts::{self, Asker};
+use crate::ports::{Admission, Clock, Decider, Journal, Kind, Relays, Shares};
+use crate::server::Server;
 
 /// The gRPC method a reshare request is signed for.
 pub const METHOD: &str = "/cosigner.v1.Cosigner/Reshare";
@@ -203,5 +206,133 @@ pub async fn commit<S: CommitStore<Pending = Held>>(
             .await;
             (end, Part::Left { new_epoch })
         }
+    }
+}
+
+/// A reshare served to its end: the checked request, this party's part, and the journal
+/// entry of the outcome.
+pub struct Reshared {
+    pub checked: Checked,
+    pub part: Part,
+    pub seq: u64,
+}
+
+impl<S, J, D, R, C> Server<'_, S, J, D, R, C>
+where
+    S: Shares,
+    J: Journal,
+    D: Decider,
+    R: Relays,
+    C: Clock,
+{
+    /// Serves one reshare request: the request signature and body, one keygen or reshare
+    /// of the vault at a time, the request checked against this party's own record (or,
+    /// holding nothing, against the old members' endorsements, and only for a requester on
+    /// the allow list), the policy on the change, the gate, the share unsealed (a dealer
+    /// only), the rounds, the commit and its outcome recorded.
+    pub async fn reshare(
+        &self,
+        req: &ReshareRequest,
+        tls_identity: &str,
+    ) -> Result<Reshared, NodeError> {
+        let now = self.clock.now_ms();
+        let parsed = parse(req, now, self.max_clock_skew_ms)?;
+        let _claim = self.journal.exclusive(&parsed.body.vault_id)?;
+        // This party's own record (nothing unsealed), if it holds the vault.
+        let held_record = self.shares.reshare_record(&parsed.body.vault_id).await?;
+        let c = check(
+            &req.body,
+            parsed,
+            held_record.as_ref(),
+            &self.me_member(held_record.as_ref()),
+        )?;
+        let plan = &c.plan;
+        // A party that holds nothing of the vault cannot check the old record against its
+        // own: only a requester trusted to start keygens here may bring it in.
+        if plan.joins_only && !self.allowed(&c.requester) {
+            return Err(NodeError::new(
+                Code::PermissionDenied,
+                format!(
+                    "this party holds no share of vault {:?}; joining it as a new member must be requested by a party in ceremonies.allowed_requesters ({} is not)",
+                    c.body.vault_id,
+                    cosigner_party::keys::short(&c.requester)
+                ),
+            ));
+        }
+        let my_epoch = held_record.as_ref().map(VaultRecord::epoch);
+        let windows = self.journal.windows(&c.body.vault_id, now).await?;
+        let asker = Asker {
+            requester: c.requester,
+            tls_identity: tls_identity.to_string(),
+        };
+        let decision = self
+            .decider
+            .decide(cosigner_policy::input::document(&facts::reshare(
+                &facts::ReshareChange {
+                    old: &plan.old,
+                    dealers: &plan.dealers,
+                    new_committee: &plan.new_committee,
+                    new_members: &plan.new_members,
+                    refresh: plan.refresh,
+                    scheduled: c.body.scheduled,
+                },
+                &asker,
+                windows,
+                now,
+            )));
+        let admitted = self
+            .journal
+            .admit(
+                Admission {
+                    kind: Kind::Reshare,
+                    vault_id: &c.body.vault_id,
+                    epoch: plan.old.epoch(),
+                    committee: Some(&plan.new_committee),
+                    payload: None,
+                    decoded: None,
+                    requester: c.requester,
+                    nonce: crate::request::nonce(req.auth.as_ref()),
+                    tls_identity,
+                    relay: &c.relay,
+                },
+                &decision,
+            )
+            .await?;
+        // Unsealed last, and by a dealer only.
+        let run = async {
+            let share = if plan.is_dealer {
+                Some(self.shares.unseal(&c.body.vault_id).await?)
+            } else {
+                None
+            };
+            let pending = self.shares.pending(&c.body.vault_id).await?;
+            let mut d = self
+                .relays
+                .open(Kind::Reshare, &c.relay, plan.roster.clone())
+                .await?;
+            let mine = Mine {
+                epoch: my_epoch,
+                pending,
+                share,
+            };
+            let dealt = take_part(&mut d, &c, self.me(), mine, self.clock.now_ms()).await?;
+            Ok::<_, NodeError>((d, dealt))
+        };
+        let (mut d, dealt) = match Box::pin(run).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.journal.failed(&admitted, e).await),
+        };
+        let new_epoch = plan.old.epoch() + 1;
+        let mut store = self.shares.commit(Kind::Reshare, new_epoch);
+        let (end, part) = commit(&mut d, self.keys, &mut store, &c, dealt, my_epoch).await;
+        let seq = self
+            .journal
+            .committed(&admitted, end, new_epoch, &plan.old.public.public_key.0)
+            .await?;
+        Ok(Reshared {
+            checked: c,
+            part,
+            seq,
+        })
     }
 }

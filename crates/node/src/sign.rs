@@ -31,6 +31,7 @@ use crate::error::NodeError;
 use crate::facts::{self, Asker};
 use crate::payload;
 use crate::ports::{Admission, Clock, Decider, Journal, Kind, Relays, Shares, SignatureOut};
+pub use crate::server::Server;
 
 /// The gRPC method a sign request is signed for.
 pub const METHOD: &str = "/cosigner.v1.Cosigner/Sign";
@@ -203,18 +204,6 @@ pub fn verify(c: &Checked, sig: &Signature) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// A party that serves sign requests: its identity, stores and limits.
-pub struct Server<'a, S, J, D, R, C> {
-    pub me: [u8; 32],
-    pub shares: &'a S,
-    pub journal: &'a J,
-    pub decider: &'a D,
-    pub relays: &'a R,
-    pub clock: &'a C,
-    pub max_clock_skew_ms: i64,
-    pub rules: Rules,
-}
-
 /// A signature, verified and recorded.
 #[derive(Debug)]
 pub struct Signed {
@@ -237,7 +226,7 @@ where
         let now = self.clock.now_ms();
         let parsed = parse(req, now, self.max_clock_skew_ms)?;
         let record = self.shares.signing_record(&parsed.body.vault_id).await?;
-        let c = check(&req.body, parsed, record, self.me, self.rules)?;
+        let c = check(&req.body, parsed, record, self.me(), self.rules)?;
         let asker = Asker {
             requester: c.requester,
             tls_identity: tls_identity.to_string(),
@@ -259,11 +248,6 @@ where
             .relay
             .clone()
             .ok_or_else(|| NodeError::invalid("relay", "missing"))?;
-        let nonce = req
-            .auth
-            .as_ref()
-            .map(|a| a.nonce.clone())
-            .unwrap_or_default();
         let admitted = self
             .journal
             .admit(
@@ -275,7 +259,7 @@ where
                     payload: c.body.payload.as_ref(),
                     decoded: Some(&c.decoded),
                     requester: c.requester,
-                    nonce: &nonce,
+                    nonce: crate::request::nonce(req.auth.as_ref()),
                     tls_identity,
                     relay: &relay,
                 },

@@ -1,8 +1,9 @@
 //! Keygen, reshare and resolve through the ceremony layer in process: three parties in
-//! memory (each with a commit store over its own slots), a real relay on loopback and the
-//! real engine. The parties take part exactly as the daemon and the device do
-//! (`keygen::check` + `take_part` + the commit, `reshare::check` + `take_part` +
-//! `commit`), so a change in the layer that breaks a ceremony fails here in seconds.
+//! memory, each a [`Server`] over its own ports (slots and commit record in memory, a
+//! journal with nonce and session memory, a policy as a closure), a real relay on loopback
+//! and the real engine. Every party runs the whole pipeline a daemon runs (check, decide,
+//! admit, unseal last, rounds, commit, record), so a change in the layer that breaks a
+//! ceremony, a refusal or a commit fails here in seconds.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,88 +11,23 @@ mod common;
 
 use std::sync::Arc;
 
+use common::{Node, Store, epoch_of};
 use cosigner_api::v1 as api;
-use cosigner_node::resolve::{self, Applied, Discard, Verdict};
-use cosigner_node::{keygen, reshare};
+use cosigner_node::coordinator::sign_request;
+use cosigner_node::ports::{Clock, SystemClock};
+use cosigner_node::resolve::{self, Applied, Verdict};
+use cosigner_node::{Code, NodeError, keygen, reshare};
 use cosigner_party::record::members_to_api;
-use cosigner_party::{Held, Member, PartyKeys, VaultRecord};
-use cosigner_relay::Driver;
-use cosigner_relay::commit::{CommitState, Phase};
-use cosigner_relay::finish::{self, CommitEnd, CommitStore};
+use cosigner_party::{Member, PartyKeys, VaultRecord};
+use cosigner_relay::commit::Phase;
 use cosigner_relay::mailbox::Relay;
-use prost::Message as _;
-
-/// One party's slots and commit record, in memory (shares kept encoded, as sealed).
-#[derive(Default)]
-struct Slots {
-    current: Option<Vec<u8>>,
-    pending: Option<Vec<u8>>,
-    previous: Option<Vec<u8>>,
-    commit: Option<CommitState>,
-    /// Fail the next pending seal (a full disk, a TPM that stopped answering).
-    fail_seal: bool,
-}
-
-impl Slots {
-    fn current(&self) -> Option<Held> {
-        self.current.as_ref().map(|b| Held::decode(b).unwrap())
-    }
-    fn epoch(slot: &Option<Vec<u8>>) -> Option<u64> {
-        slot.as_ref()
-            .map(|b| Held::decode(b).unwrap().record.epoch())
-    }
-}
-
-impl CommitStore for Slots {
-    type Pending = Held;
-    type Error = String;
-
-    async fn save(&mut self, state: &CommitState) -> Result<(), String> {
-        self.commit = Some(state.clone());
-        Ok(())
-    }
-
-    async fn seal_pending(&mut self, pending: Held) -> Result<(), String> {
-        if std::mem::take(&mut self.fail_seal) {
-            return Err("the disk is full".into());
-        }
-        self.pending = Some(pending.encode().to_vec());
-        Ok(())
-    }
-
-    async fn promote(&mut self, _: &str) -> Result<(), String> {
-        if let Some(p) = self.pending.take() {
-            self.previous = self.current.take();
-            self.current = Some(p);
-        }
-        Ok(())
-    }
-
-    async fn retire(&mut self, _: &str) -> Result<(), String> {
-        if let Some(c) = self.current.take() {
-            self.previous = Some(c);
-        }
-        Ok(())
-    }
-
-    fn fault(&self, _: &str) {}
-}
-
-impl Discard for Slots {
-    async fn discard(&mut self, state: &CommitState) -> Result<(), String> {
-        if Slots::epoch(&self.pending) == Some(state.target.epoch) {
-            self.pending = None;
-        }
-        self.commit = Some(state.clone());
-        Ok(())
-    }
-}
 
 struct World {
     relay: Arc<Relay>,
-    addr: String,
-    keys: Vec<PartyKeys>,
+    nodes: Vec<Node>,
     members: Vec<Member>,
+    /// The parties allowed to request a keygen: the first one.
+    allowed: Vec<[u8; 32]>,
 }
 
 async fn world() -> World {
@@ -103,23 +39,20 @@ async fn world() -> World {
         .map(|(i, k)| k.member(&format!("p{i}")))
         .collect();
     members.sort_by_key(|m| m.id);
+    let allowed = vec![keys[0].party_id()];
+    let nodes = keys
+        .into_iter()
+        .map(|k| Node::new(k, Store::default(), &addr))
+        .collect();
     World {
         relay,
-        addr,
-        keys,
+        nodes,
         members,
+        allowed,
     }
 }
 
 impl World {
-    fn member(&self, k: &PartyKeys) -> Member {
-        self.members
-            .iter()
-            .find(|m| m.id == k.party_id())
-            .unwrap()
-            .clone()
-    }
-
     fn session(&self, tag: u8) -> api::RelayRef {
         let session = vec![tag; 32];
         let ids: Vec<Vec<u8>> = self.members.iter().map(|m| m.id.to_vec()).collect();
@@ -130,142 +63,237 @@ impl World {
         }
     }
 
-    async fn driver(&self, k: &PartyKeys, roster: cosigner_relay::roster::Roster) -> Driver {
-        common::open_driver(&self.addr, k, roster).await.unwrap()
-    }
-}
-
-/// A 2-of-3 keygen of vault "v" requested by the first party; every store ends committed.
-async fn keygen_all(w: &World, stores: &mut [Slots]) -> VaultRecord {
-    let body = api::KeygenBody {
-        vault_id: "v".into(),
-        scheme: api::Scheme::EcdsaSecp256k1 as i32,
-        committee: Some(members_to_api(2, &w.members)),
-        relay: Some(w.session(1)),
-    };
-    let bytes = body.encode_to_vec();
-    let requester = w.keys[0].party_id();
-    let runs = w.keys.iter().zip(stores.iter_mut()).map(|(k, store)| {
-        let (bytes, body) = (bytes.clone(), body.clone());
-        async move {
-            let c =
-                keygen::check(&bytes, keygen::Parsed { requester, body }, &w.member(k)).unwrap();
-            let mut d = w.driver(k, c.plan.roster.clone()).await;
-            let held = keygen::take_part(&mut d, &c, k.party_id(), 1)
-                .await
-                .unwrap();
-            let record = held.record.clone();
-            let parties = record.members.iter().map(|m| m.id).collect();
-            let (end, _) = finish::new_party(&mut d, k, store, &record, held, parties, None).await;
-            (end, record)
+    /// A 2-of-3 keygen request for `vault` signed by `by`.
+    fn keygen_request(&self, by: &PartyKeys, vault: &str, tag: u8) -> api::KeygenRequest {
+        let body = api::KeygenBody {
+            vault_id: vault.into(),
+            scheme: api::Scheme::EcdsaSecp256k1 as i32,
+            committee: Some(members_to_api(2, &self.members)),
+            relay: Some(self.session(tag)),
+        };
+        let s = sign_request(by, keygen::METHOD, &body, SystemClock.now_ms());
+        api::KeygenRequest {
+            body: s.body,
+            auth: Some(s.auth),
         }
-    });
-    let ends = futures_join(runs).await;
-    for (end, _) in &ends {
-        assert!(matches!(end, CommitEnd::Committed), "{end:?}");
     }
-    ends[0].1.clone()
-}
 
-/// Runs the parties' futures concurrently (a ceremony needs all of them running).
-async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
-    futures_util::future::join_all(fs).await
-}
-
-/// A refresh of `old` (same committee and threshold) dealt by the first two parties.
-async fn reshare_all(
-    w: &World,
-    stores: &mut [Slots],
-    old: &VaultRecord,
-    tag: u8,
-) -> Vec<CommitEnd> {
-    let mut dealers: Vec<[u8; 32]> = w.keys[..2].iter().map(|k| k.party_id()).collect();
-    dealers.sort();
-    let body = api::ReshareBody {
-        vault_id: "v".into(),
-        old_epoch: old.epoch(),
-        dealers: dealers.iter().map(|d| d.to_vec()).collect(),
-        new_committee: Some(members_to_api(2, &w.members)),
-        relay: Some(w.session(tag)),
-        old_vault: old.encode(),
-        scheduled: false,
-        old_vault_endorsements: Vec::new(),
-    };
-    let bytes = body.encode_to_vec();
-    let requester = w.keys[0].party_id();
-    let runs = w.keys.iter().zip(stores.iter_mut()).map(|(k, store)| {
-        let (bytes, body) = (bytes.clone(), body.clone());
-        async move {
-            let held = store.current().unwrap();
-            let c = reshare::check(
-                &bytes,
-                reshare::Parsed { requester, body },
-                Some(&held.record),
-                &w.member(k),
-            )
-            .unwrap();
-            let mine = reshare::Mine {
-                epoch: Some(held.record.epoch()),
-                pending: None,
-                share: c.plan.is_dealer.then_some(held),
-            };
-            let mut d = w.driver(k, c.plan.roster.clone()).await;
-            let dealt = reshare::take_part(&mut d, &c, k.party_id(), mine, 2)
-                .await
-                .unwrap();
-            let (end, _) = reshare::commit(&mut d, k, store, &c, dealt, Some(old.epoch())).await;
-            end
+    /// A refresh of `old` (same committee and threshold) dealt by the first two parties,
+    /// requested by the first.
+    fn refresh_request(&self, old: &VaultRecord, tag: u8) -> api::ReshareRequest {
+        let mut dealers: Vec<[u8; 32]> =
+            self.nodes[..2].iter().map(|n| n.keys.party_id()).collect();
+        dealers.sort();
+        let body = api::ReshareBody {
+            vault_id: old.vault_id().into(),
+            old_epoch: old.epoch(),
+            dealers: dealers.iter().map(|d| d.to_vec()).collect(),
+            new_committee: Some(members_to_api(2, &self.members)),
+            relay: Some(self.session(tag)),
+            old_vault: old.encode(),
+            scheduled: false,
+            old_vault_endorsements: Vec::new(),
+        };
+        let s = sign_request(
+            &self.nodes[0].keys,
+            reshare::METHOD,
+            &body,
+            SystemClock.now_ms(),
+        );
+        api::ReshareRequest {
+            body: s.body,
+            auth: Some(s.auth),
         }
-    });
-    futures_join(runs).await
+    }
+
+    /// Every party serves `req` at once (a ceremony needs all of them running).
+    async fn keygen(&self, req: &api::KeygenRequest) -> Vec<Result<keygen::Generated, NodeError>> {
+        futures_util::future::join_all(
+            self.nodes
+                .iter()
+                .map(|n| async move { n.server(&self.allowed, false).keygen(req, "test").await }),
+        )
+        .await
+    }
+
+    async fn reshare(
+        &self,
+        req: &api::ReshareRequest,
+    ) -> Vec<Result<reshare::Reshared, NodeError>> {
+        futures_util::future::join_all(
+            self.nodes
+                .iter()
+                .map(|n| async move { n.server(&self.allowed, false).reshare(req, "test").await }),
+        )
+        .await
+    }
+
+    /// A committed 2-of-3 keygen of vault "v".
+    async fn vault(&self) -> VaultRecord {
+        let req = self.keygen_request(&self.nodes[0].keys, "v", 1);
+        let out = self.keygen(&req).await;
+        let records: Vec<VaultRecord> = out.into_iter().map(|r| r.unwrap().record).collect();
+        assert!(records.iter().all(|r| r.public == records[0].public));
+        records[0].clone()
+    }
+
+    fn unseals(&self) -> Vec<usize> {
+        self.nodes.iter().map(|n| n.store.unseals()).collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keygen_then_a_refresh_moves_every_party_to_the_next_epoch_with_the_same_key() {
     let w = world().await;
-    let mut stores: Vec<Slots> = (0..3).map(|_| Slots::default()).collect();
-    let record = keygen_all(&w, &mut stores).await;
+    let record = w.vault().await;
     assert_eq!(record.epoch(), 0);
-    for s in &stores {
-        assert_eq!(s.current().unwrap().record.public, record.public);
+    for n in &w.nodes {
+        assert_eq!(n.store.current().unwrap().record.public, record.public);
+        assert_eq!(n.journal.entries(), vec!["started", "committed 0"]);
     }
-    let ends = reshare_all(&w, &mut stores, &record, 2).await;
-    for end in &ends {
-        assert!(matches!(end, CommitEnd::Committed), "{end:?}");
+    assert_eq!(w.unseals(), vec![0, 0, 0], "a keygen unseals nothing");
+    let out = w.reshare(&w.refresh_request(&record, 2)).await;
+    for r in out {
+        let r = r.unwrap();
+        assert!(matches!(r.part, reshare::Part::New(_)));
     }
-    for s in &stores {
-        let now = s.current().unwrap();
+    // Only the two dealers unsealed their share, once each.
+    let mut dealt: Vec<usize> = w.unseals();
+    dealt.sort();
+    assert_eq!(dealt, vec![0, 1, 1]);
+    for n in &w.nodes {
+        let now = n.store.current().unwrap();
         assert_eq!(now.record.epoch(), 1);
         assert_eq!(now.record.public.public_key, record.public.public_key);
-        assert_eq!(Slots::epoch(&s.previous), Some(0));
+        let s = n.store.lock();
+        assert_eq!(epoch_of(&s.previous), Some(0));
         assert_eq!(s.commit.as_ref().unwrap().phase, Phase::Committed);
+        drop(s);
+        assert_eq!(
+            n.journal.entries(),
+            vec!["started", "committed 0", "started", "committed 1"]
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keygen_and_reshare_refusals_come_before_anything_runs() {
+    let w = world().await;
+    let n1 = &w.nodes[1];
+    // A keygen requester not on the allow list: refused before anything is read.
+    let req = w.keygen_request(&w.nodes[2].keys, "v", 1);
+    let e = n1
+        .server(&w.allowed, false)
+        .keygen(&req, "test")
+        .await
+        .unwrap_err();
+    assert!(
+        e.code() == Code::PermissionDenied && e.to_string().contains("allowed_requesters"),
+        "{e}"
+    );
+    // A policy denial: recorded, nothing runs; the same request again is a replay.
+    let denied = w.keygen_request(&w.nodes[0].keys, "deny-me", 2);
+    let e = n1
+        .server(&w.allowed, false)
+        .keygen(&denied, "test")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("denied by the policy"), "{e}");
+    let e = n1
+        .server(&w.allowed, false)
+        .keygen(&denied, "test")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e}");
+    assert_eq!(n1.journal.entries(), vec!["denied"]);
+    assert!(n1.store.current().is_none());
+
+    let record = w.vault().await;
+    // A second keygen of a vault this party holds.
+    let req = w.keygen_request(&w.nodes[0].keys, "v", 3);
+    let e = n1
+        .server(&w.allowed, false)
+        .keygen(&req, "test")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e}");
+    // A reshare from an old record that is not this party's: the request's copy differs.
+    let mut other = record.clone();
+    other.public.chain_code = [9; 32];
+    let e = n1
+        .server(&w.allowed, false)
+        .reshare(&w.refresh_request(&other, 4), "test")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.code() == Code::FailedPrecondition || e.code() == Code::InvalidArgument,
+        "{e}"
+    );
+    // A refresh that ran, sent again: its old record is stale now, refused before the gate.
+    let req = w.refresh_request(&record, 5);
+    for r in w.reshare(&req).await {
+        r.unwrap();
+    }
+    let before = w.unseals();
+    let e = n1
+        .server(&w.allowed, false)
+        .reshare(&req, "test")
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert_eq!(w.unseals(), before, "a refusal unsealed a share");
+    assert_eq!(
+        n1.journal.entries(),
+        vec!["denied", "started", "committed 0", "started", "committed 1"],
+        "refusals before the gate leave nothing in the journal; the gate's own are its entries"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_party_that_cannot_seal_its_share_leaves_the_others_in_doubt_and_resolve_discards() {
     let w = world().await;
-    let mut stores: Vec<Slots> = (0..3).map(|_| Slots::default()).collect();
-    let record = keygen_all(&w, &mut stores).await;
+    let record = w.vault().await;
     // The third party's store fails to seal its new share: it signs no READY, so no party
     // can hold a certificate, and none may promote.
-    stores[2].fail_seal = true;
-    let ends = reshare_all(&w, &mut stores, &record, 3).await;
-    assert!(matches!(ends[2], CommitEnd::Failed(_)), "{:?}", ends[2]);
-    for (end, s) in ends[..2].iter().zip(&stores[..2]) {
-        assert!(matches!(end, CommitEnd::InDoubt(_)), "{end:?}");
+    w.nodes[2].store.lock().fail_seal = true;
+    let out = w.reshare(&w.refresh_request(&record, 3)).await;
+    let codes: Vec<Code> = out
+        .iter()
+        .map(|r| r.as_ref().err().unwrap().code())
+        .collect();
+    assert_eq!(
+        codes,
+        vec![Code::Unavailable, Code::Unavailable, Code::Aborted],
+        "two in doubt, one failed"
+    );
+    assert_eq!(
+        w.nodes[2].journal.entries().last().map(String::as_str),
+        Some("failed 1")
+    );
+    for n in &w.nodes[..2] {
+        assert_eq!(
+            n.journal.entries().last().map(String::as_str),
+            Some("in doubt 1")
+        );
+        let s = n.store.lock();
         // Each kept both its current share (epoch 0) and its pending one (epoch 1).
-        assert_eq!(Slots::epoch(&s.current), Some(0));
-        assert_eq!(Slots::epoch(&s.pending), Some(1));
+        assert_eq!(epoch_of(&s.current), Some(0));
+        assert_eq!(epoch_of(&s.pending), Some(1));
     }
     // Every new party reported and none holds a certificate: resolve discards, and the
     // vault signs at epoch 0 as before.
-    for s in &mut stores[..2] {
-        let state = s.commit.clone().unwrap();
-        let (applied, state) = resolve::apply(s, state, Verdict::Discard, 3).await.unwrap();
+    for n in &w.nodes[..2] {
+        let state = n.store.lock().commit.clone().unwrap();
+        let mut store = n.store.clone();
+        let (applied, state) = resolve::apply(&mut store, state, Verdict::Discard, 3)
+            .await
+            .unwrap();
         assert_eq!(applied, Applied::Discarded);
         assert_eq!(state.phase, Phase::Discarded);
-        assert_eq!(Slots::epoch(&s.pending), None);
-        assert_eq!(Slots::epoch(&s.current), Some(0));
+        let s = n.store.lock();
+        assert_eq!(epoch_of(&s.pending), None);
+        assert_eq!(epoch_of(&s.current), Some(0));
     }
 }

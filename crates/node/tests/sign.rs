@@ -9,169 +9,32 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use common::{Node, Store};
 use cosigner_api::v1 as api;
-use cosigner_node::facts::Windows;
-use cosigner_node::ports::{
-    Admission, Clock, Decider, Journal, Kind, Relays, Shares, SignatureOut, SystemClock,
-};
-use cosigner_node::sign::{self, Rules, Server};
+use cosigner_node::ports::{Clock, SystemClock};
+use cosigner_node::sign::{self, Rules};
 use cosigner_node::{Code, NodeError};
 use cosigner_party::{Held, PartyKeys, VaultRecord};
-use cosigner_policy::{Decision, Verdict};
 use cosigner_relay::mailbox::Relay;
-use cosigner_relay::roster::Roster;
-use cosigner_relay::{DriveError, Driver};
 use cosigner_tss::{Committee, Keygen, KeygenParams, PartyId, local};
 use prost::Message as _;
 
-/// One party's sealed share, and how often it was unsealed.
-struct MemShares {
-    sealed: Vec<u8>,
-    record: VaultRecord,
-    unseals: AtomicUsize,
+trait Signs {
+    async fn sign(&self, req: &api::SignRequest) -> Result<sign::Signed, NodeError>;
+    fn unseals(&self) -> usize;
 }
 
-impl Shares for MemShares {
-    async fn signing_record(&self, vault: &str) -> Result<VaultRecord, NodeError> {
-        if vault != self.record.vault_id() {
-            return Err(NodeError::new(
-                Code::NotFound,
-                format!("this party holds no share of vault {vault:?}"),
-            ));
-        }
-        Ok(self.record.clone())
-    }
-
-    async fn pending(&self, _: &str) -> Result<Option<u64>, NodeError> {
-        Ok(None)
-    }
-
-    async fn unseal(&self, _: &str) -> Result<Held, NodeError> {
-        self.unseals.fetch_add(1, Ordering::SeqCst);
-        Held::decode(&self.sealed).map_err(|e| NodeError::internal(e.to_string()))
-    }
-}
-
-/// What the journal saw, in order.
-#[derive(Default)]
-struct MemJournal {
-    nonces: Mutex<HashSet<Vec<u8>>>,
-    sessions: Mutex<HashSet<Vec<u8>>>,
-    entries: Mutex<Vec<String>>,
-}
-
-impl MemJournal {
-    fn entries(&self) -> Vec<String> {
-        self.entries.lock().unwrap().clone()
-    }
-}
-
-impl Journal for MemJournal {
-    type Admitted = ();
-
-    async fn windows(&self, _: &str, _: i64) -> Result<Windows, NodeError> {
-        Ok(Windows::default())
-    }
-
-    async fn admit(&self, a: Admission<'_>, d: &Decision) -> Result<(), NodeError> {
-        assert_eq!(a.kind, Kind::Sign);
-        if !self
-            .sessions
-            .lock()
-            .unwrap()
-            .insert(a.relay.session_id.clone())
-        {
-            return Err(NodeError::new(Code::AlreadyExists, "session already ran"));
-        }
-        if !self.nonces.lock().unwrap().insert(a.nonce.to_vec()) {
-            return Err(NodeError::new(Code::AlreadyExists, "nonce already used"));
-        }
-        if let Verdict::Deny(why) = &d.verdict {
-            self.entries.lock().unwrap().push("denied".into());
-            return Err(NodeError::not_allowed(format!(
-                "denied by the policy: {}",
-                why.join("; ")
-            )));
-        }
-        self.entries.lock().unwrap().push("started".into());
-        Ok(())
-    }
-
-    async fn signed(&self, _: &(), s: &[SignatureOut]) -> Result<u64, NodeError> {
-        let mut e = self.entries.lock().unwrap();
-        e.push(format!("signed {}", s.len()));
-        Ok(e.len() as u64)
-    }
-
-    async fn failed(&self, _: &(), error: NodeError) -> NodeError {
-        self.entries
-            .lock()
-            .unwrap()
-            .push(format!("failed: {error}"));
-        error
-    }
-}
-
-/// A policy: allow, unless the personal message says "deny".
-struct Policy;
-
-impl Decider for Policy {
-    fn decide(&self, doc: serde_json::Value) -> Decision {
-        let deny = doc.to_string().contains("deny");
-        Decision {
-            verdict: if deny {
-                Verdict::Deny(vec!["the message asks for it".into()])
-            } else {
-                Verdict::Allow
-            },
-            bundle_hash: String::new(),
-        }
-    }
-}
-
-struct LoopbackRelay {
-    addr: String,
-    keys: PartyKeys,
-}
-
-impl Relays for LoopbackRelay {
-    async fn open(&self, _: Kind, _: &api::RelayRef, roster: Roster) -> Result<Driver, DriveError> {
-        common::open_driver(&self.addr, &self.keys, roster).await
-    }
-}
-
-/// One party of the vault with its ports.
-struct Node {
-    keys: PartyKeys,
-    shares: MemShares,
-    journal: MemJournal,
-    relay: LoopbackRelay,
-}
-
-impl Node {
-    fn server(&self) -> Server<'_, MemShares, MemJournal, Policy, LoopbackRelay, SystemClock> {
-        Server {
-            me: self.keys.party_id(),
-            shares: &self.shares,
-            journal: &self.journal,
-            decider: &Policy,
-            relays: &self.relay,
-            clock: &SystemClock,
-            max_clock_skew_ms: 60_000,
-            rules: Rules { raw_hash: true },
-        }
-    }
-
+impl Signs for Node {
     async fn sign(&self, req: &api::SignRequest) -> Result<sign::Signed, NodeError> {
-        self.server().sign(req, "spiffe://test/party").await
+        self.server(&[], true)
+            .sign(req, "spiffe://test/party")
+            .await
     }
 
     fn unseals(&self) -> usize {
-        self.shares.unseals.load(Ordering::SeqCst)
+        self.store.unseals()
     }
 }
 
@@ -216,19 +79,7 @@ async fn world() -> World {
                 .unwrap();
             let share = shares.remove(i);
             let held = Held::new(record.clone(), share).unwrap();
-            Node {
-                shares: MemShares {
-                    sealed: held.encode().to_vec(),
-                    record: record.clone(),
-                    unseals: AtomicUsize::new(0),
-                },
-                journal: MemJournal::default(),
-                relay: LoopbackRelay {
-                    addr: addr.clone(),
-                    keys: k.clone(),
-                },
-                keys: k,
-            }
+            Node::new(k, Store::holding(&held), &addr)
         })
         .collect();
     World { relay, nodes }
@@ -384,7 +235,7 @@ async fn a_device_never_signs_a_raw_hash() {
         });
     });
     let parsed = sign::parse(&req, SystemClock.now_ms(), 60_000).unwrap();
-    let record = w.nodes[1].shares.record.clone();
+    let record = w.nodes[1].store.current().unwrap().record;
     let me = w.nodes[1].keys.party_id();
     let e = sign::check(
         &req.body,
@@ -399,4 +250,43 @@ async fn a_device_never_signs_a_raw_hash() {
     let parsed = sign::parse(&req, SystemClock.now_ms(), 60_000).unwrap();
     let c = sign::check(&req.body, parsed, record, me, Rules { raw_hash: true }).unwrap();
     assert_eq!(c.message_hash, [7; 32]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dry_run_answers_as_the_gate_would_and_unseals_nothing() {
+    use cosigner_node::dry_run::DryRun;
+    use cosigner_policy::Verdict;
+    let w = world().await;
+    let (p0, b) = (&w.nodes[0].keys, &w.nodes[1]);
+    let ask = |req: api::SignRequest| async move {
+        b.server(&[], true)
+            .evaluate(
+                DryRun::Sign,
+                &req.body,
+                p0.party_id(),
+                "spiffe://test/party",
+            )
+            .await
+    };
+    let allowed = ask(w.request(p0, &[0, 1], "pay the rent")).await.unwrap();
+    assert_eq!(allowed.decision.verdict, Verdict::Allow);
+    assert!(allowed.decoded.is_some());
+    // The requester is named as the vault's record names it, as at the gate.
+    assert!(
+        allowed.document.to_string().contains("\"p0\""),
+        "{}",
+        allowed.document
+    );
+    let denied = ask(w.request(p0, &[0, 1], "deny this")).await.unwrap();
+    assert!(matches!(denied.decision.verdict, Verdict::Deny(_)));
+    // An unknown vault is refused as the gate refuses it.
+    let e = ask(edited(p0, &w.request(p0, &[0, 1], "x"), |b| {
+        b.vault_id = "v2".into()
+    }))
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    assert_eq!(w.unseals(), vec![0, 0, 0]);
+    assert!(b.journal.entries().is_empty(), "a dry run records nothing");
 }

@@ -49,3 +49,331 @@ pub async fn open_driver(
     )
     .await
 }
+
+// ---- the ports, in memory ----
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+
+use cosigner_api::v1::RelayRef;
+use cosigner_node::facts::Windows;
+use cosigner_node::gate::{Changing, Claim};
+use cosigner_node::ports::{
+    Admission, Decider, Journal, Kind, Relays, Shares, SignatureOut, SystemClock,
+};
+use cosigner_node::resolve::Discard;
+use cosigner_node::{Code, NodeError};
+use cosigner_party::{Held, VaultRecord};
+use cosigner_policy::{Decision, Verdict};
+use cosigner_relay::commit::CommitState;
+use cosigner_relay::finish::{CommitEnd, CommitStore};
+
+/// One party's slots and commit record (shares kept encoded, as sealed), and how often a
+/// share was unsealed.
+#[derive(Default)]
+pub struct Slots {
+    pub current: Option<Vec<u8>>,
+    pub pending: Option<Vec<u8>>,
+    pub previous: Option<Vec<u8>>,
+    pub commit: Option<CommitState>,
+    /// Fail the next pending seal (a full disk, a TPM that stopped answering).
+    pub fail_seal: bool,
+    pub unseals: usize,
+}
+
+pub fn epoch_of(slot: &Option<Vec<u8>>) -> Option<u64> {
+    slot.as_ref()
+        .map(|b| Held::decode(b).unwrap().record.epoch())
+}
+
+/// A party's store: the Shares port and the commit store it hands out share the slots.
+#[derive(Clone, Default)]
+pub struct Store(Arc<Mutex<Slots>>);
+
+impl Store {
+    pub fn holding(held: &Held) -> Store {
+        let s = Store::default();
+        s.lock().current = Some(held.encode().to_vec());
+        s
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Slots> {
+        self.0.lock().unwrap()
+    }
+
+    pub fn current(&self) -> Option<Held> {
+        self.lock()
+            .current
+            .as_ref()
+            .map(|b| Held::decode(b).unwrap())
+    }
+
+    pub fn unseals(&self) -> usize {
+        self.lock().unseals
+    }
+
+    fn record(&self) -> Option<VaultRecord> {
+        self.current().map(|h| h.record)
+    }
+}
+
+fn not_found(vault: &str) -> NodeError {
+    NodeError::new(
+        Code::NotFound,
+        format!("this party holds no share of vault {vault:?}"),
+    )
+}
+
+impl Shares for Store {
+    async fn signing_record(&self, vault: &str) -> Result<VaultRecord, NodeError> {
+        self.record()
+            .filter(|r| r.vault_id() == vault)
+            .ok_or_else(|| not_found(vault))
+    }
+
+    async fn pending(&self, _: &str) -> Result<Option<u64>, NodeError> {
+        Ok(epoch_of(&self.lock().pending))
+    }
+
+    async fn unseal(&self, vault: &str) -> Result<Held, NodeError> {
+        let mut s = self.lock();
+        s.unseals += 1;
+        let bytes = s.current.clone().ok_or_else(|| not_found(vault))?;
+        Held::decode(&bytes).map_err(|e| NodeError::internal(e.to_string()))
+    }
+
+    async fn vacant(&self, vault: &str) -> Result<(), NodeError> {
+        let s = self.lock();
+        if s.current.is_some() || s.pending.is_some() || s.previous.is_some() {
+            return Err(NodeError::new(
+                Code::AlreadyExists,
+                format!("this party already holds a share of vault {vault:?}"),
+            ));
+        }
+        if s.commit.as_ref().is_some_and(|c| c.phase.needs_resolve()) {
+            return Err(NodeError::new(Code::FailedPrecondition, "in doubt"));
+        }
+        Ok(())
+    }
+
+    async fn reshare_record(&self, vault: &str) -> Result<Option<VaultRecord>, NodeError> {
+        Ok(self.record().filter(|r| r.vault_id() == vault))
+    }
+
+    type Commit = Store;
+
+    fn commit(&self, _: Kind, _: u64) -> Store {
+        self.clone()
+    }
+}
+
+impl CommitStore for Store {
+    type Pending = Held;
+    type Error = NodeError;
+
+    async fn save(&mut self, state: &CommitState) -> Result<(), NodeError> {
+        self.lock().commit = Some(state.clone());
+        Ok(())
+    }
+
+    async fn seal_pending(&mut self, pending: Held) -> Result<(), NodeError> {
+        let mut s = self.lock();
+        if std::mem::take(&mut s.fail_seal) {
+            return Err(NodeError::new(Code::Unavailable, "the disk is full"));
+        }
+        s.pending = Some(pending.encode().to_vec());
+        Ok(())
+    }
+
+    async fn promote(&mut self, _: &str) -> Result<(), NodeError> {
+        let mut s = self.lock();
+        if let Some(p) = s.pending.take() {
+            s.previous = s.current.take();
+            s.current = Some(p);
+        }
+        Ok(())
+    }
+
+    async fn retire(&mut self, _: &str) -> Result<(), NodeError> {
+        let mut s = self.lock();
+        if let Some(c) = s.current.take() {
+            s.previous = Some(c);
+        }
+        Ok(())
+    }
+
+    fn fault(&self, _: &str) {}
+}
+
+impl Discard for Store {
+    async fn discard(&mut self, state: &CommitState) -> Result<(), NodeError> {
+        let mut s = self.lock();
+        if epoch_of(&s.pending) == Some(state.target.epoch) {
+            s.pending = None;
+        }
+        s.commit = Some(state.clone());
+        Ok(())
+    }
+}
+
+/// What the journal saw, in order, with its nonce and session memory.
+#[derive(Default)]
+pub struct MemJournal {
+    nonces: Mutex<HashSet<Vec<u8>>>,
+    sessions: Mutex<HashSet<Vec<u8>>>,
+    entries: Mutex<Vec<String>>,
+    changing: Changing,
+}
+
+impl MemJournal {
+    pub fn entries(&self) -> Vec<String> {
+        self.entries.lock().unwrap().clone()
+    }
+
+    fn push(&self, e: String) -> u64 {
+        let mut v = self.entries.lock().unwrap();
+        v.push(e);
+        v.len() as u64
+    }
+}
+
+impl Journal for MemJournal {
+    type Admitted = Kind;
+
+    async fn windows(&self, _: &str, _: i64) -> Result<Windows, NodeError> {
+        Ok(Windows::default())
+    }
+
+    async fn admit(&self, a: Admission<'_>, d: &Decision) -> Result<Kind, NodeError> {
+        if !self
+            .sessions
+            .lock()
+            .unwrap()
+            .insert(a.relay.session_id.clone())
+        {
+            return Err(NodeError::new(Code::AlreadyExists, "session already ran"));
+        }
+        if !self.nonces.lock().unwrap().insert(a.nonce.to_vec()) {
+            return Err(NodeError::new(Code::AlreadyExists, "nonce already used"));
+        }
+        if let Verdict::Deny(why) = &d.verdict {
+            self.push("denied".into());
+            return Err(NodeError::not_allowed(format!(
+                "denied by the policy: {}",
+                why.join("; ")
+            )));
+        }
+        self.push("started".into());
+        Ok(a.kind)
+    }
+
+    async fn signed(&self, _: &Kind, s: &[SignatureOut]) -> Result<u64, NodeError> {
+        Ok(self.push(format!("signed {}", s.len())))
+    }
+
+    async fn failed(&self, _: &Kind, error: NodeError) -> NodeError {
+        self.push(format!("failed: {error}"));
+        error
+    }
+
+    async fn committed(
+        &self,
+        _: &Kind,
+        end: CommitEnd,
+        new_epoch: u64,
+        _: &[u8],
+    ) -> Result<u64, NodeError> {
+        match end {
+            CommitEnd::Committed | CommitEnd::Retired => {
+                Ok(self.push(format!("committed {new_epoch}")))
+            }
+            CommitEnd::InDoubt(why) => {
+                self.push(format!("in doubt {new_epoch}"));
+                Err(NodeError::new(Code::Unavailable, why))
+            }
+            CommitEnd::Failed(why) => {
+                self.push(format!("failed {new_epoch}"));
+                Err(NodeError::new(Code::Aborted, why))
+            }
+        }
+    }
+
+    type Exclusive = Claim;
+
+    fn exclusive(&self, vault: &str) -> Result<Claim, NodeError> {
+        self.changing.claim(vault)
+    }
+}
+
+/// A policy: allow, unless the request mentions "deny".
+pub struct Policy;
+
+impl Decider for Policy {
+    fn decide(&self, doc: serde_json::Value) -> Decision {
+        let deny = doc.to_string().contains("deny");
+        Decision {
+            verdict: if deny {
+                Verdict::Deny(vec!["the request asks for it".into()])
+            } else {
+                Verdict::Allow
+            },
+            bundle_hash: String::new(),
+        }
+    }
+}
+
+/// This party's drivers into the loopback relay.
+pub struct LoopbackRelay {
+    pub addr: String,
+    pub keys: PartyKeys,
+}
+
+impl Relays for LoopbackRelay {
+    async fn open(&self, _: Kind, _: &RelayRef, roster: Roster) -> Result<Driver, DriveError> {
+        open_driver(&self.addr, &self.keys, roster).await
+    }
+}
+
+/// One party with its ports in memory.
+pub struct Node {
+    pub keys: PartyKeys,
+    pub store: Store,
+    pub journal: MemJournal,
+    pub relay: LoopbackRelay,
+}
+
+impl Node {
+    /// A party on the relay at `addr` holding what `store` holds.
+    pub fn new(keys: PartyKeys, store: Store, addr: &str) -> Node {
+        Node {
+            store,
+            journal: MemJournal::default(),
+            relay: LoopbackRelay {
+                addr: addr.to_string(),
+                keys: keys.clone(),
+            },
+            keys,
+        }
+    }
+
+    /// The party serving requests; `allowed` may request keygens; `raw_hash` as a daemon
+    /// (true) or a device (false).
+    pub fn server<'a>(
+        &'a self,
+        allowed: &'a [[u8; 32]],
+        raw_hash: bool,
+    ) -> cosigner_node::server::Server<'a, Store, MemJournal, Policy, LoopbackRelay, SystemClock>
+    {
+        cosigner_node::server::Server {
+            keys: &self.keys,
+            shares: &self.store,
+            journal: &self.journal,
+            decider: &Policy,
+            relays: &self.relay,
+            clock: &SystemClock,
+            max_clock_skew_ms: 60_000,
+            rules: cosigner_node::sign::Rules { raw_hash },
+            allowed_requesters: allowed,
+        }
+    }
+}
