@@ -36,7 +36,7 @@ use cosigner_policy::input::{self, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 
 use crate::metrics::Metrics;
-use cosigner_relay::commit::{self, Holding, Phase, Report, Role};
+use cosigner_relay::commit::{Holding, Phase, Report, Role};
 use cosigner_relay::finish::CommitEnd;
 use cosigner_relay::record::committee_to_api;
 use cosigner_relay::roster::{self, Roster};
@@ -59,7 +59,7 @@ use cosigner_node::NodeError;
 use cosigner_node::dry_run::{DryRun, Evaluated};
 use cosigner_node::gate::Claim;
 use cosigner_node::ports::Admission;
-use cosigner_node::resolve::{Applied, Verdict as Resolution};
+use cosigner_node::resolve::Verdict as Resolution;
 
 pub(crate) const GET_RECORD: &str = cosigner_node::request::GET_VAULT_RECORD;
 pub(crate) const RESHARE: &str = cosigner_node::reshare::METHOD;
@@ -736,7 +736,7 @@ impl Ceremonies {
     // ---- operator repairs ----
 
     /// Decides an interrupted commit from the other parties' signed reports
-    /// ([`commit::decide`]): promote (or retire) with a certificate, discard when every new
+    /// ([`cosigner_node::resolve::verdict`]): promote (or retire) with a certificate, discard when every new
     /// party reported and none holds one, otherwise say whom it waits for. An operator's
     /// word alone decides nothing.
     pub async fn resolve_pending(
@@ -783,60 +783,38 @@ impl Ceremonies {
                 state.phase.as_str()
             )));
         }
-        let me = self.me();
-        let decision = if unfinished_move {
-            commit::Decision::Promote(state.received.clone())
-        } else {
-            commit::decide(&state, &reports, &lost, me)
-        };
         let retiring = state.role == Role::LeavingDealer;
-        let verdict = match decision {
-            commit::Decision::Undecided(why) => {
+        let verdict = match cosigner_node::resolve::verdict(
+            &state,
+            &reports,
+            &lost,
+            self.me(),
+            unfinished_move,
+        ) {
+            Err(why) => {
                 return Ok(ResolvePendingResponse {
                     vault: self.vaults.describe(vault).await.ok(),
                     decision: "undecided".into(),
                     detail: why,
                 });
             }
-            commit::Decision::Promote(cert) => {
-                // A pending share that does not open is never promoted.
-                if !retiring {
-                    self.vaults.load(vault, Slot::Pending).await?;
-                }
-                Resolution::Promote(cert)
-            }
-            commit::Decision::Discard => Resolution::Discard,
+            Ok(v) => v,
         };
+        // A pending share that does not open is never promoted.
+        if matches!(verdict, Resolution::Promote(_)) && !retiring {
+            self.vaults.load(vault, Slot::Pending).await?;
+        }
         let mut store = DaemonCommit {
             vaults: self.vaults.clone(),
             new_epoch: state.target.epoch,
             fault: None,
         };
+        let (epoch, old_epoch) = (state.target.epoch, state.old_epoch);
         // A store error keeps its kind (a busy TPM, a damaged file, a full disk).
         let (applied, state) = cosigner_node::resolve::apply(&mut store, state, verdict, now_ms())
             .await
             .map_err(|e| status(&e))?;
-        let epoch = state.target.epoch;
-        let detail = match applied {
-            Applied::Retired => format!(
-                "every new party's READY is known (a certificate): this dealer left the committee at epoch {epoch}"
-            ),
-            Applied::Promoted => format!(
-                "every new party's READY is known (a certificate): epoch {epoch} is current"
-            ),
-            Applied::Reactivated => format!(
-                "every new party reported and no certificate exists: the reshare to epoch {epoch} did not happen; this party's epoch {} share is in use again",
-                state.old_epoch.unwrap_or(0)
-            ),
-            Applied::Discarded => format!(
-                "every new party reported (or was declared lost) and no certificate exists: the pending share of epoch {epoch} is deleted{}",
-                if slots.current.is_some() {
-                    "; the current share stays in use"
-                } else {
-                    ""
-                }
-            ),
-        };
+        let detail = applied.detail(epoch, old_epoch, slots.current.is_some());
         let word = applied.as_str();
         let rec = Record {
             vault_id: vault.to_string(),

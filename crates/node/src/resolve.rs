@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use cosigner_relay::commit::{CommitState, Phase, ReadyStatement, Role};
+use cosigner_relay::commit::{CommitState, Decision, Phase, ReadyStatement, Report, Role, decide};
 use cosigner_relay::finish::CommitStore;
 
 /// A store that can also record a discard.
@@ -42,6 +42,53 @@ impl Applied {
             Applied::Discarded => "discarded",
             Applied::Reactivated => "reactivated",
         }
+    }
+
+    /// What happened, for the operator: the commit to `epoch` (from `old_epoch`), and
+    /// whether this party still has a current share after a discard.
+    pub fn detail(self, epoch: u64, old_epoch: Option<u64>, has_current: bool) -> String {
+        match self {
+            Applied::Retired => format!(
+                "every new party's READY is known (a certificate): this dealer left the committee at epoch {epoch}"
+            ),
+            Applied::Promoted => format!(
+                "every new party's READY is known (a certificate): epoch {epoch} is current"
+            ),
+            Applied::Reactivated => format!(
+                "every new party reported and no certificate exists: the reshare to epoch {epoch} did not happen; this party's epoch {} share is in use again",
+                old_epoch.unwrap_or(0)
+            ),
+            Applied::Discarded => format!(
+                "every new party reported (or was declared lost) and no certificate exists: the pending share of epoch {epoch} is deleted{}",
+                if has_current {
+                    "; the current share stays in use"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// The verdict on `state` from the other parties' signed `reports` (and the parties
+/// declared `lost`), or why there is none yet. A certified move that a crash interrupted
+/// (`unfinished_move`) is finished without asking anyone: the certificate is on record.
+pub fn verdict(
+    state: &CommitState,
+    reports: &[Report],
+    lost: &[[u8; 32]],
+    me: [u8; 32],
+    unfinished_move: bool,
+) -> Result<Verdict, String> {
+    let decision = if unfinished_move {
+        Decision::Promote(state.received.clone())
+    } else {
+        decide(state, reports, lost, me)
+    };
+    match decision {
+        Decision::Promote(cert) => Ok(Verdict::Promote(cert)),
+        Decision::Discard => Ok(Verdict::Discard),
+        Decision::Undecided(why) => Err(why),
     }
 }
 
@@ -210,5 +257,23 @@ mod tests {
             .unwrap();
         assert_eq!(applied, Applied::Reactivated);
         assert_eq!(s.current, Some(1));
+    }
+
+    #[test]
+    fn only_a_recorded_certificate_or_the_reports_decide() {
+        let st = state(Role::NewParty);
+        // No reports and a new party not heard from: nothing is decided, naming why.
+        let why = verdict(&st, &[], &[], [9; 32], false).err().unwrap();
+        assert!(!why.is_empty());
+        // A certified move a crash interrupted is finished on the recorded certificate.
+        assert!(matches!(
+            verdict(&st, &[], &[], [9; 32], true),
+            Ok(Verdict::Promote(_))
+        ));
+        // The new party declared lost, with no certificate anywhere: discard.
+        assert!(matches!(
+            verdict(&st, &[], &[[3; 32]], [9; 32], false),
+            Ok(Verdict::Discard)
+        ));
     }
 }

@@ -27,7 +27,7 @@ use cosigner_api::v1::cosigner_client::CosignerClient;
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_node::coordinator::{Calls, SESSION_TTL_SECONDS, Session, sign_request};
 use cosigner_node::reshare::Part;
-use cosigner_relay::commit::{CommitState, Decision, Holding, Phase, Report, decide};
+use cosigner_relay::commit::{CommitState, Holding, Phase, Report};
 use cosigner_relay::finish::{self, CommitEnd};
 use cosigner_relay::keys::{hex, parse_id, short};
 use cosigner_relay::record::{committee_from_api, members_to_api};

@@ -90,12 +90,10 @@ pub(super) async fn resolve(
         .map(|l| party_ref(l, &known).with_context(|| format!("--lost {l:?}")))
         .collect::<Result<_>>()?;
     let me = ctx.file.keys.party_id();
-    let epoch = state.target.epoch;
-    let old_epoch = state.old_epoch;
-    let verdict = match decide(&state, &reports, &lost, me) {
-        Decision::Promote(cert) => cosigner_node::resolve::Verdict::Promote(cert),
-        Decision::Discard => cosigner_node::resolve::Verdict::Discard,
-        Decision::Undecided(why) => {
+    let (epoch, old_epoch) = (state.target.epoch, state.old_epoch);
+    let verdict = match cosigner_node::resolve::verdict(&state, &reports, &lost, me, false) {
+        Ok(v) => v,
+        Err(why) => {
             println!(
                 "{}",
                 json!({"vault_id": vault, "decision": "undecided", "detail": why})
@@ -106,22 +104,8 @@ pub(super) async fn resolve(
     let (applied, _) = cosigner_node::resolve::apply(&mut ctx.store(), state, verdict, now_ms())
         .await
         .map_err(|e| anyhow!("{e}"))?;
-    use cosigner_node::resolve::Applied;
-    let detail = match applied {
-        Applied::Retired => {
-            format!("a certificate for epoch {epoch}: this party left the committee")
-        }
-        Applied::Promoted => {
-            format!("a certificate for epoch {epoch}: the pending share is current")
-        }
-        Applied::Reactivated => format!(
-            "no certificate for epoch {epoch} exists: this party keeps its share of epoch {}",
-            old_epoch.unwrap_or_default()
-        ),
-        Applied::Discarded => {
-            format!("no certificate for epoch {epoch} exists: the pending share is deleted")
-        }
-    };
+    let has_current = ctx.file.slots(vault).is_some_and(|s| s.current.is_some());
+    let detail = applied.detail(epoch, old_epoch, has_current);
     let decision = applied.as_str();
     let current = ctx.file.slots(vault).and_then(|s| epoch_of(&s.current));
     println!(
