@@ -190,71 +190,33 @@ impl Backups {
         peers: &[String],
         offline: bool,
     ) -> Result<(), Status> {
-        use cosigner_api::v1::cosigner_client::CosignerClient;
-        use cosigner_node::peers::Word;
-        use prost::Message as _;
-        let vault = backup.meta.vault_id.clone();
-        let epoch = backup.meta.epoch;
-        let record = &backup.held.record;
-        // A fresh challenge: a report replayed from an earlier answer cannot carry it.
-        let challenge: [u8; 32] = rand::random();
-        let body = api::VaultRecordBody {
-            vault_id: vault.clone(),
-            about: challenge.to_vec(),
-        }
-        .encode_to_vec();
-        let mut words = Vec::new();
-        for addr in peers {
-            let auth = cosigner_relay::request::sign(
-                &backup.keys,
-                crate::ceremony::GET_RECORD,
-                &body,
-                now_ms(),
-            );
-            let channel = match tonic::transport::Endpoint::from_shared(addr.clone()) {
-                Ok(e) => match e.tls_config(self.ceremonies.client_tls()) {
-                    Ok(e) => {
-                        e.connect_timeout(std::time::Duration::from_secs(5))
-                            .timeout(std::time::Duration::from_secs(10))
-                            .connect()
-                            .await
-                    }
-                    Err(e) => {
-                        words.push(Word::Nothing(format!("{addr}: TLS: {e}")));
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    words.push(Word::Nothing(format!("{addr}: {e}")));
-                    continue;
+        let (vault, epoch) = (&backup.meta.vault_id, backup.meta.epoch);
+        let tls = self.ceremonies.client_tls();
+        let confirmed = cosigner_node::peers::ask(
+            peers,
+            &backup.keys,
+            vault,
+            epoch,
+            &backup.held.record,
+            offline,
+            |addr| {
+                let tls = tls.clone();
+                async move {
+                    let channel = tonic::transport::Endpoint::from_shared(addr)
+                        .map_err(|e| e.to_string())?
+                        .tls_config(tls)
+                        .map_err(|e| format!("TLS: {e}"))?
+                        .connect_timeout(std::time::Duration::from_secs(5))
+                        .timeout(std::time::Duration::from_secs(10))
+                        .connect()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(api::cosigner_client::CosignerClient::new(channel))
                 }
-            };
-            let answer = match channel {
-                Ok(c) => CosignerClient::new(c)
-                    .get_vault_record(api::VaultRecordRequest {
-                        body: body.clone(),
-                        auth: Some(auth),
-                    })
-                    .await
-                    .map(|r| r.into_inner()),
-                Err(e) => {
-                    words.push(Word::Nothing(format!("{addr}: unreachable: {e}")));
-                    continue;
-                }
-            };
-            let answer = match answer {
-                Ok(a) => a,
-                Err(s) => {
-                    words.push(Word::Nothing(format!("{addr}: {}", s.message())));
-                    continue;
-                }
-            };
-            words.push(cosigner_node::peers::read(
-                addr, &vault, epoch, record, &challenge, &answer,
-            ));
-        }
-        let confirmed = cosigner_node::peers::conclude(&vault, epoch, &words, offline)
-            .map_err(|e| crate::ports::status(&e))?;
+            },
+        )
+        .await
+        .map_err(|e| crate::ports::status(&e))?;
         if !confirmed {
             tracing::warn!(vault = %vault, epoch, "backup imported offline: no peer confirmed its epoch");
         }

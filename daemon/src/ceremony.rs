@@ -374,14 +374,6 @@ impl Ceremonies {
         a: Admission<'_>,
         decision: &PolicyVerdict,
     ) -> Result<Begun, Status> {
-        self.metrics.decision(
-            crate::ports::history_kind(a.kind).as_str(),
-            match decision.verdict {
-                Verdict::Allow => "allow",
-                Verdict::Deny(_) => "deny",
-                Verdict::NeedsApproval(_) => "needs_approval",
-            },
-        );
         self.gate
             .admit(self, a, decision)
             .await
@@ -548,7 +540,8 @@ impl Ceremonies {
         &'a self,
         keys: &'a PartyKeys,
         shares: &'a SealedShares<'a>,
-    ) -> cosigner_node::server::Server<'a, SealedShares<'a>, Self, Policy, Self, Self> {
+    ) -> cosigner_node::server::Server<'a, SealedShares<'a>, Self, Policy, Self, Self, Metrics>
+    {
         cosigner_node::server::Server {
             keys,
             shares,
@@ -556,6 +549,7 @@ impl Ceremonies {
             decider: &self.policy,
             relays: self,
             clock: self,
+            observer: &self.metrics,
             max_clock_skew_ms: self.skew_ms(),
             rules: cosigner_node::sign::Rules { raw_hash: true },
             allowed_requesters: &self.settings.allowed_requesters,

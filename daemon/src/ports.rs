@@ -368,6 +368,20 @@ impl cosigner_node::ports::Decider for Policy {
     }
 }
 
+/// Policy decisions counted by kind and verdict.
+impl ports::Observer for crate::metrics::Metrics {
+    fn decided(&self, kind: ports::Kind, decision: &cosigner_policy::Decision) {
+        self.decision(
+            history_kind(kind).as_str(),
+            match decision.verdict {
+                cosigner_policy::Verdict::Allow => "allow",
+                cosigner_policy::Verdict::Deny(_) => "deny",
+                cosigner_policy::Verdict::NeedsApproval(_) => "needs_approval",
+            },
+        );
+    }
+}
+
 impl ports::Relays for Ceremonies {
     async fn open(
         &self,

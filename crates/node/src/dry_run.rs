@@ -25,7 +25,7 @@ pub struct Evaluated {
     pub decoded: Option<Decoded>,
 }
 
-impl<S, J, D, R, C> Server<'_, S, J, D, R, C>
+impl<S, J, D, R, C, O> Server<'_, S, J, D, R, C, O>
 where
     S: Shares,
     J: Journal,

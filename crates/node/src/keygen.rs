@@ -13,7 +13,7 @@ use cosigner_relay::finish;
 
 use crate::error::{Code, NodeError};
 use crate::facts::{self, Asker};
-use crate::ports::{Admission, Clock, Decider, Journal, Kind, Relays, Shares};
+use crate::ports::{Admission, Clock, Decider, Journal, Kind, Observer, Relays, Shares};
 use crate::server::Server;
 
 /// The gRPC method a keygen request is signed for.
@@ -121,13 +121,14 @@ pub struct Generated {
     pub seq: u64,
 }
 
-impl<S, J, D, R, C> Server<'_, S, J, D, R, C>
+impl<S, J, D, R, C, O> Server<'_, S, J, D, R, C, O>
 where
     S: Shares,
     J: Journal,
     D: Decider,
     R: Relays,
     C: Clock,
+    O: Observer,
 {
     /// Serves one keygen request: the request signature, the allow list (a keygen has no
     /// committee to check the requester against), the body, one keygen or reshare of the
@@ -177,6 +178,7 @@ where
                 &asker,
                 now,
             )));
+        self.observer.decided(Kind::Keygen, &decision);
         let admitted = self
             .journal
             .admit(

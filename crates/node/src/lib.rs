@@ -15,6 +15,7 @@
 //! - [`error`]: one typed error with a status code, mapped to a gRPC status in one place;
 //! - [`payload`]: the API payload as the policy decoder reads it, written once;
 //! - [`peers`]: the other parties' word on a restored backup's epoch;
+//! - [`refusals`]: the rate limit on recording refused requests;
 //! - [`request`]: a request's signature and body, as every ceremony reads them;
 //! - [`facts`]: the policy input for keygen, sign and reshare;
 //! - [`gate`]: replay and session memory, ceremony slots, the decision recorded;
@@ -35,6 +36,7 @@ pub mod keygen;
 pub mod payload;
 pub mod peers;
 pub mod ports;
+pub mod refusals;
 pub mod request;
 pub mod reshare;
 pub mod resolve;

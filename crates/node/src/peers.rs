@@ -3,12 +3,18 @@
 //! stale share is not brought back. A machine that restores a backup has no history of the
 //! vault; only the others can tell it that a reshare replaced every share since.
 
-use cosigner_api::v1::VaultRecordResponse;
-use cosigner_party::VaultRecord;
-use cosigner_party::keys::short;
-use cosigner_relay::commit::Report;
+use std::future::Future;
 
+use cosigner_api::v1::cosigner_client::CosignerClient;
+use cosigner_api::v1::{VaultRecordBody, VaultRecordRequest, VaultRecordResponse};
+use cosigner_party::keys::short;
+use cosigner_party::{PartyKeys, VaultRecord};
+use cosigner_relay::commit::Report;
+use tonic::transport::Channel;
+
+use crate::coordinator::{sign_request, status_text};
 use crate::error::NodeError;
+use crate::request::GET_VAULT_RECORD;
 
 /// What one peer's answer shows about a backup of `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,4 +103,57 @@ pub fn conclude(vault: &str, epoch: u64, words: &[Word], offline: bool) -> Resul
         )));
     }
     Ok(confirmed)
+}
+
+/// Asks every peer in `addrs` about a backup of `vault` at `epoch`, as the backup's party
+/// (`keys`, so each member answers a request from a member), with one fresh challenge, and
+/// concludes ([`conclude`]). `connect` opens a client to an address (the caller's TLS
+/// settings and time limits); a peer that cannot be reached says nothing. The daemon's
+/// ImportBackup and the device's `party backup-import` both ask this way.
+pub async fn ask<F, Fut>(
+    addrs: &[String],
+    keys: &PartyKeys,
+    vault: &str,
+    epoch: u64,
+    record: &VaultRecord,
+    offline: bool,
+    connect: F,
+) -> Result<bool, NodeError>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<CosignerClient<Channel>, String>>,
+{
+    // A fresh challenge: a report replayed from an earlier answer cannot carry it.
+    let challenge: [u8; 32] = rand::random();
+    let body = VaultRecordBody {
+        vault_id: vault.to_string(),
+        about: challenge.to_vec(),
+    };
+    let mut words = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let mut client = match connect(addr.clone()).await {
+            Ok(c) => c,
+            Err(e) => {
+                words.push(Word::Nothing(format!("{addr}: unreachable: {e}")));
+                continue;
+            }
+        };
+        let signed = sign_request(
+            keys,
+            GET_VAULT_RECORD,
+            &body,
+            cosigner_party::clock::now_ms(),
+        );
+        let answer = client
+            .get_vault_record(VaultRecordRequest {
+                body: signed.body,
+                auth: Some(signed.auth),
+            })
+            .await;
+        words.push(match answer {
+            Ok(a) => read(addr, vault, epoch, record, &challenge, a.get_ref()),
+            Err(s) => Word::Nothing(format!("{addr}: {}", status_text(&s))),
+        });
+    }
+    conclude(vault, epoch, &words, offline)
 }

@@ -114,6 +114,20 @@ pub trait Decider {
     fn decide(&self, document: serde_json::Value) -> cosigner_policy::Decision;
 }
 
+/// What the layer reports for metrics: kinds and verdicts only, never a vault, party or
+/// session id. (Outcomes are the journal's: it records them.)
+pub trait Observer {
+    /// The policy decided on a request of `kind` that passed every check before it.
+    fn decided(&self, kind: Kind, decision: &cosigner_policy::Decision);
+}
+
+/// Keeps nothing (a party without metrics).
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn decided(&self, _: Kind, _: &cosigner_policy::Decision) {}
+}
+
 /// Where parties meet.
 pub trait Relays {
     /// A driver for this party in the session `relay` names, with `roster`, for a

@@ -19,7 +19,7 @@ use cosigner_tss::{PartyId, Reshare, ReshareOutput, ReshareParams};
 
 use crate::error::{Code, NodeError};
 use crate::facts::{self, Asker};
-use crate::ports::{Admission, Clock, Decider, Journal, Kind, Relays, Shares};
+use crate::ports::{Admission, Clock, Decider, Journal, Kind, Observer, Relays, Shares};
 use crate::server::Server;
 
 /// The gRPC method a reshare request is signed for.
@@ -217,13 +217,14 @@ pub struct Reshared {
     pub seq: u64,
 }
 
-impl<S, J, D, R, C> Server<'_, S, J, D, R, C>
+impl<S, J, D, R, C, O> Server<'_, S, J, D, R, C, O>
 where
     S: Shares,
     J: Journal,
     D: Decider,
     R: Relays,
     C: Clock,
+    O: Observer,
 {
     /// Serves one reshare request: the request signature and body, one keygen or reshare
     /// of the vault at a time, the request checked against this party's own record (or,
@@ -280,6 +281,7 @@ where
                 windows,
                 now,
             )));
+        self.observer.decided(Kind::Reshare, &decision);
         let admitted = self
             .journal
             .admit(

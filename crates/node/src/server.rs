@@ -8,13 +8,14 @@ use cosigner_party::{Member, PartyKeys, VaultRecord};
 use crate::sign::Rules;
 
 /// A party's identity, stores and limits, borrowed for one request.
-pub struct Server<'a, S, J, D, R, C> {
+pub struct Server<'a, S, J, D, R, C, O> {
     pub keys: &'a PartyKeys,
     pub shares: &'a S,
     pub journal: &'a J,
     pub decider: &'a D,
     pub relays: &'a R,
     pub clock: &'a C,
+    pub observer: &'a O,
     pub max_clock_skew_ms: i64,
     pub rules: Rules,
     /// Who may request a keygen here, or bring this party into a vault it holds nothing
@@ -22,7 +23,7 @@ pub struct Server<'a, S, J, D, R, C> {
     pub allowed_requesters: &'a [[u8; 32]],
 }
 
-impl<S, J, D, R, C> Server<'_, S, J, D, R, C> {
+impl<S, J, D, R, C, O> Server<'_, S, J, D, R, C, O> {
     pub fn me(&self) -> [u8; 32] {
         self.keys.party_id()
     }

@@ -30,7 +30,9 @@ use cosigner_tss::{DerivationPath, PartyId, PointBytes, Sign, SignParams, Signat
 use crate::error::NodeError;
 use crate::facts::{self, Asker};
 use crate::payload;
-use crate::ports::{Admission, Clock, Decider, Journal, Kind, Relays, Shares, SignatureOut};
+use crate::ports::{
+    Admission, Clock, Decider, Journal, Kind, Observer, Relays, Shares, SignatureOut,
+};
 pub use crate::server::Server;
 
 /// The gRPC method a sign request is signed for.
@@ -213,13 +215,14 @@ pub struct Signed {
     pub seq: u64,
 }
 
-impl<S, J, D, R, C> Server<'_, S, J, D, R, C>
+impl<S, J, D, R, C, O> Server<'_, S, J, D, R, C, O>
 where
     S: Shares,
     J: Journal,
     D: Decider,
     R: Relays,
     C: Clock,
+    O: Observer,
 {
     /// Serves one sign request through the whole pipeline (module docs).
     pub async fn sign(&self, req: &SignRequest, tls_identity: &str) -> Result<Signed, NodeError> {
@@ -243,6 +246,7 @@ where
                 windows,
                 now,
             )));
+        self.observer.decided(Kind::Sign, &decision);
         let relay = c
             .body
             .relay

@@ -207,6 +207,12 @@ async fn keygen_and_reshare_refusals_come_before_anything_runs() {
     assert_eq!(e.code(), Code::AlreadyExists, "{e}");
     assert_eq!(n1.journal.entries(), vec!["denied"]);
     assert!(n1.store.current().is_none());
+    // Only requests that reached the policy were observed as decided: the denied one and
+    // its replay (decided, then refused at the gate), not the requester off the list.
+    assert_eq!(
+        *n1.journal.decided.lock().unwrap(),
+        vec!["Keygen deny", "Keygen deny"]
+    );
 
     let record = w.vault().await;
     // A second keygen of a vault this party holds.

@@ -59,27 +59,25 @@ pub(super) async fn backup_import(
     // Only the other parties can tell whether a reshare replaced every share since the
     // backup: each peer is asked as the backup's party, with a fresh challenge its signed
     // report must carry (the same rule as a daemon's import: cosigner_node::peers).
-    let challenge: [u8; 32] = rand::random();
-    let mut words = Vec::with_capacity(peers.len());
-    for addr in peers {
-        words.push(
-            match ctx
-                .vault_record_as(&b.keys, addr, &vault, Some(challenge))
+    let connect = ctx.connect;
+    let confirmed = cosigner_node::peers::ask(
+        peers,
+        &b.keys,
+        &vault,
+        b.meta.epoch,
+        &b.held.record,
+        offline,
+        |addr| async move {
+            let timeout = Duration::from_secs(connect.timeout.max(1));
+            connect
+                .channel_to(&addr, Some(timeout))
                 .await
-            {
-                Ok(answer) => cosigner_node::peers::read(
-                    addr,
-                    &vault,
-                    b.meta.epoch,
-                    &b.held.record,
-                    &challenge,
-                    &answer,
-                ),
-                Err(e) => cosigner_node::peers::Word::Nothing(format!("{e:#}")),
-            },
-        );
-    }
-    if !cosigner_node::peers::conclude(&vault, b.meta.epoch, &words, offline)? {
+                .map(CosignerClient::new)
+                .map_err(|e| format!("{e:#}"))
+        },
+    )
+    .await?;
+    if !confirmed {
         eprintln!(
             "cosignerctl: importing vault {vault:?} at epoch {} offline: no peer confirmed that epoch",
             b.meta.epoch

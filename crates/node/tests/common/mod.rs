@@ -59,7 +59,7 @@ use cosigner_api::v1::RelayRef;
 use cosigner_node::facts::Windows;
 use cosigner_node::gate::{Changing, Claim};
 use cosigner_node::ports::{
-    Admission, Decider, Journal, Kind, Relays, Shares, SignatureOut, SystemClock,
+    Admission, Decider, Journal, Kind, Observer, Relays, Shares, SignatureOut, SystemClock,
 };
 use cosigner_node::resolve::Discard;
 use cosigner_node::{Code, NodeError};
@@ -216,9 +216,11 @@ impl Discard for Store {
     }
 }
 
-/// What the journal saw, in order, with its nonce and session memory.
+/// What the journal saw, in order, with its nonce and session memory; and, as the
+/// observer, the decisions reported.
 #[derive(Default)]
 pub struct MemJournal {
+    pub decided: Mutex<Vec<String>>,
     nonces: Mutex<HashSet<Vec<u8>>>,
     sessions: Mutex<HashSet<Vec<u8>>>,
     entries: Mutex<Vec<String>>,
@@ -305,6 +307,19 @@ impl Journal for MemJournal {
     }
 }
 
+impl Observer for MemJournal {
+    fn decided(&self, kind: Kind, d: &Decision) {
+        let verdict = match d.verdict {
+            Verdict::Allow => "allow",
+            _ => "deny",
+        };
+        self.decided
+            .lock()
+            .unwrap()
+            .push(format!("{kind:?} {verdict}"));
+    }
+}
+
 /// A policy: allow, unless the request mentions "deny".
 pub struct Policy;
 
@@ -362,8 +377,15 @@ impl Node {
         &'a self,
         allowed: &'a [[u8; 32]],
         raw_hash: bool,
-    ) -> cosigner_node::server::Server<'a, Store, MemJournal, Policy, LoopbackRelay, SystemClock>
-    {
+    ) -> cosigner_node::server::Server<
+        'a,
+        Store,
+        MemJournal,
+        Policy,
+        LoopbackRelay,
+        SystemClock,
+        MemJournal,
+    > {
         cosigner_node::server::Server {
             keys: &self.keys,
             shares: &self.store,
@@ -371,6 +393,7 @@ impl Node {
             decider: &Policy,
             relays: &self.relay,
             clock: &SystemClock,
+            observer: &self.journal,
             max_clock_skew_ms: 60_000,
             rules: cosigner_node::sign::Rules { raw_hash },
             allowed_requesters: allowed,
