@@ -1,13 +1,13 @@
-//! Keygen, sign and reshare as this daemon takes part in them.
+//! Keygen, sign, reshare, the policy dry run and resolve as this daemon serves them.
 //!
-//! Every request goes through the same gate: the request signature over the exact body
-//! bytes, the requester on the keygen allow list or in the vault's committee, the payload
-//! decoded and hashed here, then ([`Ceremonies::begin`]) a nonce never seen before, a free
-//! ceremony slot, a session id not already used here, the policy's decision (a denial is
-//! recorded and answered with its reasons) and a STARTED entry in the history (if that
-//! write fails, nothing runs). The ceremony then runs over the relay ([`cosigner_relay::Driver`]) with the share
-//! unsealed only for its duration, the result is verified, and the outcome is recorded
-//! before the answer leaves (fail closed: no record, no answer).
+//! The pipelines are `cosigner_node::server::Server`'s (check against the own record,
+//! the policy's decision, the gate, the share unsealed last, the run, the commit, the
+//! record); this file wires the daemon's ports to them ([`crate::ports`]) and builds the
+//! answers. Its own parts: the gate's ledger side ([`Ceremonies::begin`]: a nonce never
+//! seen before, a free ceremony slot, a session id not used here, DENIED or STARTED
+//! written to the history; if that write fails, nothing runs), the outcome records
+//! (fail closed: no record, no answer), the refusal records, GetVaultRecord and
+//! drop-previous.
 //!
 //! Whom this daemon talks to comes only from its own record ([`cosigner_relay::roster`]):
 //! a request can name the parties, never their keys. Every participant signs the hash of
@@ -36,12 +36,12 @@ use cosigner_policy::input::{self, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 
 use crate::metrics::Metrics;
-use cosigner_relay::commit::{Holding, Phase, Report, Role};
+use cosigner_relay::commit::{Holding, Phase, Report};
 use cosigner_relay::finish::CommitEnd;
 use cosigner_relay::record::committee_to_api;
 use cosigner_relay::roster::{self, Roster};
 use cosigner_relay::{DriveError, Driver, PartyKeys, SessionSpec};
-use cosigner_seal::{Slot, check_vault_id};
+use cosigner_seal::check_vault_id;
 use cosigner_tss::Committee;
 use prost::Message as _;
 use tonic::Status;
@@ -53,13 +53,13 @@ use crate::history_rpc::blocking;
 use crate::me::Me;
 use crate::now_ms;
 use crate::policy::Policy;
-use crate::ports::{DaemonCommit, SealedShares, outcome, status};
+use crate::ports::{SealedShares, outcome, status};
 use crate::vaults::{Vaults, slots_to_api};
 use cosigner_node::NodeError;
 use cosigner_node::dry_run::{DryRun, Evaluated};
 use cosigner_node::gate::Claim;
 use cosigner_node::ports::Admission;
-use cosigner_node::resolve::Verdict as Resolution;
+use cosigner_node::resolve::Resolution;
 
 pub(crate) const GET_RECORD: &str = cosigner_node::request::GET_VAULT_RECORD;
 pub(crate) const RESHARE: &str = cosigner_node::reshare::METHOD;
@@ -70,20 +70,6 @@ fn short(b: &[u8]) -> String {
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
-}
-
-fn party_ids(field: &str, v: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, Status> {
-    v.iter()
-        .enumerate()
-        .map(|(i, p)| {
-            p.as_slice().try_into().map_err(|_| {
-                invalid(
-                    &format!("{field}[{i}]"),
-                    format!("{} bytes; a party id is 32", p.len()),
-                )
-            })
-        })
-        .collect()
 }
 
 pub(crate) fn committee_record(c: &Committee) -> CommitteeRecord {
@@ -287,10 +273,6 @@ impl Ceremonies {
                 tracing::warn!(kind, error = %e.message(), "could not record a refused request")
             }
         }
-    }
-
-    fn me(&self) -> [u8; 32] {
-        self.me.party_id()
     }
 
     pub(crate) fn vaults(&self) -> &Vaults {
@@ -739,76 +721,29 @@ impl Ceremonies {
         req: ResolvePendingRequest,
     ) -> Result<ResolvePendingResponse, Status> {
         let vault = req.vault_id.as_str();
-        check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
-        let mut reports = Vec::with_capacity(req.reports.len());
-        for (i, r) in req.reports.iter().enumerate() {
-            let rep = Report::decode(r).map_err(|e| invalid(&format!("reports[{i}]"), e))?;
-            if !rep.verify() {
-                return Err(invalid(
-                    &format!("reports[{i}]"),
-                    format!("the report by {} does not verify", short(&rep.party)),
-                ));
-            }
-            reports.push(rep);
-        }
-        let lost = party_ids("lost", &req.lost)?;
-        let _changing = self.exclusive(vault)?;
-        let Some(state) = self.vaults.commit_state(vault).await? else {
-            return Err(Status::failed_precondition(format!(
-                "vault {vault:?} has no keygen or reshare to resolve here"
-            )));
-        };
-        let slots = self.vaults.slots(vault).await?;
-        let certified = state.target.certificate(&state.received).is_some();
-        let unfinished_move = certified
-            && match state.phase {
-                Phase::Committed => slots.pending == Some(state.target.epoch),
-                Phase::Retired => slots.current.is_some_and(|c| c < state.target.epoch),
-                _ => false,
-            };
-        if state.phase == Phase::Discarded && slots.pending == Some(state.target.epoch) {
-            // A discard decided before a crash: finish it.
-            self.vaults.discard_pending(vault).await?;
-        }
-        if !state.phase.needs_resolve() && !unfinished_move {
-            return Err(Status::failed_precondition(format!(
-                "the commit of vault {vault:?} at epoch {} is already decided here ({})",
-                state.target.epoch,
-                state.phase.as_str()
-            )));
-        }
-        let retiring = state.role == Role::LeavingDealer;
-        let verdict = match cosigner_node::resolve::verdict(
-            &state,
-            &reports,
-            &lost,
-            self.me(),
-            unfinished_move,
-        ) {
-            Err(why) => {
+        let (reports, lost) =
+            cosigner_node::resolve::evidence(&req.reports, &req.lost).map_err(|e| status(&e))?;
+        let keys = self.me.keys();
+        let shares = SealedShares(self);
+        let resolved = self
+            .server(&keys, &shares)
+            .resolve(vault, &reports, &lost)
+            .await
+            .map_err(|e| status(&e))?;
+        let (applied, state, detail) = match resolved {
+            Resolution::Undecided(why) => {
                 return Ok(ResolvePendingResponse {
                     vault: self.vaults.describe(vault).await.ok(),
                     decision: "undecided".into(),
                     detail: why,
                 });
             }
-            Ok(v) => v,
+            Resolution::Applied {
+                applied,
+                state,
+                detail,
+            } => (applied, state, detail),
         };
-        // A pending share that does not open is never promoted.
-        if matches!(verdict, Resolution::Promote(_)) && !retiring {
-            self.vaults.load(vault, Slot::Pending).await?;
-        }
-        let mut store = DaemonCommit {
-            vaults: self.vaults.clone(),
-            new_epoch: state.target.epoch,
-            fault: None,
-        };
-        let (epoch, old_epoch) = (state.target.epoch, state.old_epoch);
-        // A store error keeps its kind (a busy TPM, a damaged file, a full disk).
-        let (applied, state) = cosigner_node::resolve::apply(&mut store, state, verdict, now_ms())
-            .await
-            .map_err(|e| status(&e))?;
-        let detail = applied.detail(epoch, old_epoch, slots.current.is_some());
         let word = applied.as_str();
         let rec = Record {
             vault_id: vault.to_string(),

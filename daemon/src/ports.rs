@@ -141,6 +141,32 @@ impl ports::Shares for SealedShares<'_> {
         Ok(record)
     }
 
+    async fn slots(&self, vault: &str) -> Result<ports::Slots, NodeError> {
+        let s = self.0.vaults().slots(vault).await.map_err(from_status)?;
+        Ok(ports::Slots {
+            current: s.current,
+            pending: s.pending,
+            previous: s.previous,
+        })
+    }
+
+    async fn commit_state(&self, vault: &str) -> Result<Option<CommitState>, NodeError> {
+        self.0
+            .vaults()
+            .commit_state(vault)
+            .await
+            .map_err(from_status)
+    }
+
+    async fn check_pending(&self, vault: &str) -> Result<(), NodeError> {
+        self.0
+            .vaults()
+            .load(vault, Slot::Pending)
+            .await
+            .map(drop)
+            .map_err(from_status)
+    }
+
     type Commit = DaemonCommit;
 
     fn commit(&self, kind: ports::Kind, new_epoch: u64) -> DaemonCommit {
@@ -214,6 +240,7 @@ pub(crate) fn history_kind(k: ports::Kind) -> Kind {
         ports::Kind::Keygen => Kind::Keygen,
         ports::Kind::Sign => Kind::Sign,
         ports::Kind::Reshare => Kind::Reshare,
+        ports::Kind::Resolve => Kind::Resolve,
     }
 }
 

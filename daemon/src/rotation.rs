@@ -350,23 +350,44 @@ impl Rotations {
             body: signed.body,
             auth: Some(signed.auth),
         };
-        let mut calls = Calls::spawn(clients, |mut c| {
-            let r = req.clone();
-            async move { c.reshare(r).await }
-        });
         let caller = Caller {
             identity: self.identity.clone(),
             uri: self.identity_uri.clone(),
         };
-        let c = self.ceremonies.clone();
+        // This daemon's own part first, so its error (often the cause) is named first.
+        let mut calls = Calls::new();
+        let (c, own) = (self.ceremonies.clone(), req.clone());
         calls.push(OWN.into(), async move {
-            c.reshare(&caller, req).await.map_err(|s| status_text(&s))
+            c.reshare(&caller, own).await.map_err(|s| status_text(&s))
         });
-        let answers = calls.collect().await.map_err(|e| fail(e.to_string()))?;
-        Ok(answers
-            .iter()
-            .find(|(name, _)| name == OWN)
-            .and_then(|(_, r)| r.vault.as_ref())
-            .map_or(0, |v| v.epoch))
+        for (name, mut client) in clients {
+            let r = req.clone();
+            calls.push(name, async move {
+                client
+                    .reshare(r)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| status_text(&s))
+            });
+        }
+        // Bounded: a peer that takes the call and never answers must not stop the schedule
+        // (the relay session ends by then anyway).
+        let answers = calls
+            .settle(Duration::from_secs(u64::from(SESSION_TTL_SECONDS)))
+            .await;
+        let mut epoch = 0;
+        let mut errors = Vec::new();
+        for (name, r) in answers {
+            match r {
+                Ok(resp) if name == OWN => epoch = resp.vault.map_or(0, |v| v.epoch),
+                Ok(_) => {}
+                Err(e) => errors.push(format!("{name}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            Ok(epoch)
+        } else {
+            Err(fail(errors.join("; ")))
+        }
     }
 }

@@ -272,12 +272,12 @@ impl Daemon {
         }
     }
 
-    /// Stops this daemon's software TPM (the daemon keeps running without it).
     /// The TCTI of this daemon's own swtpm, if it has one.
     pub fn tcti(&self) -> Option<String> {
         self.tpm.as_ref().map(SwTpm::tcti)
     }
 
+    /// Stops this daemon's software TPM (the daemon keeps running without it).
     pub fn stop_tpm(&mut self) {
         self.tpm.take();
     }

@@ -173,7 +173,8 @@ impl<T: Send + 'static> Calls<T> {
         let handle = tokio::spawn(async move {
             let r = call.await;
             if let Err(e) = &r {
-                let _ = fail.send(format!("{who}: {e}")).await;
+                // Only the first failure matters to `watch`; never block on a full channel.
+                let _ = fail.try_send(format!("{who}: {e}"));
             }
             r
         });

@@ -1,7 +1,8 @@
 //! A keygen request: parse, check, take part. Nobody holds a record yet, so the committee
 //! comes from the request ([`cosigner_relay::roster::keygen`]); every member confirms its
-//! own key in its signed HELLO. Who may ask is the caller's rule (a daemon's allow list,
-//! a device's owner). The commit that follows is [`cosigner_relay::finish::new_party`].
+//! own key in its signed HELLO. Who may ask: the allow list of [`Server::keygen`] (a
+//! device's owner decides for it instead). The commit that follows is
+//! [`cosigner_relay::finish::new_party`].
 
 use cosigner_api::v1::{KeygenBody, KeygenRequest, RelayRef, Scheme};
 use cosigner_party::{Held, Member, VaultRecord};

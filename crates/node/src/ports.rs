@@ -12,6 +12,7 @@
 use cosigner_api::v1::{Payload, RelayRef};
 use cosigner_party::{Held, VaultRecord};
 use cosigner_policy::Decoded;
+use cosigner_relay::commit::CommitState;
 use cosigner_relay::finish::{CommitEnd, CommitStore};
 use cosigner_relay::roster::Roster;
 use cosigner_relay::{DriveError, Driver};
@@ -19,6 +20,7 @@ use cosigner_tss::Committee;
 
 use crate::error::NodeError;
 use crate::facts::Windows;
+use crate::resolve::Discard;
 
 /// The shares this party holds.
 pub trait Shares {
@@ -35,8 +37,15 @@ pub trait Shares {
     /// This party's own record for a reshare, read without unsealing (None: it holds
     /// nothing of the vault). Refuses a vault in doubt, retired or rolled back.
     async fn reshare_record(&self, vault: &str) -> Result<Option<VaultRecord>, NodeError>;
+    /// The slots of `vault` (all empty: it holds nothing of it).
+    async fn slots(&self, vault: &str) -> Result<Slots, NodeError>;
+    /// The commit record of the vault's latest keygen or reshare, if any.
+    async fn commit_state(&self, vault: &str) -> Result<Option<CommitState>, NodeError>;
+    /// Unseals the pending share only to check that it opens (a resolve never promotes
+    /// one that does not). Called only after the verdict.
+    async fn check_pending(&self, vault: &str) -> Result<(), NodeError>;
     /// The commit steps of a keygen or reshare to `new_epoch` over this party's stores.
-    type Commit: CommitStore<Pending = Held, Error = NodeError>;
+    type Commit: Discard + CommitStore<Pending = Held, Error = NodeError>;
     fn commit(&self, kind: Kind, new_epoch: u64) -> Self::Commit;
 }
 
@@ -46,6 +55,16 @@ pub enum Kind {
     Keygen,
     Sign,
     Reshare,
+    /// Deciding an interrupted keygen or reshare commit (no ceremony runs).
+    Resolve,
+}
+
+/// Which slots of a vault hold a share here, by epoch (read without unsealing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slots {
+    pub current: Option<u64>,
+    pub pending: Option<u64>,
+    pub previous: Option<u64>,
 }
 
 /// What the gate records of a request it admits or denies.

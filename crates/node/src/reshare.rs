@@ -3,8 +3,8 @@
 //! Whom this party talks to comes from its own record when it holds the vault
 //! ([`cosigner_relay::roster::reshare`]): a request can name the parties, never their keys,
 //! and one that lists a known member with other keys is refused naming the member. A party
-//! that holds nothing relies on the old record only when t old members endorse it; who may
-//! bring such a party in is the caller's rule (a daemon's allow list). The commit is the
+//! that holds nothing relies on the old record only when t old members endorse it, and
+//! [`Server::reshare`] lets only a requester on its allow list bring it in. The commit is the
 //! one of [`cosigner_relay::finish`]: a new party keeps its share pending until a
 //! certificate, a dealer that leaves retires on one.
 

@@ -10,6 +10,10 @@ use std::future::Future;
 use cosigner_relay::commit::{CommitState, Decision, Phase, ReadyStatement, Report, Role, decide};
 use cosigner_relay::finish::CommitStore;
 
+use crate::error::{Code, NodeError};
+use crate::ports::{Clock, Journal, Kind, Shares};
+use crate::server::Server;
+
 /// A store that can also record a discard.
 pub trait Discard: CommitStore {
     /// Records `state` (phase Discarded) and deletes the pending share of its target epoch,
@@ -72,7 +76,8 @@ impl Applied {
 
 /// The verdict on `state` from the other parties' signed `reports` (and the parties
 /// declared `lost`), or why there is none yet. A certified move that a crash interrupted
-/// (`unfinished_move`) is finished without asking anyone: the certificate is on record.
+/// (`unfinished_move`) is finished without asking anyone, on the certificate on record
+/// (checked here: without one, nothing is promoted).
 pub fn verdict(
     state: &CommitState,
     reports: &[Report],
@@ -81,7 +86,16 @@ pub fn verdict(
     unfinished_move: bool,
 ) -> Result<Verdict, String> {
     let decision = if unfinished_move {
-        Decision::Promote(state.received.clone())
+        // Only a certificate on record finishes a move; without one nothing is promoted.
+        match state.target.certificate(&state.received) {
+            Some(_) => Decision::Promote(state.received.clone()),
+            None => {
+                return Err(format!(
+                    "no certificate for epoch {} is on record here: nothing to finish",
+                    state.target.epoch
+                ));
+            }
+        }
     } else {
         decide(state, reports, lost, me)
     };
@@ -139,6 +153,118 @@ pub async fn apply<S: Discard>(
                 state,
             ))
         }
+    }
+}
+
+/// The evidence of a resolve request, checked: every report decodes and carries its
+/// party's valid signature, every lost party is a party id. Each error names the item.
+pub fn evidence(
+    reports: &[Vec<u8>],
+    lost: &[Vec<u8>],
+) -> Result<(Vec<Report>, Vec<[u8; 32]>), NodeError> {
+    let mut out = Vec::with_capacity(reports.len());
+    for (i, r) in reports.iter().enumerate() {
+        let field = format!("reports[{i}]");
+        let rep = Report::decode(r).map_err(|e| NodeError::invalid(&field, e))?;
+        if !rep.verify() {
+            return Err(NodeError::invalid(
+                &field,
+                format!(
+                    "the report by {} does not verify",
+                    cosigner_party::keys::short(&rep.party)
+                ),
+            ));
+        }
+        out.push(rep);
+    }
+    let lost = lost
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.as_slice().try_into().map_err(|_| {
+                NodeError::invalid(
+                    &format!("lost[{i}]"),
+                    format!("{} bytes; a party id is 32", p.len()),
+                )
+            })
+        })
+        .collect::<Result<Vec<[u8; 32]>, _>>()?;
+    Ok((out, lost))
+}
+
+/// How a resolve ended.
+pub enum Resolution {
+    /// Nothing decided yet; why (whom it waits for).
+    Undecided(String),
+    /// The verdict carried out and recorded in the commit record.
+    Applied {
+        applied: Applied,
+        state: Box<CommitState>,
+        detail: String,
+    },
+}
+
+impl<S, J, D, R, C, O> Server<'_, S, J, D, R, C, O>
+where
+    S: Shares,
+    J: Journal,
+    C: Clock,
+{
+    /// Decides this party's interrupted commit of `vault` from the others' signed
+    /// `reports` (and the parties declared `lost`), or finishes a certified move or a
+    /// discard a crash interrupted, then carries the verdict out. An operator's word alone
+    /// decides nothing; a pending share that does not open is never promoted.
+    pub async fn resolve(
+        &self,
+        vault: &str,
+        reports: &[Report],
+        lost: &[[u8; 32]],
+    ) -> Result<Resolution, NodeError> {
+        cosigner_party::vault_id::check(vault).map_err(|e| NodeError::invalid("vault_id", e))?;
+        let _claim = self.journal.exclusive(vault)?;
+        let Some(state) = self.shares.commit_state(vault).await? else {
+            return Err(NodeError::new(
+                Code::FailedPrecondition,
+                format!("vault {vault:?} has no keygen or reshare to resolve here"),
+            ));
+        };
+        let slots = self.shares.slots(vault).await?;
+        let epoch = state.target.epoch;
+        let certified = state.target.certificate(&state.received).is_some();
+        let unfinished_move = certified
+            && match state.phase {
+                Phase::Committed => slots.pending == Some(epoch),
+                Phase::Retired => slots.current.is_some_and(|c| c < epoch),
+                _ => false,
+            };
+        let mut store = self.shares.commit(Kind::Resolve, epoch);
+        if state.phase == Phase::Discarded && slots.pending == Some(epoch) {
+            // A discard decided before a crash: finish it.
+            store.discard(&state).await?;
+        }
+        if !state.phase.needs_resolve() && !unfinished_move {
+            return Err(NodeError::new(
+                Code::FailedPrecondition,
+                format!(
+                    "the commit of vault {vault:?} at epoch {epoch} is already decided here ({})",
+                    state.phase.as_str()
+                ),
+            ));
+        }
+        let verdict = match verdict(&state, reports, lost, self.me(), unfinished_move) {
+            Ok(v) => v,
+            Err(why) => return Ok(Resolution::Undecided(why)),
+        };
+        if matches!(verdict, Verdict::Promote(_)) && state.role != Role::LeavingDealer {
+            self.shares.check_pending(vault).await?;
+        }
+        let old_epoch = state.old_epoch;
+        let (applied, state) = apply(&mut store, state, verdict, self.clock.now_ms()).await?;
+        Ok(Resolution::Applied {
+            detail: applied.detail(epoch, old_epoch, slots.current.is_some()),
+            applied,
+            state: Box::new(state),
+        })
     }
 }
 
@@ -265,11 +391,9 @@ mod tests {
         // No reports and a new party not heard from: nothing is decided, naming why.
         let why = verdict(&st, &[], &[], [9; 32], false).err().unwrap();
         assert!(!why.is_empty());
-        // A certified move a crash interrupted is finished on the recorded certificate.
-        assert!(matches!(
-            verdict(&st, &[], &[], [9; 32], true),
-            Ok(Verdict::Promote(_))
-        ));
+        // A move is only finished on a certificate on record: this state has none, so
+        // claiming an unfinished move promotes nothing.
+        assert!(verdict(&st, &[], &[], [9; 32], true).is_err());
         // The new party declared lost, with no certificate anywhere: discard.
         assert!(matches!(
             verdict(&st, &[], &[[3; 32]], [9; 32], false),

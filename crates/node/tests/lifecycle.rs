@@ -1,9 +1,9 @@
 //! Keygen, reshare and resolve through the ceremony layer in process: three parties in
 //! memory, each a [`Server`] over its own ports (slots and commit record in memory, a
-//! journal with nonce and session memory, a policy as a closure), a real relay on loopback
+//! journal with nonce and session memory, a fixed policy rule), a real relay on loopback
 //! and the real engine. Every party runs the whole pipeline a daemon runs (check, decide,
-//! admit, unseal last, rounds, commit, record), so a change in the layer that breaks a
-//! ceremony, a refusal or a commit fails here in seconds.
+//! admit, unseal last, rounds, commit, record) and the same resolve, so a change in the
+//! layer that breaks a ceremony, a refusal, a commit or a repair fails here in seconds.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,11 +15,11 @@ use common::{Node, Store, epoch_of};
 use cosigner_api::v1 as api;
 use cosigner_node::coordinator::sign_request;
 use cosigner_node::ports::{Clock, SystemClock};
-use cosigner_node::resolve::{self, Applied, Verdict};
+use cosigner_node::resolve::{Applied, Resolution};
 use cosigner_node::{Code, NodeError, keygen, reshare};
 use cosigner_party::record::members_to_api;
 use cosigner_party::{Member, PartyKeys, VaultRecord};
-use cosigner_relay::commit::Phase;
+use cosigner_relay::commit::{Holding, Phase, Report};
 use cosigner_relay::mailbox::Relay;
 
 struct World {
@@ -288,18 +288,81 @@ async fn a_party_that_cannot_seal_its_share_leaves_the_others_in_doubt_and_resol
         assert_eq!(epoch_of(&s.current), Some(0));
         assert_eq!(epoch_of(&s.pending), Some(1));
     }
+    // Every party's signed report on its commit, about the ceremony in question.
+    let context = w.nodes[0]
+        .store
+        .lock()
+        .commit
+        .as_ref()
+        .unwrap()
+        .target
+        .context;
+    let reports: Vec<Report> = w
+        .nodes
+        .iter()
+        .map(|n| {
+            let s = n.store.lock();
+            Report::answer(
+                &n.keys,
+                "v",
+                s.commit.as_ref(),
+                Holding {
+                    current_epoch: epoch_of(&s.current),
+                    pending_epoch: epoch_of(&s.pending),
+                },
+                Some(context),
+                SystemClock.now_ms(),
+            )
+        })
+        .collect();
+    let n0 = &w.nodes[0];
+    // Its own word alone decides nothing.
+    let own = n0
+        .server(&w.allowed, false)
+        .resolve("v", &reports[..1], &[])
+        .await
+        .unwrap();
+    assert!(matches!(own, Resolution::Undecided(_)));
+    assert_eq!(epoch_of(&n0.store.lock().pending), Some(1));
+    // A store that cannot write: the resolve fails with the store's own kind of error
+    // (not a generic internal one), and nothing moved.
+    n0.store.lock().fail_discard = Some(Code::ResourceExhausted);
+    let e = n0
+        .server(&w.allowed, false)
+        .resolve("v", &reports, &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert_eq!(epoch_of(&n0.store.lock().pending), Some(1));
     // Every new party reported and none holds a certificate: resolve discards, and the
     // vault signs at epoch 0 as before.
     for n in &w.nodes[..2] {
-        let state = n.store.lock().commit.clone().unwrap();
-        let mut store = n.store.clone();
-        let (applied, state) = resolve::apply(&mut store, state, Verdict::Discard, 3)
+        let unseals = n.store.unseals();
+        let done = n
+            .server(&w.allowed, false)
+            .resolve("v", &reports, &[])
             .await
             .unwrap();
+        let Resolution::Applied { applied, state, .. } = done else {
+            panic!("undecided with every report");
+        };
         assert_eq!(applied, Applied::Discarded);
         assert_eq!(state.phase, Phase::Discarded);
+        assert_eq!(n.store.unseals(), unseals, "a discard unseals nothing");
         let s = n.store.lock();
         assert_eq!(epoch_of(&s.pending), None);
         assert_eq!(epoch_of(&s.current), Some(0));
     }
+    // Decided once: asking again is refused, naming the phase.
+    let e = n0
+        .server(&w.allowed, false)
+        .resolve("v", &reports, &[])
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.code() == Code::FailedPrecondition && e.to_string().contains("already decided"),
+        "{e}"
+    );
 }

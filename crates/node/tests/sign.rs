@@ -1,5 +1,5 @@
 //! The sign pipeline in process: parties in memory behind the ports (shares that count their
-//! unseals, a journal with nonce and session memory, a policy as a closure), a real relay
+//! unseals, a journal with nonce and session memory, a fixed policy rule), a real relay
 //! on loopback and the real engine. It shows the order the module promises: every refusal
 //! (a forged or stale request, a party outside the committee, a wrong epoch, expected
 //! hashes that differ, a policy denial, a replay) happens before anything is unsealed, and
@@ -272,8 +272,8 @@ async fn the_dry_run_answers_as_the_gate_would_and_unseals_nothing() {
     assert_eq!(allowed.decision.verdict, Verdict::Allow);
     assert!(allowed.decoded.is_some());
     // The requester is named as the vault's record names it, as at the gate.
-    assert!(
-        allowed.document.to_string().contains("\"p0\""),
+    assert_eq!(
+        allowed.document["requester"]["name"], "p0",
         "{}",
         allowed.document
     );

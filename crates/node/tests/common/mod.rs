@@ -78,6 +78,8 @@ pub struct Slots {
     pub commit: Option<CommitState>,
     /// Fail the next pending seal (a full disk, a TPM that stopped answering).
     pub fail_seal: bool,
+    /// Fail the next discard with this kind of error (a busy TPM, a damaged file).
+    pub fail_discard: Option<Code>,
     pub unseals: usize,
 }
 
@@ -160,6 +162,28 @@ impl Shares for Store {
         Ok(self.record().filter(|r| r.vault_id() == vault))
     }
 
+    async fn slots(&self, _: &str) -> Result<cosigner_node::ports::Slots, NodeError> {
+        let s = self.lock();
+        Ok(cosigner_node::ports::Slots {
+            current: epoch_of(&s.current),
+            pending: epoch_of(&s.pending),
+            previous: epoch_of(&s.previous),
+        })
+    }
+
+    async fn commit_state(&self, _: &str) -> Result<Option<CommitState>, NodeError> {
+        Ok(self.lock().commit.clone())
+    }
+
+    async fn check_pending(&self, vault: &str) -> Result<(), NodeError> {
+        let mut s = self.lock();
+        s.unseals += 1;
+        let bytes = s.pending.clone().ok_or_else(|| not_found(vault))?;
+        Held::decode(&bytes)
+            .map(drop)
+            .map_err(|e| NodeError::internal(e.to_string()))
+    }
+
     type Commit = Store;
 
     fn commit(&self, _: Kind, _: u64) -> Store {
@@ -208,6 +232,9 @@ impl CommitStore for Store {
 impl Discard for Store {
     async fn discard(&mut self, state: &CommitState) -> Result<(), NodeError> {
         let mut s = self.lock();
+        if let Some(code) = s.fail_discard.take() {
+            return Err(NodeError::new(code, "the store cannot write now"));
+        }
         if epoch_of(&s.pending) == Some(state.target.epoch) {
             s.pending = None;
         }
@@ -320,7 +347,7 @@ impl Observer for MemJournal {
     }
 }
 
-/// A policy: allow, unless the request mentions "deny".
+/// A policy (a fixed rule, not a bundle): allow, unless the request mentions "deny".
 pub struct Policy;
 
 impl Decider for Policy {
