@@ -142,6 +142,11 @@ impl World {
     }
 }
 
+/// `n` resolves its commit of vault "v" from `reports`.
+async fn resolve(w: &World, n: &Node, reports: &[Report]) -> Result<Resolution, NodeError> {
+    n.server(&w.allowed, false).resolve("v", reports, &[]).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keygen_then_a_refresh_moves_every_party_to_the_next_epoch_with_the_same_key() {
     let w = world().await;
@@ -317,33 +322,20 @@ async fn a_party_that_cannot_seal_its_share_leaves_the_others_in_doubt_and_resol
         .collect();
     let n0 = &w.nodes[0];
     // Its own word alone decides nothing.
-    let own = n0
-        .server(&w.allowed, false)
-        .resolve("v", &reports[..1], &[])
-        .await
-        .unwrap();
+    let own = resolve(&w, n0, &reports[..1]).await.unwrap();
     assert!(matches!(own, Resolution::Undecided(_)));
     assert_eq!(epoch_of(&n0.store.lock().pending), Some(1));
     // A store that cannot write: the resolve fails with the store's own kind of error
     // (not a generic internal one), and nothing moved.
     n0.store.lock().fail_discard = Some(Code::ResourceExhausted);
-    let e = n0
-        .server(&w.allowed, false)
-        .resolve("v", &reports, &[])
-        .await
-        .err()
-        .unwrap();
+    let e = resolve(&w, n0, &reports).await.err().unwrap();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
     assert_eq!(epoch_of(&n0.store.lock().pending), Some(1));
     // Every new party reported and none holds a certificate: resolve discards, and the
     // vault signs at epoch 0 as before.
     for n in &w.nodes[..2] {
         let unseals = n.store.unseals();
-        let done = n
-            .server(&w.allowed, false)
-            .resolve("v", &reports, &[])
-            .await
-            .unwrap();
+        let done = resolve(&w, n, &reports).await.unwrap();
         let Resolution::Applied { applied, state, .. } = done else {
             panic!("undecided with every report");
         };
@@ -355,12 +347,7 @@ async fn a_party_that_cannot_seal_its_share_leaves_the_others_in_doubt_and_resol
         assert_eq!(epoch_of(&s.current), Some(0));
     }
     // Decided once: asking again is refused, naming the phase.
-    let e = n0
-        .server(&w.allowed, false)
-        .resolve("v", &reports, &[])
-        .await
-        .err()
-        .unwrap();
+    let e = resolve(&w, n0, &reports).await.err().unwrap();
     assert!(
         e.code() == Code::FailedPrecondition && e.to_string().contains("already decided"),
         "{e}"
