@@ -247,6 +247,21 @@ mod tests {
         entries: Mutex<Vec<&'static str>>,
     }
 
+    impl Memory {
+        /// Indexes the admission's nonce and session, as the history does, and appends
+        /// `what`; returns the entry number.
+        fn remember(&self, a: &Admission<'_>, what: &'static str) -> usize {
+            self.nonces.lock().unwrap().push(a.nonce.to_vec());
+            self.sessions
+                .lock()
+                .unwrap()
+                .push(a.relay.session_id.clone());
+            let mut e = self.entries.lock().unwrap();
+            e.push(what);
+            e.len()
+        }
+    }
+
     impl Ledger for Memory {
         type Entry = usize;
 
@@ -261,25 +276,11 @@ mod tests {
         }
 
         async fn denied(&self, a: &Admission<'_>, _: &Decision) -> Result<u64, NodeError> {
-            self.nonces.lock().unwrap().push(a.nonce.to_vec());
-            self.sessions
-                .lock()
-                .unwrap()
-                .push(a.relay.session_id.clone());
-            let mut e = self.entries.lock().unwrap();
-            e.push("denied");
-            Ok(e.len() as u64)
+            Ok(self.remember(a, "denied") as u64)
         }
 
         async fn started(&self, a: &Admission<'_>, _: &Decision) -> Result<usize, NodeError> {
-            self.nonces.lock().unwrap().push(a.nonce.to_vec());
-            self.sessions
-                .lock()
-                .unwrap()
-                .push(a.relay.session_id.clone());
-            let mut e = self.entries.lock().unwrap();
-            e.push("started");
-            Ok(e.len())
+            Ok(self.remember(a, "started"))
         }
     }
 

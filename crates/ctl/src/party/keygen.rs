@@ -71,15 +71,26 @@ pub(super) async fn keygen(
             .into_iter()
             .map(|(n, r)| daemon_outcome(&n, &r.map(|r| r.vault))),
     );
+    finish_keygen(ctx, &record, &end, &outcomes, json)
+}
+
+/// Prints a keygen's outcomes and maps this party's commit end to the result.
+fn finish_keygen(
+    ctx: &Ctx<'_>,
+    record: &VaultRecord,
+    end: &CommitEnd,
+    outcomes: &[PartyOutcome],
+    json: bool,
+) -> Result<()> {
     conclude(
         ctx,
-        vault,
+        record.vault_id(),
         record.epoch(),
         false,
-        &end,
-        &outcomes,
-        vault_value(&record),
-        vault_line(&record),
+        end,
+        outcomes,
+        vault_value(record),
+        vault_line(record),
         json,
     )
 }
@@ -125,15 +136,5 @@ pub(super) async fn join_keygen(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> 
     let relay = ctx.relay(&c.relay.address).await?;
     let (_, record, end) = take_part_keygen(ctx, relay, &c, &mut Calls::new()).await?;
     let outcomes = [own_outcome(&ctx.file.name, &end, record.epoch(), false)];
-    conclude(
-        ctx,
-        &c.body.vault_id,
-        record.epoch(),
-        false,
-        &end,
-        &outcomes,
-        vault_value(&record),
-        vault_line(&record),
-        json,
-    )
+    finish_keygen(ctx, &record, &end, &outcomes, json)
 }
