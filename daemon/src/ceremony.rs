@@ -36,14 +36,12 @@ use cosigner_policy::input::{self, WindowFacts};
 use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 
 use crate::metrics::Metrics;
-use cosigner_relay::commit::{Holding, Phase, Report};
 use cosigner_relay::finish::CommitEnd;
 use cosigner_relay::record::committee_to_api;
-use cosigner_relay::roster::{self, Roster};
+use cosigner_relay::roster::Roster;
 use cosigner_relay::{DriveError, Driver, PartyKeys, SessionSpec};
 use cosigner_seal::check_vault_id;
 use cosigner_tss::Committee;
-use prost::Message as _;
 use tonic::Status;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -54,14 +52,13 @@ use crate::me::Me;
 use crate::now_ms;
 use crate::policy::Policy;
 use crate::ports::{SealedShares, outcome, status};
-use crate::vaults::{Vaults, slots_to_api};
+use crate::vaults::{Vaults, epochs, slots_to_api};
 use cosigner_node::NodeError;
 use cosigner_node::dry_run::{DryRun, Evaluated};
 use cosigner_node::gate::Claim;
 use cosigner_node::ports::Admission;
 use cosigner_node::resolve::Resolution;
 
-pub(crate) const GET_RECORD: &str = cosigner_node::request::GET_VAULT_RECORD;
 pub(crate) const RESHARE: &str = cosigner_node::reshare::METHOD;
 
 fn short(b: &[u8]) -> String {
@@ -591,11 +588,7 @@ impl Ceremonies {
         let Ok(slots) = self.vaults.slots(vault).await else {
             return;
         };
-        // Only a signature at the current epoch proves the new epoch works (a signature
-        // at the old epoch that ended after a promotion does not).
-        let Some(previous) = slots
-            .previous
-            .filter(|p| slots.current == Some(epoch) && *p < epoch)
+        let Some(previous) = cosigner_node::previous::after_signature(&epochs(&slots), epoch)
         else {
             return;
         };
@@ -773,106 +766,23 @@ impl Ceremonies {
         })
     }
 
-    /// This party's public record of a vault, its endorsement and its signed commit report.
-    /// A party caller must be a member of the vault (as this party's record says); a party
-    /// that holds nothing of it answers anyone with a report that says so.
+    /// GetVaultRecord ([`cosigner_node::record`]).
     pub async fn vault_record(
         &self,
         caller: &Caller,
         req: VaultRecordRequest,
     ) -> Result<VaultRecordResponse, Status> {
-        let requester = if caller.identity.role == cosigner_pki::Role::Party {
-            Some(
-                cosigner_node::request::requester(
-                    req.auth.as_ref(),
-                    GET_RECORD,
-                    &req.body,
-                    now_ms(),
-                    self.skew_ms(),
-                )
-                .map_err(|e| status(&e))?,
-            )
-        } else {
-            None
-        };
-        let body = VaultRecordBody::decode(req.body.as_slice())
-            .map_err(|e| invalid("body", format!("not a VaultRecordBody ({e})")))?;
-        let vault = body.vault_id.as_str();
-        check_vault_id(vault).map_err(|e| invalid("vault_id", e))?;
-        // A ceremony in progress here would make the report stale at once. (Only checked,
-        // not held: a caller asking in a loop must not keep ceremonies from starting.)
-        if self.changing.is_claimed(vault) {
-            return Err(Status::unavailable(format!(
-                "a keygen or reshare of vault {vault:?} is running here; ask again when it has ended"
-            )));
-        }
-        let about = match body.about.len() {
-            0 => None,
-            32 => body.about.as_slice().try_into().ok(),
-            n => return Err(invalid("about", format!("{n} bytes; 32 or none"))),
-        };
         let keys = self.me.keys();
-        let view = match self.vaults.view(vault).await {
-            Ok(v) => v,
-            // Holding nothing is an answer too: a keygen or reshare that never reached this
-            // party's commit must not wait for its report forever.
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                let commit = self.vaults.commit_state(vault).await?;
-                let report = Report::answer(
-                    &keys,
-                    vault,
-                    commit.as_ref(),
-                    Holding::default(),
-                    about,
-                    now_ms(),
-                );
-                return Ok(VaultRecordResponse {
-                    party_id: keys.party_id().to_vec(),
-                    record: Vec::new(),
-                    endorsement: None,
-                    commit_report: report.encode(),
-                    state: "none".into(),
-                    epoch: 0,
-                });
-            }
-            Err(s) => return Err(s),
-        };
-        let record = view
-            .record
-            .ok_or_else(|| Status::not_found(format!("no vault {vault:?} here")))?;
-        if let Some(r) = requester
-            && record.member(&r).is_none()
-        {
-            return Err(Status::permission_denied(format!(
-                "party {} is not in the committee of vault {vault:?}",
-                short(&r)
-            )));
-        }
-        let active = view.state == crate::vaults::State::Active;
-        let epoch = match view.state {
-            crate::vaults::State::Retired(e) => e,
-            _ => record.epoch(),
-        };
-        let report = Report::answer(
-            &keys,
-            vault,
-            view.commit.as_ref(),
-            Holding {
-                current_epoch: view.slots.current,
-                pending_epoch: view.slots.pending,
-            },
-            about,
-            now_ms(),
-        );
-        Ok(VaultRecordResponse {
-            party_id: keys.party_id().to_vec(),
-            record: record.encode(),
-            // Only a record in use is endorsed.
-            endorsement: active.then(|| roster::endorse(&keys, &record)),
-            commit_report: report.encode(),
-            state: view.state.as_str().to_string(),
-            epoch,
-        })
+        let shares = SealedShares(self);
+        self.server(&keys, &shares)
+            .vault_record(&req, caller.identity.role == cosigner_pki::Role::Party)
+            .await
+            .map_err(|e| status(&e))
+    }
+
+    /// Whether a keygen, reshare or resolve of `vault` runs here now.
+    pub(crate) fn is_changing(&self, vault: &str) -> bool {
+        self.changing.is_claimed(vault)
     }
 
     /// Drops previous-epoch shares whose commit was certified more than
@@ -894,20 +804,18 @@ impl Ceremonies {
             let Ok(slots) = self.vaults.slots(&vault).await else {
                 continue;
             };
-            let Some(previous) = slots.previous else {
+            let Ok(commit) = self.vaults.commit_state(&vault).await else {
                 continue;
             };
-            let Ok(Some(state)) = self.vaults.commit_state(&vault).await else {
+            let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+            let Some(e) = cosigner_node::previous::expired(
+                &epochs(&slots),
+                commit.as_ref(),
+                now_ms(),
+                limit_ms,
+            ) else {
                 continue;
             };
-            let certified = matches!(state.phase, Phase::Committed | Phase::Retired)
-                && state.target.certificate(&state.received).is_some()
-                && previous < state.target.epoch
-                && slots.pending.is_none();
-            let age = now_ms().saturating_sub(state.updated_at_ms);
-            if !certified || age < limit.as_millis() as i64 {
-                continue;
-            }
             // Not while a keygen or reshare of the vault runs here.
             let Ok(_changing) = self.exclusive(&vault) else {
                 continue;
@@ -918,16 +826,16 @@ impl Ceremonies {
             }
             let note = format!(
                 "dropped {} s after the certified commit of epoch {} (ceremonies.drop_previous_after_secs)",
-                age / 1000,
-                state.target.epoch
+                e.age_ms / 1000,
+                e.certified_epoch
             );
-            let rec = drop_record(&vault, previous, "", Some(note));
+            let rec = drop_record(&vault, e.previous, "", Some(note));
             if let Err(e) = blocking(&self.history, move |h| h.append(rec)).await {
                 tracing::error!(error = %e.message(), "could not record dropping the previous share");
             }
             tracing::info!(
                 vault,
-                dropped = previous,
+                dropped = e.previous,
                 "previous share dropped after the configured time"
             );
         }

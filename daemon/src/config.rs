@@ -280,7 +280,7 @@ impl Default for RawCeremonies {
             round_timeout_secs: 30,
             max_concurrent: 64,
             max_clock_skew_secs: 300,
-            drop_previous_after_secs: 7 * 86_400,
+            drop_previous_after_secs: (cosigner_node::previous::KEEP_AFTER_COMMIT_MS / 1000) as u64,
         }
     }
 }

@@ -143,11 +143,7 @@ impl ports::Shares for SealedShares<'_> {
 
     async fn slots(&self, vault: &str) -> Result<ports::Slots, NodeError> {
         let s = self.0.vaults().slots(vault).await.map_err(from_status)?;
-        Ok(ports::Slots {
-            current: s.current,
-            pending: s.pending,
-            previous: s.previous,
-        })
+        Ok(crate::vaults::epochs(&s))
     }
 
     async fn commit_state(&self, vault: &str) -> Result<Option<CommitState>, NodeError> {
@@ -165,6 +161,19 @@ impl ports::Shares for SealedShares<'_> {
             .await
             .map(drop)
             .map_err(from_status)
+    }
+
+    async fn view(&self, vault: &str) -> Result<Option<ports::View>, NodeError> {
+        match self.0.vaults().view(vault).await {
+            Ok(v) => Ok(v.record.map(|record| ports::View {
+                record,
+                slots: crate::vaults::epochs(&v.slots),
+                commit: v.commit,
+                standing: v.state,
+            })),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(from_status(s)),
+        }
     }
 
     type Commit = DaemonCommit;
@@ -304,6 +313,10 @@ impl ports::Journal for Ceremonies {
 
     fn exclusive(&self, vault: &str) -> Result<Claim, NodeError> {
         Ceremonies::exclusive(self, vault).map_err(from_status)
+    }
+
+    fn changing(&self, vault: &str) -> bool {
+        self.is_changing(vault)
     }
 }
 

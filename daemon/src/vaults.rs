@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use cosigner_api::v1 as api;
 use cosigner_history::History;
-use cosigner_relay::commit::{CommitState, Phase, Role};
+use cosigner_relay::commit::{CommitState, Phase};
 use cosigner_relay::{Held, VaultRecord};
 use cosigner_seal::{SealError, ShareStore, Slot, SlotEpochs};
 use tonic::Status;
@@ -29,27 +29,7 @@ pub struct Vaults {
     history: Arc<History>,
 }
 
-/// Where this party stands with a vault (as `Vault.state`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum State {
-    Active,
-    /// A commit needs a resolve; the reason says what ended it.
-    InDoubt(String),
-    /// A dealer that left the committee at this (new) epoch.
-    Retired(u64),
-    Damaged(String),
-}
-
-impl State {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            State::Active => "active",
-            State::InDoubt(_) => "in_doubt",
-            State::Retired(_) => "retired",
-            State::Damaged(_) => "damaged",
-        }
-    }
-}
+pub use cosigner_node::standing::Standing as State;
 
 /// What is known of a vault here without unsealing anything.
 pub struct View {
@@ -74,6 +54,15 @@ pub fn seal_status(e: SealError) -> Status {
         SealError::Busy => Status::resource_exhausted(e.to_string()),
         SealError::Stopped => Status::unavailable(e.to_string()),
         _ => Status::internal(format!("sealing: {e}")),
+    }
+}
+
+/// The slots as the ceremony layer reads them.
+pub fn epochs(s: &SlotEpochs) -> cosigner_node::ports::Slots {
+    cosigner_node::ports::Slots {
+        current: s.current,
+        pending: s.pending,
+        previous: s.previous,
     }
 }
 
@@ -218,35 +207,23 @@ impl Vaults {
         if record.is_none() {
             return Err(Status::not_found(format!("no vault {vault:?} here")));
         }
-        let state = match (&commit, slots.current) {
-            (Some(c), _)
-                if c.phase == Phase::Committed && slots.pending == Some(c.target.epoch) =>
-            {
-                State::InDoubt(format!(
-                    "the promotion to epoch {} (certificate recorded) did not finish; a restart or `cosignerctl vault resolve` finishes it",
-                    c.target.epoch
-                ))
-            }
-            (Some(c), _) if c.phase.needs_resolve() => State::InDoubt(format!(
-                "the {} of epoch {} (ceremony context {}) ended without proof that every new party holds its share ({}); nothing signs until `cosignerctl vault resolve` decides (a device gives its report with `cosignerctl party evidence --about` that context)",
-                if c.old_epoch.is_some() || c.role == Role::LeavingDealer {
-                    "reshare"
-                } else {
-                    "keygen"
-                },
-                c.target.epoch,
-                cosigner_relay::keys::hex(&c.target.context),
-                c.phase.as_str()
+        let below_floor = match slots.current {
+            Some(e) => self
+                .check_floor(vault, e)
+                .await
+                .err()
+                .map(|s| s.message().to_string()),
+            None => None,
+        };
+        let state = match cosigner_node::standing::standing(
+            &epochs(&slots),
+            commit.as_ref(),
+            below_floor,
+        ) {
+            State::InDoubt(why) => State::InDoubt(format!(
+                "{why}; nothing signs until a restart (for an unfinished promotion) or `cosignerctl vault resolve` decides (a device gives its report with `cosignerctl party evidence --about` the ceremony context)"
             )),
-            (_, Some(e)) => match self.check_floor(vault, e).await {
-                Ok(()) => State::Active,
-                Err(s) => State::Damaged(s.message().to_string()),
-            },
-            (Some(c), None) if c.phase == Phase::Retired => State::Retired(c.target.epoch),
-            (_, None) if slots.pending.is_some() => {
-                State::InDoubt("a pending share without a commit record".into())
-            }
-            (_, None) => State::Retired(slots.previous.map_or(0, |p| p + 1)),
+            s => s,
         };
         Ok(View {
             record,
@@ -273,6 +250,7 @@ impl Vaults {
                 "this party left the committee of vault {vault:?} at epoch {e} (it dealt in a reshare that did not keep it); its old share is retired and signs nothing"
             ))),
             State::Damaged(why) => Err(Status::failed_precondition(why)),
+            State::Empty => Ok(None),
         }
     }
 
@@ -388,7 +366,7 @@ impl Vaults {
         match &view.state {
             State::InDoubt(why) | State::Damaged(why) => v.problem = why.clone(),
             State::Retired(e) => v.epoch = *e,
-            State::Active => {}
+            State::Active | State::Empty => {}
         }
         Ok(v)
     }

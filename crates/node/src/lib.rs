@@ -15,6 +15,8 @@
 //! - [`error`]: one typed error with a status code, mapped to a gRPC status in one place;
 //! - [`payload`]: the API payload as the policy decoder reads it, written once;
 //! - [`peers`]: the other parties' word on a restored backup's epoch;
+//! - [`previous`]: when a previous-epoch share is destroyed (daemon and device alike);
+//! - [`record`]: GetVaultRecord: the public record, endorsement and commit report;
 //! - [`refusals`]: the rate limit on recording refused requests;
 //! - [`request`]: a request's signature and body, as every ceremony reads them;
 //! - [`facts`]: the policy input for keygen, sign and reshare;
@@ -24,6 +26,8 @@
 //! - [`resolve`]: the decision on an interrupted commit, carried out;
 //! - [`server`]: a party serving requests through its ports; the sign, keygen and reshare
 //!   pipelines are its methods;
+//! - [`standing`]: where a party stands with a vault (active, in doubt, retired), one
+//!   derivation for the daemon and the device;
 //! - [`sign`]: a sign request, from bytes to a verified signature, through a pipeline that
 //!   only goes down: parse, check, decide, admit, unseal, run, verify, record.
 
@@ -36,11 +40,14 @@ pub mod keygen;
 pub mod payload;
 pub mod peers;
 pub mod ports;
+pub mod previous;
+pub mod record;
 pub mod refusals;
 pub mod request;
 pub mod reshare;
 pub mod resolve;
 pub mod server;
 pub mod sign;
+pub mod standing;
 
 pub use error::{Code, NodeError};

@@ -44,6 +44,8 @@ pub trait Shares {
     /// Unseals the pending share only to check that it opens (a resolve never promotes
     /// one that does not). Called only after the verdict.
     async fn check_pending(&self, vault: &str) -> Result<(), NodeError>;
+    /// Everything known of the vault without unsealing (None: nothing of it is held).
+    async fn view(&self, vault: &str) -> Result<Option<View>, NodeError>;
     /// The commit steps of a keygen or reshare to `new_epoch` over this party's stores.
     type Commit: Discard + CommitStore<Pending = Held, Error = NodeError>;
     fn commit(&self, kind: Kind, new_epoch: u64) -> Self::Commit;
@@ -65,6 +67,15 @@ pub struct Slots {
     pub current: Option<u64>,
     pub pending: Option<u64>,
     pub previous: Option<u64>,
+}
+
+/// What a party knows of a vault it holds something of, read without unsealing.
+pub struct View {
+    /// The record of the current share, else the pending one, else the previous one.
+    pub record: VaultRecord,
+    pub slots: Slots,
+    pub commit: Option<CommitState>,
+    pub standing: crate::standing::Standing,
 }
 
 /// What the gate records of a request it admits or denies.
@@ -126,6 +137,8 @@ pub trait Journal {
     type Exclusive;
     /// Claims `vault` for a keygen or reshare; refuses while another one runs.
     fn exclusive(&self, vault: &str) -> Result<Self::Exclusive, NodeError>;
+    /// Whether a keygen, reshare or resolve of `vault` runs here now (not claimed).
+    fn changing(&self, vault: &str) -> bool;
 }
 
 /// The owner's policy.

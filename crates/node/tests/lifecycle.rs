@@ -16,7 +16,7 @@ use cosigner_api::v1 as api;
 use cosigner_node::coordinator::sign_request;
 use cosigner_node::ports::{Clock, SystemClock};
 use cosigner_node::resolve::{Applied, Resolution};
-use cosigner_node::{Code, NodeError, keygen, reshare};
+use cosigner_node::{Code, NodeError, keygen, previous, reshare};
 use cosigner_party::record::members_to_api;
 use cosigner_party::{Member, PartyKeys, VaultRecord};
 use cosigner_relay::commit::{Holding, Phase, Report};
@@ -173,6 +173,23 @@ async fn keygen_then_a_refresh_moves_every_party_to_the_next_epoch_with_the_same
         let s = n.store.lock();
         assert_eq!(epoch_of(&s.previous), Some(0));
         assert_eq!(s.commit.as_ref().unwrap().phase, Phase::Committed);
+        // The previous share goes after a signature at epoch 1, or a week after the
+        // certified commit (the commit record holds a real certificate).
+        let slots = cosigner_node::ports::Slots {
+            current: epoch_of(&s.current),
+            pending: None,
+            previous: epoch_of(&s.previous),
+        };
+        assert_eq!(previous::after_signature(&slots, 1), Some(0));
+        assert_eq!(previous::after_signature(&slots, 0), None);
+        let keep = previous::KEEP_AFTER_COMMIT_MS;
+        let at = s.commit.as_ref().unwrap().updated_at_ms;
+        assert_eq!(
+            previous::expired(&slots, s.commit.as_ref(), at + keep - 1, keep),
+            None
+        );
+        let e = previous::expired(&slots, s.commit.as_ref(), at + keep, keep).unwrap();
+        assert_eq!((e.previous, e.certified_epoch), (0, 1));
         drop(s);
         assert_eq!(
             n.journal.entries(),
@@ -352,4 +369,112 @@ async fn a_party_that_cannot_seal_its_share_leaves_the_others_in_doubt_and_resol
         e.code() == Code::FailedPrecondition && e.to_string().contains("already decided"),
         "{e}"
     );
+}
+
+/// A GetVaultRecord request for vault `vault`, signed by `by` when given.
+fn record_request(by: Option<&PartyKeys>, vault: &str) -> api::VaultRecordRequest {
+    let body = api::VaultRecordBody {
+        vault_id: vault.into(),
+        about: Vec::new(),
+    };
+    match by {
+        Some(k) => {
+            let s = sign_request(
+                k,
+                cosigner_node::request::GET_VAULT_RECORD,
+                &body,
+                SystemClock.now_ms(),
+            );
+            api::VaultRecordRequest {
+                body: s.body,
+                auth: Some(s.auth),
+            }
+        }
+        None => api::VaultRecordRequest {
+            body: prost::Message::encode_to_vec(&body),
+            auth: None,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vault_record_answers_members_and_operators_from_the_own_record_without_unsealing() {
+    let w = world().await;
+    let record = w.vault().await;
+    let n = &w.nodes[1];
+    let server = n.server(&w.allowed, false);
+
+    // A member party, signed: the record, an endorsement, a signed report.
+    let member = &w.nodes[2].keys;
+    let r = server
+        .vault_record(&record_request(Some(member), "v"), true)
+        .await
+        .unwrap();
+    assert_eq!(r.state, "active");
+    assert_eq!(r.epoch, 0);
+    assert_eq!(r.party_id, n.keys.party_id().to_vec());
+    assert_eq!(
+        VaultRecord::decode(&r.record).unwrap().public,
+        record.public
+    );
+    let endorsements = [r.endorsement.clone().unwrap()];
+    assert_eq!(
+        cosigner_relay::roster::check_endorsements(&record, &endorsements).unwrap(),
+        1
+    );
+    let report = Report::decode(&r.commit_report).unwrap();
+    assert!(report.verify());
+    assert_eq!(report.party, n.keys.party_id());
+    assert_eq!(report.current_epoch, Some(0));
+
+    // An operator's certificate needs no request signature.
+    let op = server
+        .vault_record(&record_request(None, "v"), false)
+        .await
+        .unwrap();
+    assert_eq!(op.record, r.record);
+
+    // A party that is not a member, or that did not sign, gets nothing.
+    let stranger = PartyKeys::generate();
+    let e = server
+        .vault_record(&record_request(Some(&stranger), "v"), true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    let e = server
+        .vault_record(&record_request(None, "v"), true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+
+    // A vault it holds nothing of: a signed report that says so.
+    let none = server
+        .vault_record(&record_request(None, "other"), false)
+        .await
+        .unwrap();
+    assert_eq!(none.state, "none");
+    assert!(none.record.is_empty() && none.endorsement.is_none());
+    let report = Report::decode(&none.commit_report).unwrap();
+    assert!(report.verify() && report.current_epoch.is_none());
+
+    // While a keygen, reshare or resolve of the vault runs here, the report would be
+    // stale at once: refused, and asked again later.
+    let claim = cosigner_node::ports::Journal::exclusive(&n.journal, "v").unwrap();
+    let e = server
+        .vault_record(&record_request(None, "v"), false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    drop(claim);
+
+    // A commit in doubt: no endorsement for a record not in use.
+    n.store.lock().commit.as_mut().unwrap().phase = Phase::InDoubt;
+    let doubt = server
+        .vault_record(&record_request(None, "v"), false)
+        .await
+        .unwrap();
+    assert_eq!(doubt.state, "in_doubt");
+    assert!(doubt.endorsement.is_none());
+
+    assert_eq!(w.unseals(), vec![0, 0, 0], "GetVaultRecord unseals nothing");
 }

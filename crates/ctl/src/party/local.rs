@@ -2,6 +2,7 @@
 //! and imported from backups.
 
 use super::*;
+use cosigner_node::standing::Standing;
 
 pub(super) fn backup_export(
     ctx: &Ctx<'_>,
@@ -158,26 +159,18 @@ pub(super) fn vault_state(v: &VaultSlots) -> (&'static str, Option<CommitState>,
     match v.commit_state() {
         Err(e) => ("damaged", None, Some(format!("{e:#}"))),
         Ok(state) => {
+            // A device's file is written whole: a commit it stopped in is in doubt.
             let state = state.map(CommitState::ended);
-            let s = if state.as_ref().is_some_and(|s| s.phase.needs_resolve()) {
-                "in_doubt"
-            } else if v.current.is_some() {
-                "active"
-            } else if state.as_ref().is_some_and(|s| s.phase == Phase::Retired)
-                || v.previous.is_some()
-            {
-                "retired"
-            } else {
-                "empty"
-            };
-            let problem = (s == "in_doubt").then(|| {
-                format!(
-                    "the commit of epoch {} ended without a certificate; run `cosignerctl party resolve --vault {}`",
-                    state.as_ref().map_or(0, |s| s.target.epoch),
+            let standing =
+                cosigner_node::standing::standing(&super::store::epochs(v), state.as_ref(), None);
+            let problem = match &standing {
+                Standing::InDoubt(why) => Some(format!(
+                    "{why}; run `cosignerctl party resolve --vault {}`",
                     v.vault_id
-                )
-            });
-            (s, state, problem)
+                )),
+                _ => None,
+            };
+            (standing.as_str(), state, problem)
         }
     }
 }

@@ -320,6 +320,22 @@ impl Ctx<'_> {
         self.file.save(self.path, self.pass.as_bytes())
     }
 
+    /// After a verified signature at `epoch`: the previous share of `vault` is destroyed
+    /// ([`cosigner_node::previous::after_signature`]). The signature stands either way;
+    /// a file that cannot be written is reported, and the next command tries again.
+    pub(super) fn signed_at(&mut self, vault: &str, epoch: u64) {
+        let dropped = store::drop_done_previous(&mut self.file, Some((vault, epoch)), now_ms());
+        if dropped.is_empty() {
+            return;
+        }
+        match self.save() {
+            Ok(()) => dropped.iter().for_each(|l| eprintln!("cosignerctl: {l}")),
+            Err(e) => eprintln!(
+                "cosignerctl: warning: could not write the party file after dropping the previous share of vault {vault:?}: {e:#}"
+            ),
+        }
+    }
+
     /// The party file as the commit steps use it.
     fn store(&mut self) -> FileStore<'_> {
         FileStore {
@@ -651,7 +667,8 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
     };
     // A promotion (or retirement) whose certificate was recorded before an interruption is
     // finished before anything else.
-    let finished = store::finish_recorded(&mut ctx.file);
+    let mut finished = store::finish_recorded(&mut ctx.file);
+    finished.extend(store::drop_done_previous(&mut ctx.file, None, now_ms()));
     if !finished.is_empty() {
         ctx.save()?;
         for line in finished {

@@ -139,6 +139,9 @@ pub(super) async fn sign(
     if !cosigner_tss::verify_ecdsa(&public_key, &hash, &r32, &s32) {
         bail!("the signature does not verify under the vault key");
     }
+    if own.is_some() {
+        ctx.signed_at(vault, epoch);
+    }
     print_signature(
         vault,
         epoch,
@@ -233,6 +236,7 @@ pub(super) async fn join_sign(ctx: &mut Ctx<'_>, bytes: &[u8], json: bool) -> Re
     let relay = ctx.relay(&relay_ref.address).await?;
     let (_, sig) = take_part_sign(ctx, relay, &c, held, &mut Calls::new()).await?;
     sign::verify(&c, &sig)?;
+    ctx.signed_at(&c.body.vault_id, c.record.epoch());
     print_signature(
         &c.body.vault_id,
         c.record.epoch(),

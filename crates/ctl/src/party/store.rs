@@ -89,6 +89,60 @@ pub fn finish_recorded(file: &mut PartyFile) -> Vec<String> {
     done
 }
 
+/// A vault's slots by epoch, as the shared rules read them.
+pub fn epochs(s: &VaultSlots) -> cosigner_node::ports::Slots {
+    cosigner_node::ports::Slots {
+        current: epoch_of(&s.current),
+        pending: epoch_of(&s.pending),
+        previous: epoch_of(&s.previous),
+    }
+}
+
+/// Destroys the previous shares the shared rules ([`cosigner_node::previous`]) are done
+/// with: after a verified signature at the current epoch (`signed`: vault and epoch), or
+/// a week after the certified commit that replaced them. Returns a line per share dropped;
+/// the caller writes the file.
+pub fn drop_done_previous(
+    file: &mut PartyFile,
+    signed: Option<(&str, u64)>,
+    now_ms: i64,
+) -> Vec<String> {
+    use cosigner_node::previous;
+    let mut done = Vec::new();
+    for s in &mut file.vaults {
+        let slots = epochs(s);
+        let by_signature = signed
+            .filter(|(v, _)| *v == s.vault_id)
+            .and_then(|(_, epoch)| previous::after_signature(&slots, epoch));
+        let why = match by_signature {
+            Some(p) => format!("epoch {p}: the new epoch signed here"),
+            None => {
+                let commit = s.commit_state().ok().flatten();
+                match previous::expired(
+                    &slots,
+                    commit.as_ref(),
+                    now_ms,
+                    previous::KEEP_AFTER_COMMIT_MS,
+                ) {
+                    Some(e) => format!(
+                        "epoch {}: {} days after the certified commit of epoch {}",
+                        e.previous,
+                        e.age_ms / 86_400_000,
+                        e.certified_epoch
+                    ),
+                    None => continue,
+                }
+            }
+        };
+        put(&mut s.previous, None);
+        done.push(format!(
+            "vault {:?}: dropped the previous share ({why})",
+            s.vault_id
+        ));
+    }
+    done
+}
+
 impl CommitStore for FileStore<'_> {
     type Pending = Held;
     type Error = String;

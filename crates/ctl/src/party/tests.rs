@@ -48,7 +48,13 @@ impl World {
     }
 
     /// `cosignerctl --certs DIR --as WHO party --file WHO.party ... ARGS`.
-    fn party(&self, who: &str, args: &[&str]) -> impl Future<Output = anyhow::Result<()>> + use<> {
+    /// One `cosignerctl party` command, boxed: a whole command's future is large, and the
+    /// test's own future holds several at once.
+    fn party(
+        &self,
+        who: &str,
+        args: &[&str],
+    ) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> {
         let certs = self.certs();
         let file = self.file(who);
         let pass = self.path("pass");
@@ -68,10 +74,10 @@ impl World {
             "10".into(),
         ];
         argv.extend(args.iter().map(|s| s.to_string()));
-        async move {
+        Box::pin(async move {
             let cmd = Cmd::try_parse_from(argv)?;
             run(&cmd.connect, cmd.party).await
-        }
+        })
     }
 
     /// Joins from a request file once the coordinator has written it.
@@ -314,6 +320,46 @@ async fn devices_keygen_sign_reshare_and_resolve_over_a_relay() {
         .await
         .unwrap_err();
     assert!(format!("{e:#}").contains("retired"), "{e:#}");
+
+    // A verified signature at epoch 1 destroys each signer's epoch-0 share, on the
+    // coordinating device and the joining one alike. (d2's file from before is put back
+    // for the repairs below, which need its old share.)
+    let d2_before = std::fs::read(w.file("d2")).unwrap();
+    let req = w.path("sign1.req");
+    let reqs = req.to_str().unwrap();
+    let (a, b) = tokio::join!(
+        w.party(
+            "d1",
+            &[
+                "sign",
+                "--vault",
+                "v",
+                "--message",
+                "epoch one",
+                "--signer",
+                "d1",
+                "--signer",
+                "d2",
+                "--relay",
+                &w.relay,
+                "--request-out",
+                reqs,
+            ],
+        ),
+        w.join("d2", &req),
+    );
+    a.unwrap();
+    b.unwrap();
+    for who in ["d1", "d2"] {
+        let f = w.open(who);
+        let s = f.slots("v").unwrap();
+        assert_eq!(
+            (epoch_of(&s.current), s.previous.is_none()),
+            (Some(1), true),
+            "{who}"
+        );
+    }
+    std::fs::write(w.file("d2"), d2_before).unwrap();
 
     // d2's commit in doubt: it refuses to sign, waits for d1's report, then promotes on
     // the certificate d1's evidence shows.

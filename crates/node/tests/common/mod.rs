@@ -184,6 +184,34 @@ impl Shares for Store {
             .map_err(|e| NodeError::internal(e.to_string()))
     }
 
+    async fn view(&self, vault: &str) -> Result<Option<cosigner_node::ports::View>, NodeError> {
+        let s = self.lock();
+        let slots = cosigner_node::ports::Slots {
+            current: epoch_of(&s.current),
+            pending: epoch_of(&s.pending),
+            previous: epoch_of(&s.previous),
+        };
+        let Some(bytes) = s
+            .current
+            .as_ref()
+            .or(s.pending.as_ref())
+            .or(s.previous.as_ref())
+        else {
+            return Ok(None);
+        };
+        let record = Held::decode(bytes).unwrap().record;
+        if record.vault_id() != vault {
+            return Ok(None);
+        }
+        let standing = cosigner_node::standing::standing(&slots, s.commit.as_ref(), None);
+        Ok(Some(cosigner_node::ports::View {
+            record,
+            slots,
+            commit: s.commit.clone(),
+            standing,
+        }))
+    }
+
     type Commit = Store;
 
     fn commit(&self, _: Kind, _: u64) -> Store {
@@ -331,6 +359,10 @@ impl Journal for MemJournal {
 
     fn exclusive(&self, vault: &str) -> Result<Claim, NodeError> {
         self.changing.claim(vault)
+    }
+
+    fn changing(&self, vault: &str) -> bool {
+        self.changing.is_claimed(vault)
     }
 }
 
