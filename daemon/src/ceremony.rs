@@ -25,18 +25,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::refusals::{Refusals, Refused};
 use cosigner_api::v1::relay_client::RelayClient;
 use cosigner_api::v1::*;
-use cosigner_history::{
-    BlameRecord, CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, Summary,
-};
+use cosigner_history::{CommitteeRecord, History, Kind, Outcome, Record, ResultRecord, Summary};
 use cosigner_node::facts::Windows;
+use cosigner_node::refusals::{Refusal, RefusalLimit};
+use cosigner_policy::Verdict;
 use cosigner_policy::input::{self, WindowFacts};
-use cosigner_policy::{Decision as PolicyVerdict, Verdict};
 
 use crate::metrics::Metrics;
-use cosigner_relay::finish::CommitEnd;
 use cosigner_relay::record::committee_to_api;
 use cosigner_relay::roster::Roster;
 use cosigner_relay::{DriveError, Driver, PartyKeys, SessionSpec};
@@ -51,19 +48,14 @@ use crate::history_rpc::blocking;
 use crate::me::Me;
 use crate::now_ms;
 use crate::policy::Policy;
-use crate::ports::{SealedShares, outcome, status};
+use crate::ports::{SealedShares, status};
 use crate::vaults::{Vaults, epochs, slots_to_api};
-use cosigner_node::NodeError;
 use cosigner_node::dry_run::{DryRun, Evaluated};
 use cosigner_node::gate::Claim;
-use cosigner_node::ports::Admission;
+use cosigner_node::journal::Gated;
 use cosigner_node::resolve::Resolution;
 
 pub(crate) const RESHARE: &str = cosigner_node::reshare::METHOD;
-
-fn short(b: &[u8]) -> String {
-    cosigner_relay::keys::short(b)
-}
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
@@ -86,21 +78,6 @@ fn test_kill_point() -> Option<String> {
         tracing::warn!("COSIGNERD_TEST_KILL_AT is set but this build has no test hooks; ignored");
         None
     }
-}
-
-/// How a ceremony failed, as a status and a history outcome (the ceremony layer's one
-/// mapping: [`crate::ports::status`]).
-fn drive_status(e: &DriveError) -> (Status, Outcome) {
-    let (code, stopped) = cosigner_node::error::ceremony_code(e);
-    let status = crate::ports::status(&cosigner_node::NodeError::new(code, e.to_string()));
-    (
-        status,
-        if stopped {
-            Outcome::Aborted
-        } else {
-            Outcome::Failed
-        },
-    )
 }
 
 /// Connections to relays, one channel per address (channels multiplex calls).
@@ -173,7 +150,7 @@ pub struct Ceremonies {
     changing: cosigner_node::gate::Changing,
     metrics: Arc<Metrics>,
     /// Rate limits for writing refused requests to the history.
-    refusals: Refusals,
+    refusals: RefusalLimit,
 }
 
 pub struct RelayTls {
@@ -212,46 +189,37 @@ impl Ceremonies {
             kill_at: test_kill_point(),
             changing: cosigner_node::gate::Changing::default(),
             metrics,
-            refusals: Refusals::default(),
+            refusals: RefusalLimit::default(),
         }
     }
 
     /// Runs one ceremony request (keygen, sign, reshare). A request refused before its
     /// ceremony recorded anything (STARTED or DENIED) gets a `refused` history entry with
-    /// the reason, within the refusal rate limit ([`crate::refusals`]).
+    /// the reason, within the refusal rate limit ([`cosigner_node::refusals`]).
     pub async fn gated<T>(
         &self,
-        refused: Refused,
+        refusal: Refusal,
         request: impl std::future::Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
-        let (r, recorded) = Refusals::gate(request).await;
+        let (r, recorded) = cosigner_node::refusals::watch(request).await;
         if let Err(status) = &r
             && !recorded
         {
-            self.record_refusal(refused, status).await;
+            self.record_refusal(refusal, status).await;
         }
         r
     }
 
-    async fn record_refusal(&self, f: Refused, status: &Status) {
-        let kind = f.kind.as_str();
-        self.metrics.ceremony(kind, "refused", None);
-        let Some(dropped) = self
-            .refusals
-            .admit(&f.tls_identity, std::time::Instant::now())
-        else {
+    async fn record_refusal(&self, f: Refusal, status: &Status) {
+        let kind = crate::ports::history_kind(f.kind);
+        self.metrics.ceremony(kind.as_str(), "refused", None);
+        let now = std::time::Instant::now();
+        let Some(reason) = self.refusals.reason(&f, status.message(), now) else {
             self.metrics.refusal_dropped();
-            tracing::debug!(kind, caller = %f.tls_identity, reason = %status.message(), "request refused (not recorded: refusal rate limit)");
+            tracing::debug!(kind = kind.as_str(), caller = %f.tls_identity, reason = %status.message(), "request refused (not recorded: refusal rate limit)");
             return;
         };
         let now = now_ms();
-        // Bounded and printable: a refusal's text can echo what the caller sent.
-        let mut reason = cosigner_relay::driver::sanitize(status.message());
-        if dropped > 0 {
-            reason.push_str(&format!(
-                " ({dropped} refused request(s) before this one were not written: refusal rate limit)"
-            ));
-        }
         let rec = Record {
             vault_id: f.vault_id,
             tls_identity: f.tls_identity,
@@ -260,14 +228,14 @@ impl Ceremonies {
             started_at_ms: now,
             ended_at_ms: now,
             result: Some(ResultRecord::Error(reason)),
-            ..Record::new(f.kind, Outcome::Refused)
+            ..Record::new(kind, Outcome::Refused)
         };
         match blocking(&self.history, move |h| h.append(rec)).await {
             Ok(receipt) => {
-                tracing::info!(seq = receipt.seq, kind, reason = %status.message(), "request refused")
+                tracing::info!(seq = receipt.seq, kind = kind.as_str(), reason = %status.message(), "request refused")
             }
             Err(e) => {
-                tracing::warn!(kind, error = %e.message(), "could not record a refused request")
+                tracing::warn!(kind = kind.as_str(), error = %e.message(), "could not record a refused request")
             }
         }
     }
@@ -340,98 +308,19 @@ impl Ceremonies {
         self.gate.running()
     }
 
+    /// The pipelines' journal: the gate, this daemon's history as the ledger, the claims.
+    fn journal(&self) -> Gated<'_, Self> {
+        Gated {
+            gate: &self.gate,
+            ledger: self,
+            changing: &self.changing,
+        }
+    }
+
     /// Marks `vault` as being generated, reshared or resolved here, or refuses if it
     /// already is.
     pub(crate) fn exclusive(&self, vault: &str) -> Result<Claim, Status> {
         self.changing.claim(vault).map_err(|e| status(&e))
-    }
-
-    /// The rest of the gate ([`cosigner_node::gate`]): session id, a free slot, a fresh
-    /// nonce; the decision recorded (DENIED, or STARTED and admitted).
-    pub(crate) async fn begin(
-        &self,
-        a: Admission<'_>,
-        decision: &PolicyVerdict,
-    ) -> Result<Begun, Status> {
-        self.gate
-            .admit(self, a, decision)
-            .await
-            .map_err(|e| status(&e))
-    }
-
-    /// Records the outcome; only then may the answer leave.
-    pub(crate) async fn finish(
-        &self,
-        begun: &Begun,
-        outcome: Outcome,
-        result: Option<ResultRecord>,
-        epoch: Option<u64>,
-    ) -> Result<u64, Status> {
-        let mut rec = begun.entry.clone();
-        rec.outcome = outcome;
-        rec.ended_at_ms = now_ms();
-        rec.result = result;
-        if let Some(e) = epoch {
-            rec.epoch = e;
-        }
-        let receipt = blocking(&self.history, move |h| h.append(rec)).await?;
-        self.metrics.ceremony(
-            begun.entry.kind.as_str(),
-            outcome.as_str(),
-            Some(begun.admitted.elapsed()),
-        );
-        Ok(receipt.seq)
-    }
-
-    /// A ceremony that failed in the driver: recorded with the ABORT's evidence when it
-    /// ended with one, so the blame can be checked again from the history.
-    pub(crate) async fn fail_drive(&self, begun: &Begun, e: DriveError) -> Status {
-        let (status, outcome) = drive_status(&e);
-        let result = match e.blamed() {
-            None => ResultRecord::Error(status.message().to_string()),
-            Some(b) => ResultRecord::Blame(BlameRecord {
-                error: status.message().to_string(),
-                accuser: b.verdict.accuser.to_vec(),
-                accused: b.verdict.accused.map(|a| a.to_vec()).unwrap_or_default(),
-                finding: b.verdict.summary(),
-                abort: prost::Message::encode_to_vec(&b.abort),
-            }),
-        };
-        self.fail_with(begun, status, outcome, result).await
-    }
-
-    /// A failure of the ceremony layer: recorded with its blame when the ceremony ran.
-    pub(crate) async fn fail_node(&self, begun: &Begun, e: NodeError) -> Status {
-        match e {
-            NodeError::Ceremony(e) => self.fail_drive(begun, e).await,
-            e => self.fail(begun, status(&e), outcome(&e)).await,
-        }
-    }
-
-    pub(crate) async fn fail(&self, begun: &Begun, status: Status, outcome: Outcome) -> Status {
-        let result = ResultRecord::Error(status.message().to_string());
-        self.fail_with(begun, status, outcome, result).await
-    }
-
-    async fn fail_with(
-        &self,
-        begun: &Begun,
-        status: Status,
-        outcome: Outcome,
-        result: ResultRecord,
-    ) -> Status {
-        tracing::warn!(
-            kind = begun.entry.kind.as_str(),
-            vault = %begun.entry.vault_id,
-            session = %short(&begun.session),
-            error = %status.message(),
-            blame = matches!(result, ResultRecord::Blame(_)),
-            "ceremony failed"
-        );
-        match self.finish(begun, outcome, Some(result), None).await {
-            Ok(_) => status,
-            Err(e) => e,
-        }
     }
 
     /// The crash-test hook: with `COSIGNERD_TEST_KILL_AT=<kind>:<point>` in its environment
@@ -471,46 +360,6 @@ impl Ceremonies {
         .await
     }
 
-    /// Runs the commit of a keygen or reshare and records how it ended. Returns the
-    /// history sequence of the outcome on success.
-    pub(crate) async fn run_commit(
-        &self,
-        begun: &Begun,
-        end: CommitEnd,
-        new_epoch: u64,
-        result: ResultRecord,
-    ) -> Result<u64, Status> {
-        match end {
-            CommitEnd::Committed | CommitEnd::Retired => {
-                self.finish(begun, Outcome::Succeeded, Some(result), Some(new_epoch))
-                    .await
-            }
-            CommitEnd::InDoubt(why) => {
-                let msg = format!(
-                    "the {} of vault {:?} (epoch {new_epoch}) is in doubt: {why}. This daemon keeps its new share as pending and signs nothing for the vault until `cosignerctl vault resolve` decides from the other parties' reports",
-                    begun.entry.kind.as_str(),
-                    begun.entry.vault_id
-                );
-                self.metrics.ceremony(
-                    begun.entry.kind.as_str(),
-                    Outcome::InDoubt.as_str(),
-                    Some(begun.admitted.elapsed()),
-                );
-                let mut rec = begun.entry.clone();
-                rec.outcome = Outcome::InDoubt;
-                rec.ended_at_ms = now_ms();
-                rec.epoch = new_epoch;
-                rec.result = Some(ResultRecord::Error(msg.clone()));
-                blocking(&self.history, move |h| h.append(rec)).await?;
-                tracing::warn!(vault = %begun.entry.vault_id, epoch = new_epoch, %why, "commit in doubt");
-                Err(Status::unavailable(msg))
-            }
-            CommitEnd::Failed(why) => Err(self
-                .fail(begun, Status::aborted(why), Outcome::Failed)
-                .await),
-        }
-    }
-
     // ---- keygen ----
 
     /// The party this daemon is, serving requests through its ports
@@ -519,12 +368,20 @@ impl Ceremonies {
         &'a self,
         keys: &'a PartyKeys,
         shares: &'a SealedShares<'a>,
-    ) -> cosigner_node::server::Server<'a, SealedShares<'a>, Self, Policy, Self, Self, Metrics>
-    {
+        journal: &'a Gated<'a, Self>,
+    ) -> cosigner_node::server::Server<
+        'a,
+        SealedShares<'a>,
+        Gated<'a, Self>,
+        Policy,
+        Self,
+        Self,
+        Metrics,
+    > {
         cosigner_node::server::Server {
             keys,
             shares,
-            journal: self,
+            journal,
             decider: &self.policy,
             relays: self,
             clock: self,
@@ -542,9 +399,13 @@ impl Ceremonies {
     ) -> Result<KeygenResponse, Status> {
         let keys = self.me.keys();
         let shares = SealedShares(self);
-        let generated = Box::pin(self.server(&keys, &shares).keygen(&req, &caller.uri))
-            .await
-            .map_err(|e| status(&e))?;
+        let journal = self.journal();
+        let generated = Box::pin(
+            self.server(&keys, &shares, &journal)
+                .keygen(&req, &caller.uri),
+        )
+        .await
+        .map_err(|e| status(&e))?;
         let record = generated.record;
         // Committed and recorded: the answer says so even if the slots cannot be listed.
         let slots = self.vaults.slots(record.vault_id()).await.ok();
@@ -560,7 +421,8 @@ impl Ceremonies {
     pub async fn sign(&self, caller: &Caller, req: SignRequest) -> Result<SignResponse, Status> {
         let keys = self.me.keys();
         let shares = SealedShares(self);
-        let server = self.server(&keys, &shares);
+        let journal = self.journal();
+        let server = self.server(&keys, &shares, &journal);
         let signed = Box::pin(server.sign(&req, &caller.uri))
             .await
             .map_err(|e| crate::ports::status(&e))?;
@@ -620,9 +482,13 @@ impl Ceremonies {
     ) -> Result<ReshareResponse, Status> {
         let keys = self.me.keys();
         let shares = SealedShares(self);
-        let done = Box::pin(self.server(&keys, &shares).reshare(&req, &caller.uri))
-            .await
-            .map_err(|e| status(&e))?;
+        let journal = self.journal();
+        let done = Box::pin(
+            self.server(&keys, &shares, &journal)
+                .reshare(&req, &caller.uri),
+        )
+        .await
+        .map_err(|e| status(&e))?;
         let (c, plan) = (&done.checked, &done.checked.plan);
         let mut vault = match done.part {
             cosigner_node::reshare::Part::New(record) => record.to_api(None),
@@ -673,12 +539,13 @@ impl Ceremonies {
         };
         let keys = self.me.keys();
         let shares = SealedShares(self);
+        let journal = self.journal();
         let Evaluated {
             document,
             decision: d,
             decoded,
         } = self
-            .server(&keys, &shares)
+            .server(&keys, &shares, &journal)
             .evaluate(kind, &req.body, requester, &caller.uri)
             .await
             .map_err(|e| status(&e))?;
@@ -718,8 +585,9 @@ impl Ceremonies {
             cosigner_node::resolve::evidence(&req.reports, &req.lost).map_err(|e| status(&e))?;
         let keys = self.me.keys();
         let shares = SealedShares(self);
+        let journal = self.journal();
         let resolved = self
-            .server(&keys, &shares)
+            .server(&keys, &shares, &journal)
             .resolve(vault, &reports, &lost)
             .await
             .map_err(|e| status(&e))?;
@@ -774,15 +642,11 @@ impl Ceremonies {
     ) -> Result<VaultRecordResponse, Status> {
         let keys = self.me.keys();
         let shares = SealedShares(self);
-        self.server(&keys, &shares)
+        let journal = self.journal();
+        self.server(&keys, &shares, &journal)
             .vault_record(&req, caller.identity.role == cosigner_pki::Role::Party)
             .await
             .map_err(|e| status(&e))
-    }
-
-    /// Whether a keygen, reshare or resolve of `vault` runs here now.
-    pub(crate) fn is_changing(&self, vault: &str) -> bool {
-        self.changing.is_claimed(vault)
     }
 
     /// Drops previous-epoch shares whose commit was certified more than

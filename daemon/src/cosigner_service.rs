@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cosigner_history::{History, Kind};
+use cosigner_history::History;
 
 use cosigner_api::v1::cosigner_server::Cosigner;
 use cosigner_api::v1::*;
@@ -19,9 +19,10 @@ use crate::ceremony::Ceremonies;
 use crate::history_rpc::{self, blocking};
 use crate::me::Me;
 use crate::policy::Policy;
-use crate::refusals::Refused;
 use crate::rotation::Rotations;
 use crate::vaults::Vaults;
+use cosigner_node::ports::Kind;
+use cosigner_node::refusals::Refusal;
 
 /// RPCs that later issues implement, with what brings them. Kept in one list so the status
 /// RPC, the UNIMPLEMENTED messages and the tests agree.
@@ -181,7 +182,7 @@ impl Cosigner for CosignerService {
         let req = request.into_inner();
         // Detached: a client that hangs up must not cut a ceremony short (the other
         // parties would be left waiting, and the outcome would go unrecorded).
-        let refused = Refused::new(Kind::Keygen, &caller, &req.body, req.auth.as_ref());
+        let refused = Refusal::new(Kind::Keygen, &caller.uri, &req.body, req.auth.as_ref());
         let r = tokio::spawn(async move { c.gated(refused, c.keygen(&caller, req)).await })
             .await
             .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;
@@ -194,7 +195,7 @@ impl Cosigner for CosignerService {
         let req = request.into_inner();
         // Detached: a client that hangs up must not cut a ceremony short (the other
         // parties would be left waiting, and the outcome would go unrecorded).
-        let refused = Refused::new(Kind::Sign, &caller, &req.body, req.auth.as_ref());
+        let refused = Refusal::new(Kind::Sign, &caller.uri, &req.body, req.auth.as_ref());
         let r = tokio::spawn(async move { c.gated(refused, c.sign(&caller, req)).await })
             .await
             .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;
@@ -210,7 +211,7 @@ impl Cosigner for CosignerService {
         let req = request.into_inner();
         // Detached: a client that hangs up must not cut a ceremony short (the other
         // parties would be left waiting, and the outcome would go unrecorded).
-        let refused = Refused::new(Kind::Reshare, &caller, &req.body, req.auth.as_ref());
+        let refused = Refusal::new(Kind::Reshare, &caller.uri, &req.body, req.auth.as_ref());
         let r = tokio::spawn(async move { c.gated(refused, c.reshare(&caller, req)).await })
             .await
             .map_err(|e| Status::internal(format!("ceremony task failed: {e}")))??;

@@ -12,7 +12,6 @@ pub mod me;
 pub mod metrics;
 pub mod policy;
 pub mod ports;
-pub mod refusals;
 pub mod rotation;
 pub mod server;
 pub mod vaults;

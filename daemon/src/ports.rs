@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use cosigner_api::v1::RelayRef;
-use cosigner_history::{Kind, Outcome, Record, ResultRecord, SignatureRecord};
-use cosigner_node::gate::{Claim, Ledger};
-use cosigner_node::ports::{self, Admission, SignatureOut};
+use cosigner_history::{BlameRecord, Kind, Outcome, Record, ResultRecord, SignatureRecord};
+use cosigner_node::gate::{self, End, Ending, Ledger};
+use cosigner_node::ports::{self, Admission};
 use cosigner_node::{Code, NodeError, facts::Windows};
 use cosigner_relay::commit::CommitState;
-use cosigner_relay::finish::{CommitEnd, CommitStore};
+use cosigner_relay::finish::CommitStore;
 use cosigner_relay::roster::Roster;
 use cosigner_relay::{DriveError, Driver, Held, VaultRecord};
 use cosigner_seal::Slot;
@@ -60,15 +60,6 @@ pub fn from_status(s: Status) -> NodeError {
         _ => Code::Internal,
     };
     NodeError::new(code, s.message())
-}
-
-/// How a failure ends in the history: stopped (`aborted`) or could not run (`failed`).
-pub fn outcome(e: &NodeError) -> Outcome {
-    if e.stopped() {
-        Outcome::Aborted
-    } else {
-        Outcome::Failed
-    }
 }
 
 /// The sealed shares, read without unsealing until [`ports::Shares::unseal`].
@@ -253,73 +244,6 @@ pub(crate) fn history_kind(k: ports::Kind) -> Kind {
     }
 }
 
-impl ports::Journal for Ceremonies {
-    type Admitted = Begun;
-
-    async fn windows(&self, vault: &str, now_ms: i64) -> Result<Windows, NodeError> {
-        self.windows_at(vault, now_ms).await.map_err(from_status)
-    }
-
-    async fn admit(
-        &self,
-        a: Admission<'_>,
-        decision: &cosigner_policy::Decision,
-    ) -> Result<Begun, NodeError> {
-        self.begin(a, decision).await.map_err(from_status)
-    }
-
-    async fn signed(&self, begun: &Begun, signatures: &[SignatureOut]) -> Result<u64, NodeError> {
-        let records = signatures
-            .iter()
-            .map(|s| SignatureRecord {
-                hash: s.hash.to_vec(),
-                r: s.r.to_vec(),
-                s: s.s.to_vec(),
-                recovery_id: u32::from(s.recovery_id),
-            })
-            .collect();
-        self.finish(
-            begun,
-            Outcome::Succeeded,
-            Some(ResultRecord::Signatures(records)),
-            None,
-        )
-        .await
-        .map_err(from_status)
-    }
-
-    async fn failed(&self, begun: &Begun, error: NodeError) -> NodeError {
-        from_status(self.fail_node(begun, error).await)
-    }
-
-    async fn committed(
-        &self,
-        begun: &Begun,
-        end: CommitEnd,
-        new_epoch: u64,
-        public_key: &[u8],
-    ) -> Result<u64, NodeError> {
-        self.run_commit(
-            begun,
-            end,
-            new_epoch,
-            ResultRecord::PublicKey(public_key.to_vec()),
-        )
-        .await
-        .map_err(from_status)
-    }
-
-    type Exclusive = Claim;
-
-    fn exclusive(&self, vault: &str) -> Result<Claim, NodeError> {
-        Ceremonies::exclusive(self, vault).map_err(from_status)
-    }
-
-    fn changing(&self, vault: &str) -> bool {
-        self.is_changing(vault)
-    }
-}
-
 /// The history record of an admitted (or denied) request.
 fn record_of(a: &Admission<'_>, decision: &cosigner_policy::Decision) -> Record {
     Record {
@@ -381,7 +305,6 @@ impl Ledger for Ceremonies {
         let receipt = blocking(self.history(), move |h| h.append(denied))
             .await
             .map_err(from_status)?;
-        crate::refusals::mark_recorded();
         self.metrics().ceremony(kind, "denied", None);
         tracing::info!(seq = receipt.seq, %reasons, "request denied by the policy");
         Ok(receipt.seq)
@@ -397,8 +320,71 @@ impl Ledger for Ceremonies {
         blocking(self.history(), move |h| h.append(started))
             .await
             .map_err(from_status)?;
-        crate::refusals::mark_recorded();
         Ok(record)
+    }
+
+    async fn ended(&self, begun: &Begun, end: End) -> Result<u64, NodeError> {
+        let mut rec = begun.entry.clone();
+        rec.outcome = match end.outcome {
+            gate::Outcome::Succeeded => Outcome::Succeeded,
+            gate::Outcome::Failed => Outcome::Failed,
+            gate::Outcome::Aborted => Outcome::Aborted,
+            gate::Outcome::InDoubt => Outcome::InDoubt,
+        };
+        rec.ended_at_ms = crate::now_ms();
+        if let Some(e) = end.epoch {
+            rec.epoch = e;
+        }
+        let (kind, outcome) = (rec.kind.as_str(), rec.outcome);
+        rec.result = Some(match end.ending {
+            Ending::Signatures(s) => ResultRecord::Signatures(
+                s.iter()
+                    .map(|s| SignatureRecord {
+                        hash: s.hash.to_vec(),
+                        r: s.r.to_vec(),
+                        s: s.s.to_vec(),
+                        recovery_id: u32::from(s.recovery_id),
+                    })
+                    .collect(),
+            ),
+            Ending::PublicKey(key) => ResultRecord::PublicKey(key),
+            Ending::Error(e) => ResultRecord::Error(e),
+            Ending::Blame {
+                error,
+                accuser,
+                accused,
+                finding,
+                abort,
+            } => ResultRecord::Blame(BlameRecord {
+                error,
+                accuser: accuser.to_vec(),
+                accused: accused.map(|a| a.to_vec()).unwrap_or_default(),
+                finding,
+                abort,
+            }),
+        });
+        if let Some(ResultRecord::Error(e) | ResultRecord::Blame(BlameRecord { error: e, .. })) =
+            &rec.result
+        {
+            tracing::warn!(
+                kind,
+                outcome = outcome.as_str(),
+                vault = %begun.vault_id,
+                session = %cosigner_relay::keys::short(&begun.session),
+                error = %e,
+                "ceremony failed"
+            );
+        }
+        let receipt = blocking(self.history(), move |h| h.append(rec))
+            .await
+            .map_err(from_status)?;
+        self.metrics()
+            .ceremony(kind, outcome.as_str(), Some(begun.admitted.elapsed()));
+        Ok(receipt.seq)
+    }
+
+    async fn windows(&self, vault: &str, now_ms: i64) -> Result<Windows, NodeError> {
+        self.windows_at(vault, now_ms).await.map_err(from_status)
     }
 }
 

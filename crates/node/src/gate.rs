@@ -22,7 +22,8 @@ use cosigner_policy::{Decision, Verdict};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Code, NodeError};
-use crate::ports::Admission;
+use crate::facts::Windows;
+use crate::ports::{Admission, Kind, SignatureOut};
 
 /// How long a used relay session id is remembered in memory (relay sessions live at most
 /// an hour; the ledger remembers beyond).
@@ -55,6 +56,93 @@ pub trait Ledger {
         a: &Admission<'_>,
         decision: &Decision,
     ) -> impl Future<Output = Result<Self::Entry, NodeError>> + Send;
+    /// Records how an admitted request ended; returns its entry number. Only then may the
+    /// answer leave.
+    fn ended(
+        &self,
+        ticket: &Ticket<Self::Entry>,
+        end: End,
+    ) -> impl Future<Output = Result<u64, NodeError>> + Send;
+    /// The vault's recent use, for the policy.
+    fn windows(
+        &self,
+        vault: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<Windows, NodeError>> + Send;
+}
+
+/// How an admitted request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Could not run (the relay unreachable, a store failed, the engine's bug).
+    Failed,
+    /// Stopped by an ABORT, a timeout or a bad message.
+    Aborted,
+    /// A keygen or reshare ended without a certificate: the new share waits as pending.
+    InDoubt,
+}
+
+impl Outcome {
+    /// How a failure ends: stopped or could not run.
+    pub fn of(error: &NodeError) -> Outcome {
+        if error.stopped() {
+            Outcome::Aborted
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
+/// What the entry of an ended request keeps besides its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    Signatures(Vec<SignatureOut>),
+    /// A keygen's or reshare's vault key.
+    PublicKey(Vec<u8>),
+    Error(String),
+    /// A ceremony that ended with an ABORT carrying evidence: kept whole, so the blame can
+    /// be checked again from the record.
+    Blame {
+        error: String,
+        accuser: [u8; 32],
+        accused: Option<[u8; 32]>,
+        /// What checking the evidence found.
+        finding: String,
+        /// The ABORT envelope, encoded.
+        abort: Vec<u8>,
+    },
+}
+
+/// How an admitted request ended, as its ledger entry says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct End {
+    pub outcome: Outcome,
+    pub ending: Ending,
+    /// The epoch the vault is at afterwards, when a keygen or reshare moved it.
+    pub epoch: Option<u64>,
+}
+
+impl End {
+    /// A failure, with its blame evidence when the ceremony ended with one.
+    pub fn failed(error: &NodeError) -> End {
+        let text = error.to_string();
+        let ending = match error.drive().and_then(|e| e.blamed()) {
+            None => Ending::Error(text),
+            Some(b) => Ending::Blame {
+                error: text,
+                accuser: b.verdict.accuser,
+                accused: b.verdict.accused,
+                finding: b.verdict.summary(),
+                abort: prost::Message::encode_to_vec(&b.abort),
+            },
+        };
+        End {
+            outcome: Outcome::of(error),
+            ending,
+            epoch: None,
+        }
+    }
 }
 
 /// Session ids in the order they were used, forgotten after [`SESSION_MEMORY`].
@@ -85,6 +173,8 @@ impl UsedSessions {
 /// An admitted request: holds its ceremony slot until dropped.
 pub struct Ticket<E> {
     pub entry: E,
+    pub kind: Kind,
+    pub vault_id: String,
     pub session: Vec<u8>,
     /// When the gate admitted it (the start of the duration metric).
     pub admitted: Instant,
@@ -169,14 +259,18 @@ impl Gate {
         }
         if decision.verdict != Verdict::Allow {
             let seq = ledger.denied(&a, decision).await?;
+            crate::refusals::mark_recorded();
             return Err(NodeError::not_allowed(format!(
                 "denied by the policy (history entry {seq}): {}",
                 decision.reasons().join("; ")
             )));
         }
         let entry = ledger.started(&a, decision).await?;
+        crate::refusals::mark_recorded();
         Ok(Ticket {
             entry,
+            kind: a.kind,
+            vault_id: a.vault_id.to_string(),
             session: session.clone(),
             admitted: Instant::now(),
             _permit: permit,
@@ -236,7 +330,6 @@ impl Changing {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::ports::Kind;
     use cosigner_api::v1::RelayRef;
 
     /// A ledger in memory: what it was asked to record, and what it already holds.
@@ -282,6 +375,14 @@ mod tests {
         async fn started(&self, a: &Admission<'_>, _: &Decision) -> Result<usize, NodeError> {
             Ok(self.remember(a, "started"))
         }
+
+        async fn ended(&self, _: &Ticket<usize>, _: End) -> Result<u64, NodeError> {
+            Ok(0)
+        }
+
+        async fn windows(&self, _: &str, _: i64) -> Result<Windows, NodeError> {
+            Ok(Windows::default())
+        }
     }
 
     /// A ledger whose store is damaged.
@@ -307,6 +408,14 @@ mod tests {
 
         async fn started(&self, _: &Admission<'_>, _: &Decision) -> Result<(), NodeError> {
             Ok(())
+        }
+
+        async fn ended(&self, _: &Ticket<()>, _: End) -> Result<u64, NodeError> {
+            Ok(0)
+        }
+
+        async fn windows(&self, _: &str, _: i64) -> Result<Windows, NodeError> {
+            Ok(Windows::default())
         }
     }
 

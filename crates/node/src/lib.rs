@@ -21,6 +21,8 @@
 //! - [`request`]: a request's signature and body, as every ceremony reads them;
 //! - [`facts`]: the policy input for keygen, sign and reshare;
 //! - [`gate`]: replay and session memory, ceremony slots, the decision recorded;
+//! - [`journal`]: the gate and a ledger as the pipelines' journal: how each ending is
+//!   recorded and answered, decided once;
 //! - [`keygen`]: a keygen request parsed, checked and taken part in;
 //! - [`reshare`]: a reshare request parsed, checked, taken part in and committed;
 //! - [`resolve`]: the decision on an interrupted commit, carried out;
@@ -36,6 +38,7 @@ pub mod dry_run;
 pub mod error;
 pub mod facts;
 pub mod gate;
+pub mod journal;
 pub mod keygen;
 pub mod payload;
 pub mod peers;

@@ -93,6 +93,7 @@ pub struct Admission<'a> {
 }
 
 /// One signature as the journal records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureOut {
     pub hash: [u8; 32],
     pub r: [u8; 32],

@@ -158,7 +158,7 @@ async fn two_parties_sign_and_each_unseals_once() {
     ));
     assert_eq!(w.unseals(), vec![1, 1, 0]);
     for n in &w.nodes[..2] {
-        assert_eq!(n.journal.entries(), vec!["started", "signed 1"]);
+        assert_eq!(n.journal.ledger.entries(), vec!["started", "signed 1"]);
     }
 }
 
@@ -211,7 +211,7 @@ async fn every_refusal_comes_before_the_unseal() {
         e.code() == Code::PermissionDenied && e.to_string().contains("denied by the policy"),
         "{e}"
     );
-    assert_eq!(b.journal.entries(), vec!["denied"]);
+    assert_eq!(b.journal.ledger.entries(), vec!["denied"]);
     assert_eq!(w.unseals(), vec![0, 0, 0], "a refusal unsealed a share");
 
     // A real signature, then the same request again: a replay, refused before the unseal.
@@ -288,5 +288,8 @@ async fn the_dry_run_answers_as_the_gate_would_and_unseals_nothing() {
     .unwrap();
     assert_eq!(e.code(), Code::NotFound, "{e}");
     assert_eq!(w.unseals(), vec![0, 0, 0]);
-    assert!(b.journal.entries().is_empty(), "a dry run records nothing");
+    assert!(
+        b.journal.ledger.entries().is_empty(),
+        "a dry run records nothing"
+    );
 }

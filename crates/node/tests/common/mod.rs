@@ -57,16 +57,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use cosigner_api::v1::RelayRef;
 use cosigner_node::facts::Windows;
-use cosigner_node::gate::{Changing, Claim};
-use cosigner_node::ports::{
-    Admission, Decider, Journal, Kind, Observer, Relays, Shares, SignatureOut, SystemClock,
-};
+use cosigner_node::gate::{Changing, End, Ending, Gate, Ledger, Outcome, Ticket};
+use cosigner_node::journal::Gated;
+use cosigner_node::ports::{Admission, Decider, Kind, Observer, Relays, Shares, SystemClock};
 use cosigner_node::resolve::Discard;
 use cosigner_node::{Code, NodeError};
 use cosigner_party::{Held, VaultRecord};
 use cosigner_policy::{Decision, Verdict};
 use cosigner_relay::commit::CommitState;
-use cosigner_relay::finish::{CommitEnd, CommitStore};
+use cosigner_relay::finish::CommitStore;
 
 /// One party's slots and commit record (shares kept encoded, as sealed), and how often a
 /// share was unsealed.
@@ -271,18 +270,18 @@ impl Discard for Store {
     }
 }
 
-/// What the journal saw, in order, with its nonce and session memory; and, as the
-/// observer, the decisions reported.
+/// The ledger in memory: what it recorded, in order, with the nonces and sessions it
+/// indexed; and, as the observer, the decisions reported. The gate in front of it is the
+/// real one ([`Gated`]).
 #[derive(Default)]
-pub struct MemJournal {
+pub struct MemLedger {
     pub decided: Mutex<Vec<String>>,
     nonces: Mutex<HashSet<Vec<u8>>>,
     sessions: Mutex<HashSet<Vec<u8>>>,
     entries: Mutex<Vec<String>>,
-    changing: Changing,
 }
 
-impl MemJournal {
+impl MemLedger {
     pub fn entries(&self) -> Vec<String> {
         self.entries.lock().unwrap().clone()
     }
@@ -292,81 +291,68 @@ impl MemJournal {
         v.push(e);
         v.len() as u64
     }
+
+    /// Indexes the admission's nonce and session, as the history does, and appends `what`.
+    fn remember(&self, a: &Admission<'_>, what: &str) -> u64 {
+        self.nonces.lock().unwrap().insert(a.nonce.to_vec());
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(a.relay.session_id.clone());
+        self.push(what.into())
+    }
 }
 
-impl Journal for MemJournal {
-    type Admitted = Kind;
+impl Ledger for MemLedger {
+    type Entry = ();
+
+    async fn session_seen(&self, s: &[u8]) -> Result<Option<u64>, NodeError> {
+        Ok(self.sessions.lock().unwrap().contains(s).then_some(0))
+    }
+
+    async fn nonce_seen(&self, _: &[u8; 32], n: &[u8]) -> Result<Option<u64>, NodeError> {
+        Ok(self.nonces.lock().unwrap().contains(n).then_some(0))
+    }
+
+    async fn denied(&self, a: &Admission<'_>, _: &Decision) -> Result<u64, NodeError> {
+        Ok(self.remember(a, "denied"))
+    }
+
+    async fn started(&self, a: &Admission<'_>, _: &Decision) -> Result<(), NodeError> {
+        self.remember(a, "started");
+        Ok(())
+    }
+
+    async fn ended(&self, _: &Ticket<()>, end: End) -> Result<u64, NodeError> {
+        let line = match (end.outcome, &end.ending, end.epoch) {
+            (Outcome::Succeeded, Ending::Signatures(s), _) => format!("signed {}", s.len()),
+            (Outcome::Succeeded, _, Some(e)) => format!("committed {e}"),
+            (Outcome::InDoubt, _, Some(e)) => format!("in doubt {e}"),
+            (Outcome::Failed, Ending::Error(e), _) => format!("failed: {e}"),
+            (Outcome::Aborted, Ending::Error(e), _) => format!("aborted: {e}"),
+            (o, e, epoch) => format!("{o:?} {e:?} {epoch:?}"),
+        };
+        Ok(self.push(line))
+    }
 
     async fn windows(&self, _: &str, _: i64) -> Result<Windows, NodeError> {
         Ok(Windows::default())
     }
+}
 
-    async fn admit(&self, a: Admission<'_>, d: &Decision) -> Result<Kind, NodeError> {
-        if !self
-            .sessions
-            .lock()
-            .unwrap()
-            .insert(a.relay.session_id.clone())
-        {
-            return Err(NodeError::new(Code::AlreadyExists, "session already ran"));
-        }
-        if !self.nonces.lock().unwrap().insert(a.nonce.to_vec()) {
-            return Err(NodeError::new(Code::AlreadyExists, "nonce already used"));
-        }
-        if let Verdict::Deny(why) = &d.verdict {
-            self.push("denied".into());
-            return Err(NodeError::not_allowed(format!(
-                "denied by the policy: {}",
-                why.join("; ")
-            )));
-        }
-        self.push("started".into());
-        Ok(a.kind)
-    }
+/// A party's journal: the real gate and claims over a [`MemLedger`] (leaked: a test
+/// party lives as long as its test).
+pub type MemJournal = Gated<'static, MemLedger>;
 
-    async fn signed(&self, _: &Kind, s: &[SignatureOut]) -> Result<u64, NodeError> {
-        Ok(self.push(format!("signed {}", s.len())))
-    }
-
-    async fn failed(&self, _: &Kind, error: NodeError) -> NodeError {
-        self.push(format!("failed: {error}"));
-        error
-    }
-
-    async fn committed(
-        &self,
-        _: &Kind,
-        end: CommitEnd,
-        new_epoch: u64,
-        _: &[u8],
-    ) -> Result<u64, NodeError> {
-        match end {
-            CommitEnd::Committed | CommitEnd::Retired => {
-                Ok(self.push(format!("committed {new_epoch}")))
-            }
-            CommitEnd::InDoubt(why) => {
-                self.push(format!("in doubt {new_epoch}"));
-                Err(NodeError::new(Code::Unavailable, why))
-            }
-            CommitEnd::Failed(why) => {
-                self.push(format!("failed {new_epoch}"));
-                Err(NodeError::new(Code::Aborted, why))
-            }
-        }
-    }
-
-    type Exclusive = Claim;
-
-    fn exclusive(&self, vault: &str) -> Result<Claim, NodeError> {
-        self.changing.claim(vault)
-    }
-
-    fn changing(&self, vault: &str) -> bool {
-        self.changing.is_claimed(vault)
+pub fn mem_journal() -> MemJournal {
+    Gated {
+        gate: Box::leak(Box::new(Gate::new(16))),
+        ledger: Box::leak(Box::new(MemLedger::default())),
+        changing: Box::leak(Box::new(Changing::default())),
     }
 }
 
-impl Observer for MemJournal {
+impl Observer for MemLedger {
     fn decided(&self, kind: Kind, d: &Decision) {
         let verdict = match d.verdict {
             Verdict::Allow => "allow",
@@ -421,7 +407,7 @@ impl Node {
     pub fn new(keys: PartyKeys, store: Store, addr: &str) -> Node {
         Node {
             store,
-            journal: MemJournal::default(),
+            journal: mem_journal(),
             relay: LoopbackRelay {
                 addr: addr.to_string(),
                 keys: keys.clone(),
@@ -443,7 +429,7 @@ impl Node {
         Policy,
         LoopbackRelay,
         SystemClock,
-        MemJournal,
+        MemLedger,
     > {
         cosigner_node::server::Server {
             keys: &self.keys,
@@ -452,7 +438,7 @@ impl Node {
             decider: &Policy,
             relays: &self.relay,
             clock: &SystemClock,
-            observer: &self.journal,
+            observer: self.journal.ledger,
             max_clock_skew_ms: 60_000,
             rules: cosigner_node::sign::Rules { raw_hash },
             allowed_requesters: allowed,
