@@ -1,14 +1,12 @@
 //! Share backups: export this daemon's current share of a vault under a passphrase, and
 //! import one (sealing it to this machine's TPM).
 //!
-//! An import is the one way a share enters a daemon other than a ceremony, so it refuses
-//! what would weaken the vault, each time saying why: a backup of another party than the
-//! one the operator says it replaces, an epoch older than the newest this daemon has seen
-//! (every reshare replaced all shares; an old share only brings a retired secret back), and
-//! a second share of a vault the daemon already holds (two of the t shares on one machine).
-//! A daemon is one party: a backup of another party is only accepted by a daemon that holds
-//! no vault at all, which then takes that party's identity (the other parties know the
-//! replaced machine by it). Every export and import, refused or not, is recorded.
+//! An import refuses a backup of another party than the one the operator says it replaces,
+//! then what every restore refuses ([`cosigner_node::restore`]: a stale epoch, a second
+//! share, another party's backup into a daemon that holds a vault), then asks the other
+//! parties whether the epoch is still the vault's ([`cosigner_node::peers`]). A daemon
+//! that holds no vault takes the backup's identity (the other parties know the replaced
+//! machine by it). Every export and import, refused or not, is recorded.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -298,38 +296,27 @@ impl Backups {
             )));
         }
         let _changing = self.ceremonies.exclusive(&vault)?;
-        if let Some(newest) = newest_epoch_seen(&self.history, &vault).await?
-            && epoch < newest
-        {
-            return Err(Status::failed_precondition(format!(
-                "the backup is of epoch {epoch}, but this daemon has seen vault {vault:?} at epoch {newest}: every reshare replaced all shares, so an epoch-{epoch} share cannot sign with the other parties and importing it would only bring a retired secret back into use; use a backup of epoch {newest} or later"
-            )));
-        }
-        if let Some(floor) = self.vaults.floor(&vault).await?
-            && epoch < floor
-        {
-            return Err(Status::failed_precondition(format!(
-                "the backup is of epoch {epoch}, below this daemon's floor {floor} for vault {vault:?}: that epoch was replaced here and its share must not come back"
-            )));
-        }
-        self.check_peers(&backup, peers, offline).await?;
         let slots = self.vaults.slots(&vault).await?;
-        if let Some(held) = slots.current.or(slots.pending).or(slots.previous) {
-            return Err(Status::already_exists(format!(
-                "this daemon already holds a share of vault {vault:?} (epoch {held}); a second share of the same vault on one machine would put two of its shares in one place, below the threshold's protection. Import into the machine that replaces party {} only, and only if it holds no share of this vault",
-                short(&party)
-            )));
-        }
-        if party != self.me.party_id() {
-            let held = self.vaults.ids().await?;
-            if !held.is_empty() {
-                return Err(Status::failed_precondition(format!(
-                    "this daemon is party {} and holds vault(s) {}; a daemon is one party, so a backup of party {} can only be imported into a daemon that holds no vault (a fresh one that replaces the lost machine)",
-                    short(&self.me.party_id()),
-                    held.join(", "),
-                    short(&party)
-                )));
-            }
+        let vaults = self.vaults.ids().await?;
+        let adopt = cosigner_node::restore::check(
+            &cosigner_node::restore::Backup {
+                party,
+                party_name: &backup.meta.party_name,
+                vault: &vault,
+                epoch,
+            },
+            &cosigner_node::restore::Restoring {
+                this: "daemon",
+                me: self.me.party_id(),
+                newest_seen: newest_epoch_seen(&self.history, &vault).await?,
+                floor: self.vaults.floor(&vault).await?,
+                held: slots.current.or(slots.pending).or(slots.previous),
+                vaults: &vaults,
+            },
+        )
+        .map_err(|e| crate::ports::status(&e))?;
+        self.check_peers(&backup, peers, offline).await?;
+        if adopt {
             if self.ceremonies.running() > 0 {
                 return Err(Status::unavailable(
                     "ceremonies are running on this daemon; import when they have finished",

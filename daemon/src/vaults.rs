@@ -59,11 +59,7 @@ pub fn seal_status(e: SealError) -> Status {
 
 /// The slots as the ceremony layer reads them.
 pub fn epochs(s: &SlotEpochs) -> cosigner_node::ports::Slots {
-    cosigner_node::ports::Slots {
-        current: s.current,
-        pending: s.pending,
-        previous: s.previous,
-    }
+    cosigner_node::ports::Slots::new(s.current, s.pending, s.previous)
 }
 
 pub fn slots_to_api(s: &SlotEpochs) -> api::ShareSlots {

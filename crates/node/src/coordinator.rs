@@ -284,6 +284,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn more_failures_than_the_channel_holds_block_no_call() {
+        // The failure channel holds 16; nobody reads it here. A call that blocked on a
+        // full channel would never finish, and `collect` would hang.
+        let mut calls: Calls<u32> = Calls::new();
+        for i in 0..40 {
+            calls.push(format!("c{i}"), async move { Err(format!("refused {i}")) });
+        }
+        let out = tokio::time::timeout(Duration::from_secs(10), calls.collect())
+            .await
+            .expect("every call finished");
+        let err = out.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("c0: refused 0") && err.contains("c39: refused 39"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
     async fn watch_returns_the_own_part_when_every_callee_answers() {
         let mut calls: Calls<u32> = Calls::new();
         calls.push("a".into(), async { Ok(1) });

@@ -9,22 +9,13 @@ use cosigner_relay::finish::CommitEnd;
 use crate::error::{Code, NodeError};
 use crate::facts::Windows;
 use crate::gate::{Changing, Claim, End, Ending, Gate, Ledger, Outcome, Ticket};
-use crate::ports::{Admission, Journal, Kind, SignatureOut};
+use crate::ports::{Admission, Journal, SignatureOut};
 
 /// A gate and a ledger, as the pipelines' journal.
 pub struct Gated<'a, L> {
     pub gate: &'a Gate,
     pub ledger: &'a L,
     pub changing: &'a Changing,
-}
-
-fn kind_word(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Keygen => "keygen",
-        Kind::Sign => "sign",
-        Kind::Reshare => "reshare",
-        Kind::Resolve => "resolve",
-    }
 }
 
 impl<L: Ledger> Journal for Gated<'_, L> {
@@ -82,7 +73,7 @@ impl<L: Ledger> Journal for Gated<'_, L> {
             CommitEnd::InDoubt(why) => {
                 let message = format!(
                     "the {} of vault {:?} (epoch {new_epoch}) is in doubt: {why}. This party keeps its new share as pending and signs nothing for the vault until a resolve (`cosignerctl vault resolve`; on a device `party resolve`) decides from the other parties' reports",
-                    kind_word(admitted.kind),
+                    admitted.kind.as_str(),
                     admitted.vault_id
                 );
                 let end = End {

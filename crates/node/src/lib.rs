@@ -25,6 +25,7 @@
 //!   recorded and answered, decided once;
 //! - [`keygen`]: a keygen request parsed, checked and taken part in;
 //! - [`reshare`]: a reshare request parsed, checked, taken part in and committed;
+//! - [`restore`]: what a party refuses when a share backup is restored into it;
 //! - [`resolve`]: the decision on an interrupted commit, carried out;
 //! - [`server`]: a party serving requests through its ports; the sign, keygen and reshare
 //!   pipelines are its methods;
@@ -49,6 +50,7 @@ pub mod refusals;
 pub mod request;
 pub mod reshare;
 pub mod resolve;
+pub mod restore;
 pub mod server;
 pub mod sign;
 pub mod standing;

@@ -61,12 +61,33 @@ pub enum Kind {
     Resolve,
 }
 
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Keygen => "keygen",
+            Kind::Sign => "sign",
+            Kind::Reshare => "reshare",
+            Kind::Resolve => "resolve",
+        }
+    }
+}
+
 /// Which slots of a vault hold a share here, by epoch (read without unsealing).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Slots {
     pub current: Option<u64>,
     pub pending: Option<u64>,
     pub previous: Option<u64>,
+}
+
+impl Slots {
+    pub fn new(current: Option<u64>, pending: Option<u64>, previous: Option<u64>) -> Slots {
+        Slots {
+            current,
+            pending,
+            previous,
+        }
+    }
 }
 
 /// What a party knows of a vault it holds something of, read without unsealing.

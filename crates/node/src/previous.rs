@@ -64,11 +64,7 @@ mod tests {
     use super::*;
 
     fn slots(current: Option<u64>, pending: Option<u64>, previous: Option<u64>) -> Slots {
-        Slots {
-            current,
-            pending,
-            previous,
-        }
+        Slots::new(current, pending, previous)
     }
 
     #[test]

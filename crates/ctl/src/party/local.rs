@@ -42,9 +42,9 @@ pub(super) fn backup_export(
     Ok(())
 }
 
-/// The device's side of an import, with the daemon's refusals: another party's backup only
-/// into an empty file, never a second share of a vault, never an epoch older than one this
-/// file has held.
+/// The device's side of an import, with the daemon's refusals ([`cosigner_node::restore`]):
+/// another party's backup only into an empty file, never a second share of a vault, never
+/// an epoch older than one this file has held; then the peers' word on the epoch.
 pub(super) async fn backup_import(
     ctx: &mut Ctx<'_>,
     path: &Path,
@@ -57,6 +57,36 @@ pub(super) async fn backup_import(
     let b = cosigner_backup::open(&bytes, pass.as_bytes())
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let vault = b.meta.vault_id.clone();
+    let party = b.keys.party_id();
+    // The same refusals as a daemon's restore (cosigner_node::restore): a file remembers
+    // the epochs of the shares it holds, not a history, so "seen" is what it holds.
+    let held = ctx.file.slots(&vault).and_then(|s| {
+        let e = super::store::epochs(s);
+        e.current.max(e.pending).max(e.previous)
+    });
+    let vaults: Vec<String> = ctx
+        .file
+        .vaults
+        .iter()
+        .filter(|v| v.holds_anything())
+        .map(|v| v.vault_id.clone())
+        .collect();
+    let adopt = cosigner_node::restore::check(
+        &cosigner_node::restore::Backup {
+            party,
+            party_name: &b.meta.party_name,
+            vault: &vault,
+            epoch: b.meta.epoch,
+        },
+        &cosigner_node::restore::Restoring {
+            this: "party file",
+            me: ctx.file.keys.party_id(),
+            newest_seen: held,
+            floor: None,
+            held,
+            vaults: &vaults,
+        },
+    )?;
     // Only the other parties can tell whether a reshare replaced every share since the
     // backup: each peer is asked as the backup's party, with a fresh challenge its signed
     // report must carry (the same rule as a daemon's import: cosigner_node::peers).
@@ -84,44 +114,7 @@ pub(super) async fn backup_import(
             b.meta.epoch
         );
     }
-    if let Some(slots) = ctx.file.slots(&vault) {
-        let newest = [&slots.current, &slots.pending, &slots.previous]
-            .into_iter()
-            .flatten()
-            .filter_map(|h| Held::decode(h).ok().map(|h| h.record.epoch()))
-            .max();
-        if let Some(n) = newest
-            && b.meta.epoch < n
-        {
-            bail!(
-                "the backup is of epoch {}, but this party has held vault {vault:?} at epoch {n}: every reshare replaced all shares, so the old share cannot sign with the others",
-                b.meta.epoch
-            );
-        }
-        if newest.is_some() {
-            bail!(
-                "this party already holds a share of vault {vault:?}; a second share of one vault in one place defeats the threshold"
-            );
-        }
-    }
-    let party = b.keys.party_id();
-    if party != ctx.file.keys.party_id() {
-        let held: Vec<&str> = ctx
-            .file
-            .vaults
-            .iter()
-            .filter(|v| v.holds_anything())
-            .map(|v| v.vault_id.as_str())
-            .collect();
-        if !held.is_empty() {
-            bail!(
-                "this file is party {} and holds vault(s) {}; a backup of party {} ({:?}) can only be restored into a file that holds no vault",
-                short(&ctx.file.keys.party_id()),
-                held.join(", "),
-                short(&party),
-                b.meta.party_name
-            );
-        }
+    if adopt {
         ctx.file.keys = b.keys.clone();
         ctx.file.name = b.meta.party_name.clone();
     }

@@ -29,7 +29,7 @@ use cosigner_node::coordinator::{Calls, SESSION_TTL_SECONDS, Session, sign_reque
 use cosigner_node::reshare::Part;
 use cosigner_relay::commit::{CommitState, Holding, Phase, Report};
 use cosigner_relay::finish::{self, CommitEnd};
-use cosigner_relay::keys::{hex, parse_id, short};
+use cosigner_relay::keys::{hex, parse_id};
 use cosigner_relay::record::{committee_from_api, members_to_api};
 use cosigner_relay::roster::{self, Roster};
 use cosigner_relay::{Driver, Held, Member, PartyKeys, SessionSpec, VaultRecord};

@@ -91,11 +91,11 @@ pub fn finish_recorded(file: &mut PartyFile) -> Vec<String> {
 
 /// A vault's slots by epoch, as the shared rules read them.
 pub fn epochs(s: &VaultSlots) -> cosigner_node::ports::Slots {
-    cosigner_node::ports::Slots {
-        current: epoch_of(&s.current),
-        pending: epoch_of(&s.pending),
-        previous: epoch_of(&s.previous),
-    }
+    cosigner_node::ports::Slots::new(
+        epoch_of(&s.current),
+        epoch_of(&s.pending),
+        epoch_of(&s.previous),
+    )
 }
 
 /// Destroys the previous shares the shared rules ([`cosigner_node::previous`]) are done

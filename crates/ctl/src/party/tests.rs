@@ -92,6 +92,36 @@ impl World {
             .await
     }
 
+    /// d1 signs `message` in vault "v" with d2, which joins from d1's request file.
+    async fn sign_d1_d2(&self, message: &str) {
+        let req = self.path(&format!("sign-{}.req", message.replace(' ', "-")));
+        let reqs = req.to_str().unwrap();
+        let (a, b) = tokio::join!(
+            self.party(
+                "d1",
+                &[
+                    "sign",
+                    "--vault",
+                    "v",
+                    "--message",
+                    message,
+                    "--signer",
+                    "d1",
+                    "--signer",
+                    "d2",
+                    "--relay",
+                    &self.relay,
+                    "--request-out",
+                    reqs,
+                    "--json",
+                ],
+            ),
+            self.join("d2", &req),
+        );
+        a.unwrap();
+        b.unwrap();
+    }
+
     fn open(&self, who: &str) -> PartyFile {
         PartyFile::open(&self.file(who), PASS.as_bytes()).unwrap()
     }
@@ -215,32 +245,7 @@ async fn devices_keygen_sign_reshare_and_resolve_over_a_relay() {
     assert!(format!("{again:#}").contains("already"), "{again:#}");
 
     // Sign: d1 and d2.
-    let req = w.path("sign.req");
-    let reqs = req.to_str().unwrap();
-    let (a, b) = tokio::join!(
-        w.party(
-            "d1",
-            &[
-                "sign",
-                "--vault",
-                "v",
-                "--message",
-                "hello",
-                "--signer",
-                "d1",
-                "--signer",
-                "d2",
-                "--relay",
-                &w.relay,
-                "--request-out",
-                reqs,
-                "--json",
-            ],
-        ),
-        w.join("d2", &req),
-    );
-    a.unwrap();
-    b.unwrap();
+    w.sign_d1_d2("hello").await;
 
     // A joiner that holds nothing needs endorsements by 2 old members; devices alone
     // cannot collect them (only daemons answer GetVaultRecord).
@@ -325,31 +330,7 @@ async fn devices_keygen_sign_reshare_and_resolve_over_a_relay() {
     // coordinating device and the joining one alike. (d2's file from before is put back
     // for the repairs below, which need its old share.)
     let d2_before = std::fs::read(w.file("d2")).unwrap();
-    let req = w.path("sign1.req");
-    let reqs = req.to_str().unwrap();
-    let (a, b) = tokio::join!(
-        w.party(
-            "d1",
-            &[
-                "sign",
-                "--vault",
-                "v",
-                "--message",
-                "epoch one",
-                "--signer",
-                "d1",
-                "--signer",
-                "d2",
-                "--relay",
-                &w.relay,
-                "--request-out",
-                reqs,
-            ],
-        ),
-        w.join("d2", &req),
-    );
-    a.unwrap();
-    b.unwrap();
+    w.sign_d1_d2("epoch one").await;
     for who in ["d1", "d2"] {
         let f = w.open(who);
         let s = f.slots("v").unwrap();
