@@ -388,6 +388,7 @@ impl Ceremonies {
             observer: &self.metrics,
             max_clock_skew_ms: self.skew_ms(),
             rules: cosigner_node::sign::Rules { raw_hash: true },
+            networks: &self.settings.bitcoin_networks,
             allowed_requesters: &self.settings.allowed_requesters,
         }
     }

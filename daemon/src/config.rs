@@ -110,6 +110,9 @@ pub struct CeremonySettings {
     /// How long after a certified commit the previous epoch's share is dropped even if
     /// this daemon has not signed at the new epoch (None: only on a signature or by hand).
     pub drop_previous_after: Option<Duration>,
+    /// The Bitcoin network each vault's PSBTs must name (a request's label is covered by
+    /// no signature).
+    pub bitcoin_networks: cosigner_node::payload::Networks,
 }
 
 /// How shares and identity keys are sealed.
@@ -271,6 +274,8 @@ struct RawCeremonies {
     max_concurrent: usize,
     max_clock_skew_secs: u64,
     drop_previous_after_secs: u64,
+    bitcoin_network: String,
+    bitcoin_networks: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RawCeremonies {
@@ -281,6 +286,8 @@ impl Default for RawCeremonies {
             max_concurrent: 64,
             max_clock_skew_secs: 300,
             drop_previous_after_secs: (cosigner_node::previous::KEEP_AFTER_COMMIT_MS / 1000) as u64,
+            bitcoin_network: "mainnet".into(),
+            bitcoin_networks: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -698,7 +705,34 @@ fn validate_ceremonies(c: RawCeremonies) -> Result<CeremonySettings, ConfigError
             ),
         });
     }
+    // Canonical names, so the check compares what the decoder reports.
+    let canonical = |key: &'static str, name: &str| {
+        cosigner_policy::btc::network(name)
+            .map(cosigner_policy::btc::network_name)
+            .map_err(|_| ConfigError::Invalid {
+                key,
+                why: format!(
+                    "{name:?} is not one of mainnet, testnet, testnet4, signet, regtest (or \"any\" for the default: not bound)"
+                ),
+            })
+    };
+    let default = match c.bitcoin_network.as_str() {
+        "any" => None,
+        name => Some(canonical("ceremonies.bitcoin_network", name)?),
+    };
+    let mut by_vault = std::collections::BTreeMap::new();
+    for (vault, name) in &c.bitcoin_networks {
+        cosigner_seal::check_vault_id(vault).map_err(|e| ConfigError::Invalid {
+            key: "ceremonies.bitcoin_networks",
+            why: format!("{vault:?}: {e}"),
+        })?;
+        by_vault.insert(
+            vault.clone(),
+            canonical("ceremonies.bitcoin_networks", name)?,
+        );
+    }
     Ok(CeremonySettings {
+        bitcoin_networks: cosigner_node::payload::Networks { default, by_vault },
         allowed_requesters: allowed,
         round_timeout: Duration::from_secs(c.round_timeout_secs),
         max_concurrent: c.max_concurrent,
@@ -866,6 +900,38 @@ tcti = "swtpm:host=127.0.0.1,port=2321"
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
         assert_eq!(c.log.format, LogFormat::Human);
         assert_eq!(c.identity.name, "d");
+    }
+
+    #[test]
+    fn bitcoin_networks_are_bound_by_default_and_named_canonically() {
+        let (_dir, path) = setup(GOOD);
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        let n = &c.ceremonies.bitcoin_networks;
+        assert_eq!(n.bound("any-vault"), Some("mainnet"));
+        let body = format!(
+            "{GOOD}[ceremonies]\nbitcoin_network = \"bitcoin\"\n[ceremonies.bitcoin_networks]\nv1 = \"regtest\"\n"
+        );
+        let (_dir, path) = setup(&body);
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        let n = &c.ceremonies.bitcoin_networks;
+        assert_eq!(
+            (n.bound("v1"), n.bound("v2")),
+            (Some("regtest"), Some("mainnet"))
+        );
+        let (_dir, path) = setup(&format!("{GOOD}[ceremonies]\nbitcoin_network = \"any\"\n"));
+        let c = Config::load_with_env(&path, no_env()).unwrap();
+        assert_eq!(c.ceremonies.bitcoin_networks.bound("v1"), None);
+        for bad in [
+            "bitcoin_network = \"moon\"",
+            "[ceremonies.bitcoin_networks]\nv1 = \"moon\"",
+            "[ceremonies.bitcoin_networks]\n\"../x\" = \"regtest\"",
+        ] {
+            let (_dir, path) = setup(&format!("{GOOD}[ceremonies]\n{bad}\n"));
+            let e = Config::load_with_env(&path, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ceremonies.bitcoin_network"), "{bad}: {e}");
+        }
     }
 
     #[test]

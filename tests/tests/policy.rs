@@ -345,6 +345,11 @@ fn vault_psbt(keygen: &Value, prev_amount: u64, out: u64, tag: u8) -> (Vec<u8>, 
 }
 
 fn sign_psbt(s: &Setup, psbt: &[u8], path: &str) -> std::process::Output {
+    sign_psbt_as(s, psbt, path, "regtest")
+}
+
+/// As `sign_psbt`, labelled with `network`.
+fn sign_psbt_as(s: &Setup, psbt: &[u8], path: &str, network: &str) -> std::process::Output {
     use sha3::Digest as _;
     let name = hex(&sha3::Keccak256::digest(psbt)[..8]);
     let file = s.bundle.parent().unwrap().join(format!("pay-{name}.psbt"));
@@ -360,7 +365,7 @@ fn sign_psbt(s: &Setup, psbt: &[u8], path: &str) -> std::process::Output {
             "--psbt",
             file.to_str().unwrap(),
             "--network",
-            "regtest",
+            network,
             "--path",
             path,
             "--signer",
@@ -379,7 +384,11 @@ fn sign_psbt(s: &Setup, psbt: &[u8], path: &str) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_psbt_is_decoded_signed_for_its_vault_input_and_counted_without_change() {
     use secp256k1::{Message, PublicKey, Secp256k1, ecdsa::Signature};
-    let s = setup().await;
+    // The daemons bind vault v1 to regtest (every other vault: mainnet, the default).
+    let s = setup_configured(&[], |_| {
+        "[ceremonies.bitcoin_networks]\nv1 = \"regtest\"\n".to_string()
+    })
+    .await;
     let kg = keygen(&s);
     // 40,000 sat a day on regtest: a 30,000 payment with 19,000 change is under it only if
     // change is not counted as spent.
@@ -414,4 +423,15 @@ async fn a_psbt_is_decoded_signed_for_its_vault_input_and_counted_without_change
     );
     let last = last_entry(&s.a, &s, "sign");
     assert_eq!(last["outcome"], "denied", "{last}");
+
+    // The network is a label no sighash covers: the same kind of PSBT sent as "testnet"
+    // (whose limits are other) is refused by the vault's binding, before the policy.
+    let (psbt4, _, _) = vault_psbt(&kg, 50_000, 1_000, 4);
+    let e = err(&sign_psbt_as(&s, &psbt4, "m/0", "testnet"));
+    assert!(
+        e.contains("bound to \"regtest\"") && e.contains("\"testnet\""),
+        "{e}"
+    );
+    let last = last_entry(&s.a, &s, "sign");
+    assert_eq!(last["outcome"], "refused", "{last}");
 }

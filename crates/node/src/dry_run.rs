@@ -50,21 +50,18 @@ where
         let (document, decoded) = match kind {
             DryRun::Sign => {
                 let body = crate::sign::parse_body(body)?;
+                let path = cosigner_tss::DerivationPath::parse(&body.derivation_path)
+                    .map_err(|e| NodeError::invalid("derivation_path", e))?;
                 let record = self.shares.signing_record(&body.vault_id).await?;
                 let decoded = crate::payload::decode(
                     body.payload.as_ref(),
                     Some(&crate::payload::vault_key(&record)),
                 )?;
+                self.networks.check(&body.vault_id, &decoded)?;
                 let signers = crate::sign::signers(&record, &body.signers)?;
                 let windows = self.journal.windows(&body.vault_id, now).await?;
                 let doc = cosigner_policy::input::document(&facts::sign(
-                    &record,
-                    &body.derivation_path,
-                    &signers,
-                    &decoded,
-                    &asker,
-                    windows,
-                    now,
+                    &record, &path, &signers, &decoded, &asker, windows, now,
                 ));
                 (doc, Some(decoded))
             }

@@ -8,6 +8,7 @@ use cosigner_party::{Member, VaultRecord};
 use cosigner_policy::Decoded;
 use cosigner_policy::input::{self, Facts, Request, VaultFacts, WindowFacts};
 use cosigner_tss::Committee;
+use cosigner_tss::DerivationPath;
 
 /// Who asks: the party that signed the request, and the TLS identity it came through.
 #[derive(Clone, Debug)]
@@ -83,11 +84,11 @@ pub fn keygen(
     }
 }
 
-/// A signature: the vault as this party holds it, the signers the request names, the
-/// payload as this party decoded it.
+/// A signature: the vault as this party holds it, the path as parsed, the signers the
+/// request names, the payload as this party decoded it.
 pub fn sign<'a>(
     record: &VaultRecord,
-    derivation_path: &str,
+    derivation_path: &DerivationPath,
     signers: &[[u8; 32]],
     decoded: &'a Decoded,
     asker: &Asker,
@@ -101,6 +102,9 @@ pub fn sign<'a>(
             scheduled: false,
             vault_id: record.vault_id().to_string(),
             epoch: record.epoch(),
+            // The canonical form (`m/44/60/0/0/1`): `44/60/0/0/1` and `m/044/...` name
+            // the same key, and a rule on the path must not be escaped by spelling it
+            // another way.
             derivation_path: derivation_path.to_string(),
             parties: signers.iter().map(|s| hex(s)).collect(),
             committee: None,

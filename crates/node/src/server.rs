@@ -18,6 +18,8 @@ pub struct Server<'a, S, J, D, R, C, O> {
     pub observer: &'a O,
     pub max_clock_skew_ms: i64,
     pub rules: Rules,
+    /// The Bitcoin network each vault's PSBTs must name.
+    pub networks: &'a crate::payload::Networks,
     /// Who may request a keygen here, or bring this party into a vault it holds nothing
     /// of (it cannot check the old record against its own).
     pub allowed_requesters: &'a [[u8; 32]],

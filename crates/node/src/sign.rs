@@ -230,6 +230,7 @@ where
         let parsed = parse(req, now, self.max_clock_skew_ms)?;
         let record = self.shares.signing_record(&parsed.body.vault_id).await?;
         let c = check(&req.body, parsed, record, self.me(), self.rules)?;
+        self.networks.check(&c.body.vault_id, &c.decoded)?;
         let asker = Asker {
             requester: c.requester,
             tls_identity: tls_identity.to_string(),
@@ -239,7 +240,7 @@ where
             .decider
             .decide(cosigner_policy::input::document(&facts::sign(
                 &c.record,
-                &c.body.derivation_path,
+                &c.path,
                 &c.signer_ids(),
                 &c.decoded,
                 &asker,

@@ -277,6 +277,27 @@ async fn the_dry_run_answers_as_the_gate_would_and_unseals_nothing() {
         "{}",
         allowed.document
     );
+    // The policy sees the path as the engine derives it: every spelling of one key's
+    // path is one string, so a rule on it cannot be escaped by writing it otherwise.
+    for spelling in ["44/60/0/0/1", "m/044/60/0/0/1", " m/44/60/0/0/1 "] {
+        let r = ask(edited(p0, &w.request(p0, &[0, 1], "x"), |b| {
+            b.derivation_path = spelling.into()
+        }))
+        .await
+        .unwrap();
+        assert_eq!(
+            r.document["request"]["derivation_path"], "m/44/60/0/0/1",
+            "{spelling:?}"
+        );
+    }
+    // A path the gate refuses, the dry run refuses too.
+    let e = ask(edited(p0, &w.request(p0, &[0, 1], "x"), |b| {
+        b.derivation_path = "m/44'/60".into()
+    }))
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     let denied = ask(w.request(p0, &[0, 1], "deny this")).await.unwrap();
     assert!(matches!(denied.decision.verdict, Verdict::Deny(_)));
     // An unknown vault is refused as the gate refuses it.

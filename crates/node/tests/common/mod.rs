@@ -397,6 +397,8 @@ impl Relays for LoopbackRelay {
 /// One party with its ports in memory.
 pub struct Node {
     pub keys: PartyKeys,
+    /// The Bitcoin network binding (none unless a test sets one).
+    pub networks: cosigner_node::payload::Networks,
     pub store: Store,
     pub journal: MemJournal,
     pub relay: LoopbackRelay,
@@ -406,6 +408,7 @@ impl Node {
     /// A party on the relay at `addr` holding what `store` holds.
     pub fn new(keys: PartyKeys, store: Store, addr: &str) -> Node {
         Node {
+            networks: Default::default(),
             store,
             journal: mem_journal(),
             relay: LoopbackRelay {
@@ -441,6 +444,7 @@ impl Node {
             observer: self.journal.ledger,
             max_clock_skew_ms: 60_000,
             rules: cosigner_node::sign::Rules { raw_hash },
+            networks: &self.networks,
             allowed_requesters: allowed,
         }
     }
