@@ -1,13 +1,13 @@
-//! Keygen, sign, reshare, the policy dry run and resolve as this daemon serves them.
+//! Keygen, sign, reshare, the policy dry run, resolve and GetVaultRecord as this daemon
+//! serves them.
 //!
 //! The pipelines are `cosigner_node::server::Server`'s (check against the own record,
 //! the policy's decision, the gate, the share unsealed last, the run, the commit, the
-//! record); this file wires the daemon's ports to them ([`crate::ports`]) and builds the
-//! answers. Its own parts: the gate's ledger side ([`Ceremonies::begin`]: a nonce never
-//! seen before, a free ceremony slot, a session id not used here, DENIED or STARTED
-//! written to the history; if that write fails, nothing runs), the outcome records
-//! (fail closed: no record, no answer), the refusal records, GetVaultRecord and
-//! drop-previous.
+//! record), and the gate and journal are `cosigner_node::journal::Gated` over this
+//! daemon's history as the ledger ([`crate::ports`]: if a write fails, nothing runs, and
+//! no answer leaves unrecorded). This file wires the ports to them and builds the answers.
+//! Its own parts: the refusal records ([`Ceremonies::gated`]), the resolve's history entry
+//! and drop-previous (on request, after a signature, on a timer).
 //!
 //! Whom this daemon talks to comes only from its own record ([`cosigner_relay::roster`]):
 //! a request can name the parties, never their keys. Every participant signs the hash of

@@ -217,7 +217,7 @@ impl Vaults {
             below_floor,
         ) {
             State::InDoubt(why) => State::InDoubt(format!(
-                "{why}; nothing signs until a restart (for an unfinished promotion) or `cosignerctl vault resolve` decides (a device gives its report with `cosignerctl party evidence --about` the ceremony context)"
+                "{why}; nothing signs for it until `cosignerctl vault resolve` decides (a device gives its report with `cosignerctl party evidence --about` the ceremony context; a restart also finishes a promotion whose certificate is recorded)"
             )),
             s => s,
         };

@@ -72,7 +72,7 @@ impl<L: Ledger> Journal for Gated<'_, L> {
             }
             CommitEnd::InDoubt(why) => {
                 let message = format!(
-                    "the {} of vault {:?} (epoch {new_epoch}) is in doubt: {why}. This party keeps its new share as pending and signs nothing for the vault until a resolve (`cosignerctl vault resolve`; on a device `party resolve`) decides from the other parties' reports",
+                    "the {} of vault {:?} (epoch {new_epoch}) is in doubt: {why}. This party keeps what it holds (a new party its new share as pending, a leaving dealer its old share) and signs nothing for the vault until a resolve (`cosignerctl vault resolve`; on a device `party resolve`) decides from the other parties' reports",
                     admitted.kind.as_str(),
                     admitted.vault_id
                 );

@@ -29,8 +29,8 @@
 //! - [`resolve`]: the decision on an interrupted commit, carried out;
 //! - [`server`]: a party serving requests through its ports; the sign, keygen and reshare
 //!   pipelines are its methods;
-//! - [`standing`]: where a party stands with a vault (active, in doubt, retired), one
-//!   derivation for the daemon and the device;
+//! - [`standing`]: where a party stands with a vault (active, in doubt, retired, damaged,
+//!   empty), one derivation for the daemon and the device;
 //! - [`sign`]: a sign request, from bytes to a verified signature, through a pipeline that
 //!   only goes down: parse, check, decide, admit, unseal, run, verify, record.
 

@@ -80,7 +80,7 @@ pub fn standing(
     match commit {
         Some(c) if c.phase == Phase::Retired => Standing::Retired(c.target.epoch),
         _ if slots.pending.is_some() => {
-            Standing::InDoubt("a pending share without a commit record".into())
+            Standing::InDoubt("a pending share that no open commit accounts for".into())
         }
         _ => match slots.previous {
             Some(p) => Standing::Retired(p + 1),

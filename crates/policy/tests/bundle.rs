@@ -200,3 +200,126 @@ fn default_deny_and_errors_deny() {
     let d = b.decide(document(&facts(&msg, [0; 32], "0")));
     assert_eq!(d.verdict, Verdict::NeedsApproval(2));
 }
+
+/// The reasons a shipped bundle (copied, with `edit` applied to its data) gives for a
+/// request signing `payload`, decoded by the daemon's own decoder.
+fn denied_by(bundle: &str, edit: impl Fn(String) -> String, payload: &Payload<'_>) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    copy_bundle(&example(bundle), dir.path());
+    let data = std::fs::read_to_string(dir.path().join("data.json")).unwrap();
+    std::fs::write(dir.path().join("data.json"), edit(data)).unwrap();
+    let b = Bundle::load(dir.path()).unwrap();
+    let decoded = decode(payload, None).unwrap();
+    match b
+        .decide(document(&facts(&decoded, [0xab; 32], "0")))
+        .verdict
+    {
+        Verdict::Deny(r) => r,
+        v => panic!("{bundle}: {v:?}"),
+    }
+}
+
+/// The input document for signing `d`, on a Wednesday at noon UTC (inside the hot
+/// wallet's business hours: the payloads, not the clock, are under test).
+fn at_noon(d: &cosigner_policy::Decoded) -> serde_json::Value {
+    let mut doc = document(&facts(d, [0xab; 32], "0"));
+    doc["now_ms"] = serde_json::json!(1_795_003_200_000i64);
+    doc
+}
+
+/// An EIP-1559 call on Base (chain 8453) to `to` with `data`.
+fn base_call(to: alloy_primitives::Address, data: Vec<u8>) -> Vec<u8> {
+    use alloy_consensus::{SignableTransaction, TxEip1559};
+    TxEip1559 {
+        chain_id: 8453,
+        nonce: 1,
+        gas_limit: 80_000,
+        to: to.into(),
+        value: alloy_primitives::U256::ZERO,
+        input: data.into(),
+        max_fee_per_gas: 1_000_000_000,
+        max_priority_fee_per_gas: 1_000_000,
+        access_list: Default::default(),
+    }
+    .encoded_for_signing()
+}
+
+#[test]
+fn value_moves_no_limit_sees_are_refused_by_the_shipped_bundles() {
+    use alloy_primitives::address;
+    let same = |d: String| d;
+    let usdc = address!("833589fcd6edb6e08f4c7c32d4f71b54bda02913");
+
+    // approve(spender, 2^256-1): an unlimited allowance.
+    let mut approve = alloy_primitives::hex::decode("095ea7b3").unwrap();
+    approve.extend([0u8; 12]);
+    approve.extend([0xaa; 20]);
+    approve.extend([0xff; 32]);
+    let r = denied_by(
+        "hot-wallet",
+        same,
+        &Payload::Ethereum(&base_call(usdc, approve)),
+    );
+    assert!(r.iter().any(|m| m.contains("ERC-20 approve")), "{r:?}");
+
+    // increaseAllowance(spender, amount): not an ERC-20 call the decoder knows.
+    let mut increase = alloy_primitives::hex::decode("39509351").unwrap();
+    increase.extend([0u8; 12]);
+    increase.extend([0xaa; 20]);
+    increase.extend([0xff; 32]);
+    let r = denied_by(
+        "hot-wallet",
+        same,
+        &Payload::Ethereum(&base_call(usdc, increase)),
+    );
+    assert!(r.iter().any(|m| m.contains("cannot decode")), "{r:?}");
+
+    // An EIP-2612 permit for USDC, and a Safe transaction, as typed data.
+    let permit = r#"{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],"Permit":[{"name":"owner","type":"address"},{"name":"spender","type":"address"},{"name":"value","type":"uint256"},{"name":"nonce","type":"uint256"},{"name":"deadline","type":"uint256"}]},"primaryType":"Permit","domain":{"name":"USD Coin","version":"2","chainId":8453,"verifyingContract":"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"},"message":{"owner":"0x1111111111111111111111111111111111111111","spender":"0xaAaAaAaaAaAaAaaAaAAAAAAAAaaaAaAaAaaAaaAa","value":"115792089237316195423570985008687907853269984665640564039457584007913129639935","nonce":"0","deadline":"99999999999"}}"#;
+    let r = denied_by("hot-wallet", same, &Payload::TypedData(permit));
+    assert!(r.iter().any(|m| m.contains("EIP-712 Permit")), "{r:?}");
+    let safe_tx = r#"{"types":{"EIP712Domain":[{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],"SafeTx":[{"name":"to","type":"address"},{"name":"value","type":"uint256"},{"name":"data","type":"bytes"},{"name":"operation","type":"uint8"},{"name":"safeTxGas","type":"uint256"},{"name":"baseGas","type":"uint256"},{"name":"gasPrice","type":"uint256"},{"name":"gasToken","type":"address"},{"name":"refundReceiver","type":"address"},{"name":"nonce","type":"uint256"}]},"primaryType":"SafeTx","domain":{"chainId":1,"verifyingContract":"0x2222222222222222222222222222222222222222"},"message":{"to":"0x3333333333333333333333333333333333333333","value":"1000000000000000000000","data":"0x","operation":0,"safeTxGas":"0","baseGas":"0","gasPrice":"0","gasToken":"0x0000000000000000000000000000000000000000","refundReceiver":"0x0000000000000000000000000000000000000000","nonce":"7"}}"#;
+    let r = denied_by("organization", same, &Payload::TypedData(safe_tx));
+    assert!(r.iter().any(|m| m.contains("EIP-712 SafeTx")), "{r:?}");
+    let r = denied_by("hot-wallet", same, &Payload::TypedData(safe_tx));
+    assert!(r.iter().any(|m| m.contains("EIP-712 SafeTx")), "{r:?}");
+
+    // personal_sign of a 32-byte hash (a safeTxHash): blind signing.
+    let r = denied_by(
+        "organization",
+        |d| d,
+        &Payload::PersonalMessage(&[0x5a; 32]),
+    );
+    assert!(r.iter().any(|m| m.contains("32 bytes")), "{r:?}");
+    let r = denied_by("hot-wallet", same, &Payload::PersonalMessage(&[0x5a; 32]));
+    assert!(r.iter().any(|m| m.contains("32 bytes")), "{r:?}");
+}
+
+#[test]
+fn listed_spenders_contracts_and_typed_data_pass_the_hot_wallet() {
+    use alloy_primitives::address;
+    let dir = tempfile::tempdir().unwrap();
+    copy_bundle(&example("hot-wallet"), dir.path());
+    let data = std::fs::read_to_string(dir.path().join("data.json"))
+        .unwrap()
+        .replace(
+            "\"spenders\": {}",
+            "\"spenders\": {\"0xaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\": \"router\"}",
+        );
+    std::fs::write(dir.path().join("data.json"), data).unwrap();
+    let b = Bundle::load(dir.path()).unwrap();
+    let usdc = address!("833589fcd6edb6e08f4c7c32d4f71b54bda02913");
+    let mut approve = alloy_primitives::hex::decode("095ea7b3").unwrap();
+    approve.extend([0u8; 12]);
+    approve.extend([0xaa; 20]);
+    approve.extend([0u8; 31]);
+    approve.push(1);
+    let rlp = base_call(usdc, approve);
+    let d = decode(&Payload::Ethereum(&rlp), None).unwrap();
+    let v = b.decide(at_noon(&d)).verdict;
+    assert_eq!(v, Verdict::Allow, "an approve of a listed spender");
+    // A message that is not a hash is still signed.
+    let d = decode(&Payload::PersonalMessage(b"log in to example.com"), None).unwrap();
+    let v = b.decide(at_noon(&d)).verdict;
+    assert_eq!(v, Verdict::Allow);
+}

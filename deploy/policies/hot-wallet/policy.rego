@@ -1,6 +1,10 @@
 # Hot wallet: small, frequent payments. Signs ether and ERC-20 transfers on allowlisted
 # chains and EIP-191/EIP-712 messages, within a per-transaction limit and a velocity limit
 # (signatures per hour), during business hours (UTC). No blind signing, no keygen/reshare.
+# Value that moves without a transfer the limits see is refused unless allowlisted: ERC-20
+# allowances, contract calls the daemon cannot decode (increaseAllowance, swaps, contract
+# creation), signed permits, orders and Safe transactions (EIP-712), and 32-byte
+# personal_sign messages (a hash: blind signing).
 package cosigner
 
 import rego.v1
@@ -31,6 +35,35 @@ deny contains msg if {
 }
 
 deny contains msg if {
+	input.payload.decoded.erc20.function == "approve"
+	spender := input.payload.decoded.erc20.spender
+	not object.get(data.hot_wallet, "spenders", {})[spender]
+	msg := sprintf("ERC-20 approve for spender %s: an allowance moves tokens later without another signature (allowed spenders: data.hot_wallet.spenders)", [spender])
+}
+
+deny contains msg if {
+	input.payload.decoded.unknown_call
+	to := input.payload.decoded.to
+	not object.get(data.hot_wallet, "contracts", {})[to]
+	msg := sprintf("a contract call the daemon cannot decode (to %v): increaseAllowance, swaps and contract creation move value no limit sees (allowed contracts: data.hot_wallet.contracts)", [to])
+}
+
+deny contains msg if {
+	input.payload.decoded.type == "eip712"
+	t := input.payload.decoded.primary_type
+	value_moving_typed_data(t)
+	contract := lower(object.get(input.payload.decoded.domain, "verifyingContract", ""))
+	not typed_data_allowed(contract, t)
+	msg := sprintf("EIP-712 %s for contract %s: a signed permit, order or Safe transaction moves value without a transaction this policy sees (allowed pairs: data.hot_wallet.typed_data)", [t, contract])
+}
+
+deny contains msg if {
+	input.payload.decoded.type == "personal_sign"
+	input.payload.decoded.length == 32
+	msg := "personal_sign of exactly 32 bytes: that is a hash (a Safe's safeTxHash, a transaction's), so signing it is blind signing"
+}
+
+deny contains msg if {
 	input.history.windows["1h"].signatures >= data.hot_wallet.max_signatures_per_hour
 	msg := sprintf("velocity: %d signatures in the last hour (limit %d)", [input.history.windows["1h"].signatures, data.hot_wallet.max_signatures_per_hour])
 }
@@ -47,6 +80,20 @@ business_hours if {
 	[h, _, _] := time.clock(ns)
 	h >= 8
 	h < 18
+}
+
+# Permits (EIP-2612, Permit2), orders (Seaport, 0x, CoW...) and Safe transactions.
+value_moving_typed_data(t) if t in {
+	"Permit", "PermitSingle", "PermitBatch", "PermitTransferFrom", "PermitBatchTransferFrom",
+	"PermitWitnessTransferFrom", "PermitBatchWitnessTransferFrom", "SafeTx", "SafeMessage", "BulkOrder",
+}
+
+value_moving_typed_data(t) if startswith(t, "Order")
+
+typed_data_allowed(contract, t) if {
+	some a in object.get(data.hot_wallet, "typed_data", [])
+	lower(a.verifying_contract) == contract
+	a.primary_type == t
 }
 
 greater(a, b) if count(a) > count(b)

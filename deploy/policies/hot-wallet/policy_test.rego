@@ -42,3 +42,56 @@ test_unlisted_token_has_zero_limit if {
 	some msg in cosigner.deny with input as pay with input.payload.transfers as [{"asset": "ethereum:8453:0xdead", "recipient": "0x1", "amount": "1"}]
 	contains(msg, "per-transaction limit")
 }
+
+approve := object.union(pay, {"payload": {"chain": "ethereum", "network": "8453", "transfers": [], "decoded": {"erc20": {"function": "approve", "spender": "0x00000000000000000000000000000000000000aa", "amount": "115792089237316195423570985008687907853269984665640564039457584007913129639935"}, "unknown_call": false}}})
+
+test_an_unlimited_approve_is_denied if {
+	some msg in cosigner.deny with input as approve
+	contains(msg, "ERC-20 approve")
+}
+
+test_an_approve_of_an_allowlisted_spender_passes if {
+	count(cosigner.deny) == 0 with input as approve with data.hot_wallet.spenders as {"0x00000000000000000000000000000000000000aa": "router"}
+}
+
+unknown := object.union(pay, {"payload": {"chain": "ethereum", "network": "8453", "transfers": [], "decoded": {"to": "0x00000000000000000000000000000000000000bb", "unknown_call": true}}})
+
+test_an_unknown_call_is_denied_unless_its_contract_is_listed if {
+	some msg in cosigner.deny with input as unknown
+	contains(msg, "cannot decode")
+	count(cosigner.deny) == 0 with input as unknown with data.hot_wallet.contracts as {"0x00000000000000000000000000000000000000bb": "vault"}
+}
+
+test_contract_creation_is_denied if {
+	some msg in cosigner.deny with input as unknown with input.payload.decoded.to as null
+	contains(msg, "cannot decode")
+}
+
+permit := object.union(pay, {"payload": {"chain": "message", "network": "1", "transfers": [], "decoded": {"type": "eip712", "primary_type": "Permit", "domain": {"name": "USD Coin", "verifyingContract": "0xA0b86991c6218b36c1d19d4a2e9eb0ce3606eB48"}}}})
+
+test_permits_orders_and_safe_transactions_are_denied if {
+	some msg in cosigner.deny with input as permit
+	contains(msg, "EIP-712 Permit")
+	some m2 in cosigner.deny with input as permit with input.payload.decoded.primary_type as "PermitSingle"
+	contains(m2, "PermitSingle")
+	some m3 in cosigner.deny with input as permit with input.payload.decoded.primary_type as "OrderComponents"
+	contains(m3, "OrderComponents")
+	some m4 in cosigner.deny with input as permit with input.payload.decoded.primary_type as "SafeTx"
+	contains(m4, "SafeTx")
+}
+
+test_an_allowlisted_typed_data_pair_passes_whatever_the_address_case if {
+	count(cosigner.deny) == 0 with input as permit with data.hot_wallet.typed_data as [{"verifying_contract": "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48", "primary_type": "Permit"}]
+}
+
+test_ordinary_typed_data_passes if {
+	count(cosigner.deny) == 0 with input as permit with input.payload.decoded.primary_type as "Mail"
+}
+
+hash_message := object.union(pay, {"payload": {"chain": "message", "network": "", "transfers": [], "decoded": {"type": "personal_sign", "length": 32}}})
+
+test_a_32_byte_personal_sign_is_denied if {
+	some msg in cosigner.deny with input as hash_message
+	contains(msg, "32 bytes")
+	count(cosigner.deny) == 0 with input as hash_message with input.payload.decoded.length as 11
+}

@@ -58,12 +58,18 @@ pub(super) async fn backup_import(
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let vault = b.meta.vault_id.clone();
     let party = b.keys.party_id();
-    // The same refusals as a daemon's restore (cosigner_node::restore): a file remembers
-    // the epochs of the shares it holds, not a history, so "seen" is what it holds.
-    let held = ctx.file.slots(&vault).and_then(|s| {
-        let e = super::store::epochs(s);
-        e.current.max(e.pending).max(e.previous)
-    });
+    // The same refusals as a daemon's restore (cosigner_node::restore). A file keeps no
+    // history: what it has seen is what it holds and what its commit record says.
+    let (held, newest_seen) = match ctx.file.slots(&vault) {
+        Some(s) => {
+            let e = super::store::epochs(s);
+            (
+                e.current.max(e.pending).max(e.previous),
+                super::store::newest_seen(s)?,
+            )
+        }
+        None => (None, None),
+    };
     let vaults: Vec<String> = ctx
         .file
         .vaults
@@ -81,7 +87,7 @@ pub(super) async fn backup_import(
         &cosigner_node::restore::Restoring {
             this: "party file",
             me: ctx.file.keys.party_id(),
-            newest_seen: held,
+            newest_seen,
             floor: None,
             held,
             vaults: &vaults,

@@ -667,12 +667,22 @@ pub async fn run(connect: &ConnectArgs, args: PartyArgs) -> Result<()> {
     };
     // A promotion (or retirement) whose certificate was recorded before an interruption is
     // finished before anything else.
-    let mut finished = store::finish_recorded(&mut ctx.file);
-    finished.extend(store::drop_done_previous(&mut ctx.file, None, now_ms()));
+    let finished = store::finish_recorded(&mut ctx.file);
     if !finished.is_empty() {
         ctx.save()?;
         for line in finished {
             eprintln!("cosignerctl: {line}");
+        }
+    }
+    // Previous shares whose time is up are destroyed; a file that cannot be written now
+    // does not stop a command that only reads (the next write carries the drop).
+    let dropped = store::drop_done_previous(&mut ctx.file, None, now_ms());
+    if !dropped.is_empty() {
+        match ctx.save() {
+            Ok(()) => dropped.iter().for_each(|l| eprintln!("cosignerctl: {l}")),
+            Err(e) => eprintln!(
+                "cosignerctl: warning: could not write the party file to drop a previous share: {e:#}"
+            ),
         }
     }
     match args.command {

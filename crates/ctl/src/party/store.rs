@@ -98,6 +98,21 @@ pub fn epochs(s: &VaultSlots) -> cosigner_node::ports::Slots {
     )
 }
 
+/// The newest epoch of a vault this file knows of: the shares it holds, and its commit
+/// record, which outlives a destroyed previous share (a certified move's epoch, or the
+/// epoch a move started from). A restore of an older epoch is refused by it. A commit
+/// record that does not decode is an error: a restore is refused rather than guessed.
+pub fn newest_seen(s: &VaultSlots) -> anyhow::Result<Option<u64>> {
+    let e = epochs(s);
+    let held = e.current.max(e.pending).max(e.previous);
+    let from_commit = s.commit_state()?.and_then(|c| {
+        let reached =
+            matches!(c.phase, Phase::Committed | Phase::Retired).then_some(c.target.epoch);
+        reached.max(c.old_epoch)
+    });
+    Ok(held.max(from_commit))
+}
+
 /// Destroys the previous shares the shared rules ([`cosigner_node::previous`]) are done
 /// with: after a verified signature at the current epoch (`signed`: vault and epoch), or
 /// a week after the certified commit that replaced them. Returns a line per share dropped;
@@ -336,6 +351,22 @@ mod tests {
         let s = store.file.slots("v").unwrap();
         assert_eq!(s.current.as_deref(), Some(&[1u8][..]));
         assert_eq!(s.pending.as_deref(), Some(&[2u8][..]));
+    }
+
+    #[test]
+    fn the_newest_epoch_seen_outlives_a_destroyed_previous_share() {
+        let mut s = VaultSlots::default();
+        s.vault_id = "v".into();
+        assert_eq!(newest_seen(&s).unwrap(), None);
+        // A dealer that left at epoch 1 and whose epoch-0 share was destroyed since.
+        s.commit = Some(state(Phase::Retired, Role::LeavingDealer, 1, Some(0)).encode());
+        assert_eq!(newest_seen(&s).unwrap(), Some(1));
+        // A move to epoch 2 that was discarded: epoch 1 is the newest it reached.
+        s.commit = Some(state(Phase::Discarded, Role::NewParty, 2, Some(1)).encode());
+        assert_eq!(newest_seen(&s).unwrap(), Some(1));
+        // A damaged commit record refuses rather than guesses.
+        s.commit = Some(vec![1, 2, 3]);
+        assert!(newest_seen(&s).is_err());
     }
 
     #[test]
