@@ -706,19 +706,28 @@ fn validate_ceremonies(c: RawCeremonies) -> Result<CeremonySettings, ConfigError
         });
     }
     // Canonical names, so the check compares what the decoder reports.
-    let canonical = |key: &'static str, name: &str| {
-        cosigner_policy::btc::network(name)
+    // Canonical names, so the check compares what the decoder reports; an empty name is
+    // refused rather than read as mainnet.
+    let canonical = |key: &'static str, what: &str, name: &str| {
+        (!name.is_empty())
+            .then(|| cosigner_policy::btc::network(name).ok())
+            .flatten()
             .map(cosigner_policy::btc::network_name)
-            .map_err(|_| ConfigError::Invalid {
+            .ok_or_else(|| ConfigError::Invalid {
                 key,
                 why: format!(
-                    "{name:?} is not one of mainnet, testnet, testnet4, signet, regtest (or \"any\" for the default: not bound)"
+                    "{what}{name:?} is not one of mainnet, testnet, testnet4, signet, regtest{}",
+                    if what.is_empty() {
+                        " (or \"any\": not bound)"
+                    } else {
+                        " (\"any\" is for ceremonies.bitcoin_network only)"
+                    }
                 ),
             })
     };
     let default = match c.bitcoin_network.as_str() {
         "any" => None,
-        name => Some(canonical("ceremonies.bitcoin_network", name)?),
+        name => Some(canonical("ceremonies.bitcoin_network", "", name)?),
     };
     let mut by_vault = std::collections::BTreeMap::new();
     for (vault, name) in &c.bitcoin_networks {
@@ -726,9 +735,10 @@ fn validate_ceremonies(c: RawCeremonies) -> Result<CeremonySettings, ConfigError
             key: "ceremonies.bitcoin_networks",
             why: format!("{vault:?}: {e}"),
         })?;
+        let what = format!("vault {vault:?}: ");
         by_vault.insert(
             vault.clone(),
-            canonical("ceremonies.bitcoin_networks", name)?,
+            canonical("ceremonies.bitcoin_networks", &what, name)?,
         );
     }
     Ok(CeremonySettings {
@@ -925,6 +935,8 @@ tcti = "swtpm:host=127.0.0.1,port=2321"
             "bitcoin_network = \"moon\"",
             "[ceremonies.bitcoin_networks]\nv1 = \"moon\"",
             "[ceremonies.bitcoin_networks]\n\"../x\" = \"regtest\"",
+            "bitcoin_network = \"\"",
+            "[ceremonies.bitcoin_networks]\nv1 = \"any\"",
         ] {
             let (_dir, path) = setup(&format!("{GOOD}[ceremonies]\n{bad}\n"));
             let e = Config::load_with_env(&path, no_env())

@@ -10,8 +10,10 @@
 //!   and answered with its reasons, an allowed request as started. Nothing runs that the
 //!   ledger did not take.
 //!
-//! "Nonce unseen, then recorded" is one step (a lock), so two copies of one request sent at
-//! once cannot both pass.
+//! "Nonce unseen, then recorded" is one step: a request's (requester, nonce) is reserved in
+//! memory before the ledger is asked and until its entry is written, so two copies of one
+//! request sent at once cannot both pass, while requests with other nonces never wait for
+//! each other's ledger writes.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -185,7 +187,8 @@ pub struct Gate {
     slots: Arc<Semaphore>,
     max: usize,
     sessions: Mutex<UsedSessions>,
-    nonces: tokio::sync::Mutex<()>,
+    /// (requester, nonce) of the requests between "nonce unseen" and "recorded".
+    nonces: Arc<Mutex<HashSet<Vec<u8>>>>,
 }
 
 impl Gate {
@@ -195,7 +198,7 @@ impl Gate {
             slots: Arc::new(Semaphore::new(max_concurrent)),
             max: max_concurrent,
             sessions: Mutex::new(UsedSessions::default()),
-            nonces: tokio::sync::Mutex::new(()),
+            nonces: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -227,7 +230,7 @@ impl Gate {
                 ),
             )
         })?;
-        let _one_at_a_time = self.nonces.lock().await;
+        let _reserved = Reserved::take(&self.nonces, &a.requester, a.nonce)?;
         let fresh = self
             .sessions
             .lock()
@@ -275,6 +278,47 @@ impl Gate {
             admitted: Instant::now(),
             _permit: permit,
         })
+    }
+}
+
+/// A request's (requester, nonce) held from "unseen" until its ledger entry is written (or
+/// it is refused); released on drop.
+struct Reserved {
+    set: Arc<Mutex<HashSet<Vec<u8>>>>,
+    key: Vec<u8>,
+}
+
+impl Reserved {
+    fn take(
+        set: &Arc<Mutex<HashSet<Vec<u8>>>>,
+        requester: &[u8; 32],
+        nonce: &[u8],
+    ) -> Result<Reserved, NodeError> {
+        let mut key = requester.to_vec();
+        key.extend_from_slice(nonce);
+        if !set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone())
+        {
+            return Err(NodeError::new(
+                Code::AlreadyExists,
+                "this request's nonce is being used by a request admitted right now: a replay",
+            ));
+        }
+        Ok(Reserved {
+            set: set.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -383,6 +427,88 @@ mod tests {
         async fn windows(&self, _: &str, _: i64) -> Result<Windows, NodeError> {
             Ok(Windows::default())
         }
+    }
+
+    /// A ledger whose write of the request with nonce [9; 16] waits until released.
+    #[derive(Default)]
+    struct Slow {
+        inner: Memory,
+        writing: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    impl Ledger for Slow {
+        type Entry = usize;
+
+        async fn session_seen(&self, s: &[u8]) -> Result<Option<u64>, NodeError> {
+            self.inner.session_seen(s).await
+        }
+
+        async fn nonce_seen(&self, r: &[u8; 32], n: &[u8]) -> Result<Option<u64>, NodeError> {
+            self.inner.nonce_seen(r, n).await
+        }
+
+        async fn denied(&self, a: &Admission<'_>, d: &Decision) -> Result<u64, NodeError> {
+            self.inner.denied(a, d).await
+        }
+
+        async fn started(&self, a: &Admission<'_>, d: &Decision) -> Result<usize, NodeError> {
+            if a.nonce == [9; 16] {
+                self.writing.notify_one();
+                self.release.notified().await;
+            }
+            self.inner.started(a, d).await
+        }
+
+        async fn ended(&self, t: &Ticket<usize>, e: End) -> Result<u64, NodeError> {
+            self.inner.ended(t, e).await
+        }
+
+        async fn windows(&self, v: &str, now: i64) -> Result<Windows, NodeError> {
+            self.inner.windows(v, now).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_ledger_write_holds_back_only_its_own_nonce() {
+        let gate = Arc::new(Gate::new(4));
+        let ledger = Arc::new(Slow::default());
+        let (g, l) = (gate.clone(), ledger.clone());
+        let first = tokio::spawn(async move {
+            let r = relay(&[1; 32]);
+            g.admit(&*l, admission(&r, &[9; 16]), &allow())
+                .await
+                .map(|_| ())
+        });
+        // The first request is inside its ledger write.
+        ledger.writing.notified().await;
+        let limit = Duration::from_secs(10);
+        // Another request is admitted meanwhile: no lock over another request's write.
+        let r2 = relay(&[2; 32]);
+        let other = tokio::time::timeout(
+            limit,
+            gate.admit(&*ledger, admission(&r2, &[8; 16]), &allow()),
+        )
+        .await
+        .expect("held back by another request's ledger write");
+        assert!(other.is_ok());
+        // A copy of the first request, on another session, is refused at once.
+        let r3 = relay(&[3; 32]);
+        let copy = tokio::time::timeout(
+            limit,
+            gate.admit(&*ledger, admission(&r3, &[9; 16]), &allow()),
+        )
+        .await
+        .expect("a copy waited");
+        assert!(copy.err().unwrap().to_string().contains("a replay"));
+        ledger.release.notify_one();
+        first.await.unwrap().unwrap();
+        // Written: now the ledger refuses the nonce.
+        let r4 = relay(&[4; 32]);
+        let again = gate
+            .admit(&*ledger, admission(&r4, &[9; 16]), &allow())
+            .await;
+        assert!(again.err().unwrap().to_string().contains("history entry"));
     }
 
     /// A ledger whose store is damaged.

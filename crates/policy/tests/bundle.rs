@@ -284,6 +284,18 @@ fn value_moves_no_limit_sees_are_refused_by_the_shipped_bundles() {
     let r = denied_by("hot-wallet", same, &Payload::TypedData(safe_tx));
     assert!(r.iter().any(|m| m.contains("EIP-712 SafeTx")), "{r:?}");
 
+    // EIP-3009: a USDC transfer signed as typed data, under a name the token chose.
+    let auth = r#"{"types":{"EIP712Domain":[{"name":"name","type":"string"},{"name":"version","type":"string"},{"name":"chainId","type":"uint256"},{"name":"verifyingContract","type":"address"}],"TransferWithAuthorization":[{"name":"from","type":"address"},{"name":"to","type":"address"},{"name":"value","type":"uint256"},{"name":"validAfter","type":"uint256"},{"name":"validBefore","type":"uint256"},{"name":"nonce","type":"bytes32"}]},"primaryType":"TransferWithAuthorization","domain":{"name":"USD Coin","version":"2","chainId":8453,"verifyingContract":"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"},"message":{"from":"0x1111111111111111111111111111111111111111","to":"0xaAaAaAaaAaAaAaaAaAAAAAAAAaaaAaAaAaaAaaAa","value":"5000000000","validAfter":"0","validBefore":"99999999999","nonce":"0x0000000000000000000000000000000000000000000000000000000000000001"}}"#;
+    let r = denied_by("hot-wallet", same, &Payload::TypedData(auth));
+    assert!(
+        r.iter().any(|m| m.contains("TransferWithAuthorization")),
+        "{r:?}"
+    );
+    // The same under a name no list holds: the token's own contract still refuses it.
+    let renamed = auth.replace("TransferWithAuthorization", "Voucher");
+    let r = denied_by("hot-wallet", same, &Payload::TypedData(&renamed));
+    assert!(r.iter().any(|m| m.contains("EIP-712 Voucher")), "{r:?}");
+
     // personal_sign of a 32-byte hash (a safeTxHash): blind signing.
     let r = denied_by(
         "organization",

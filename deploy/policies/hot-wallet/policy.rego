@@ -1,10 +1,12 @@
 # Hot wallet: small, frequent payments. Signs ether and ERC-20 transfers on allowlisted
 # chains and EIP-191/EIP-712 messages, within a per-transaction limit and a velocity limit
 # (signatures per hour), during business hours (UTC). No blind signing, no keygen/reshare.
-# Value that moves without a transfer the limits see is refused unless allowlisted: ERC-20
-# allowances, contract calls the daemon cannot decode (increaseAllowance, swaps, contract
-# creation), signed permits, orders and Safe transactions (EIP-712), and 32-byte
-# personal_sign messages (a hash: blind signing).
+# Only listed assets move. Value that moves without a transfer the limits see is refused
+# unless allowlisted: ERC-20 allowances, contract calls the daemon cannot decode
+# (increaseAllowance, swaps, contract creation), signed permits, transfer authorizations,
+# orders and Safe transactions (EIP-712), and 32-byte personal_sign messages (a hash: blind
+# signing). A listed contract may be called with anything, and a listed spender gets any
+# allowance: list with care.
 package cosigner
 
 import rego.v1
@@ -35,26 +37,41 @@ deny contains msg if {
 }
 
 deny contains msg if {
+	some t in input.payload.transfers
+	not t.is_change
+	not data.hot_wallet.per_transaction[t.asset]
+	msg := sprintf("%s is not an asset this hot wallet moves (data.hot_wallet.per_transaction)", [t.asset])
+}
+
+deny contains msg if {
 	input.payload.decoded.erc20.function == "approve"
 	spender := input.payload.decoded.erc20.spender
-	not object.get(data.hot_wallet, "spenders", {})[spender]
+	not listed(object.get(data.hot_wallet, "spenders", {}), spender)
 	msg := sprintf("ERC-20 approve for spender %s: an allowance moves tokens later without another signature (allowed spenders: data.hot_wallet.spenders)", [spender])
 }
 
 deny contains msg if {
 	input.payload.decoded.unknown_call
 	to := input.payload.decoded.to
-	not object.get(data.hot_wallet, "contracts", {})[to]
+	not listed(object.get(data.hot_wallet, "contracts", {}), to)
 	msg := sprintf("a contract call the daemon cannot decode (to %v): increaseAllowance, swaps and contract creation move value no limit sees (allowed contracts: data.hot_wallet.contracts)", [to])
+}
+
+# Typed data that moves value: by its type's name, or because it is addressed to a token
+# this wallet holds or to Permit2 (a token accepts signed transfers under names no list
+# can foresee).
+deny contains msg if {
+	input.payload.decoded.type == "eip712"
+	t := input.payload.decoded.primary_type
+	value_moving_typed_data(t, typed_data_contract)
+	not typed_data_allowed(typed_data_contract, t)
+	msg := sprintf("EIP-712 %s for contract %s: a signed permit, transfer authorization, order or Safe transaction moves value without a transaction this policy sees (allowed pairs: data.hot_wallet.typed_data)", [t, typed_data_contract])
 }
 
 deny contains msg if {
 	input.payload.decoded.type == "eip712"
-	t := input.payload.decoded.primary_type
-	value_moving_typed_data(t)
-	contract := lower(object.get(input.payload.decoded.domain, "verifyingContract", ""))
-	not typed_data_allowed(contract, t)
-	msg := sprintf("EIP-712 %s for contract %s: a signed permit, order or Safe transaction moves value without a transaction this policy sees (allowed pairs: data.hot_wallet.typed_data)", [t, contract])
+	not typed_data_contract_readable
+	msg := "EIP-712 domain.verifyingContract is not an address string; refusing rather than guessing which contract it binds"
 }
 
 deny contains msg if {
@@ -82,18 +99,84 @@ business_hours if {
 	h < 18
 }
 
-# Permits (EIP-2612, Permit2), orders (Seaport, 0x, CoW...) and Safe transactions.
-value_moving_typed_data(t) if t in {
-	"Permit", "PermitSingle", "PermitBatch", "PermitTransferFrom", "PermitBatchTransferFrom",
-	"PermitWitnessTransferFrom", "PermitBatchWitnessTransferFrom", "SafeTx", "SafeMessage", "BulkOrder",
+# The typed data's verifying contract, lowercase ("" when the domain names none).
+default typed_data_contract := ""
+
+typed_data_contract := lower(c) if {
+	d := object.get(input.payload.decoded, "domain", {})
+	is_object(d)
+	c := object.get(d, "verifyingContract", "")
+	is_string(c)
 }
 
-value_moving_typed_data(t) if startswith(t, "Order")
+typed_data_contract_readable if {
+	d := object.get(input.payload.decoded, "domain", {})
+	not is_object(d)
+}
 
+typed_data_contract_readable if {
+	d := object.get(input.payload.decoded, "domain", {})
+	is_object(d)
+	is_string(object.get(d, "verifyingContract", ""))
+}
+
+# Permits (EIP-2612, Permit2), transfer authorizations (EIP-3009), meta-transactions and
+# forwarded calls, account-abstraction operations, delegations, orders (Seaport, 0x, CoW,
+# LooksRare, Blur...) and Safe transactions. No list of names is complete: typed data for
+# a token this wallet lists, or for Permit2, is refused whatever its name.
+value_moving_typed_data(t, _) if t in {
+	"Permit", "PermitSingle", "PermitBatch", "PermitTransferFrom", "PermitBatchTransferFrom",
+	"PermitWitnessTransferFrom", "PermitBatchWitnessTransferFrom", "PermitForAll",
+	"TransferWithAuthorization", "ReceiveWithAuthorization", "ForwardRequest", "MetaTransaction",
+	"UserOperation", "PackedUserOperation", "Delegation", "DelegationWithSig", "SafeTx",
+	"SafeMessage", "BulkOrder", "Maker", "Root",
+}
+
+value_moving_typed_data(t, _) if startswith(t, "Order")
+
+value_moving_typed_data(t, _) if endswith(t, "Order")
+
+value_moving_typed_data(_, contract) if contract == permit2
+
+value_moving_typed_data(_, contract) if {
+	some asset, _ in data.hot_wallet.per_transaction
+	endswith(asset, concat(":", ["", contract]))
+	contract != ""
+}
+
+# Uniswap's Permit2, the same address on every chain.
+permit2 := "0x000000000022d473030f116ddee9f6b43ac78ba3"
+
+# A listed (contract, type) pair; a permit or transfer authorization must also name a
+# listed spender (or recipient), or listing USDC's Permit would let anyone be approved.
 typed_data_allowed(contract, t) if {
 	some a in object.get(data.hot_wallet, "typed_data", [])
 	lower(a.verifying_contract) == contract
 	a.primary_type == t
+	typed_data_counterparty_listed
+}
+
+typed_data_counterparty_listed if {
+	m := object.get(input.payload.decoded, "message", {})
+	object.get(m, "spender", null) == null
+	object.get(m, "to", null) == null
+}
+
+typed_data_counterparty_listed if {
+	m := input.payload.decoded.message
+	listed(object.get(data.hot_wallet, "spenders", {}), lower(m.spender))
+}
+
+typed_data_counterparty_listed if {
+	m := input.payload.decoded.message
+	object.get(m, "spender", null) == null
+	listed(object.get(data.hot_wallet, "spenders", {}), lower(m.to))
+}
+
+# An address in a set keyed by address, whatever case the key was written in.
+listed(set, addr) if {
+	some k, _ in set
+	lower(k) == addr
 }
 
 greater(a, b) if count(a) > count(b)

@@ -85,7 +85,35 @@ test_an_allowlisted_typed_data_pair_passes_whatever_the_address_case if {
 }
 
 test_ordinary_typed_data_passes if {
-	count(cosigner.deny) == 0 with input as permit with input.payload.decoded.primary_type as "Mail"
+	count(cosigner.deny) == 0 with input as permit with input.payload.decoded.primary_type as "Mail" with input.payload.decoded.domain as {"verifyingContract": "0xCcCCccccCCCCcCCCCCCcCcCccCcCCCcCcccccccC"}
+}
+
+test_typed_data_for_a_listed_token_is_denied_whatever_its_name if {
+	# EIP-3009 and names no list foresees: the token's own contract decides.
+	some msg in cosigner.deny with input as permit with input.payload.decoded.primary_type as "TransferWithAuthorization"
+	contains(msg, "TransferWithAuthorization")
+	some m2 in cosigner.deny with input as permit with input.payload.decoded.primary_type as "Mail"
+	contains(m2, "EIP-712 Mail")
+	some m3 in cosigner.deny with input as permit with input.payload.decoded.primary_type as "LimitOrder" with input.payload.decoded.domain as {"verifyingContract": "0xdef1c0ded9bec7f1a1670819833240f027b25eff"}
+	contains(m3, "LimitOrder")
+}
+
+test_a_listed_permit_pair_needs_a_listed_spender if {
+	pair := [{"verifying_contract": "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48", "primary_type": "Permit"}]
+	some msg in cosigner.deny with input as permit with input.payload.decoded.message as {"spender": "0x00000000000000000000000000000000000000cc", "value": "1"} with data.hot_wallet.typed_data as pair
+	contains(msg, "EIP-712 Permit")
+	count(cosigner.deny) == 0 with input as permit with input.payload.decoded.message as {"spender": "0x00000000000000000000000000000000000000CC", "value": "1"} with data.hot_wallet.typed_data as pair with data.hot_wallet.spenders as {"0x00000000000000000000000000000000000000cC": "router"}
+}
+
+test_an_unreadable_verifying_contract_is_denied if {
+	some msg in cosigner.deny with input as permit with input.payload.decoded.primary_type as "Mail" with input.payload.decoded.domain as {"verifyingContract": [1, 2, 3]}
+	contains(msg, "not an address string")
+	count(cosigner.deny) == 0 with input as permit with input.payload.decoded.primary_type as "Mail" with input.payload.decoded.domain as null
+}
+
+test_an_unlisted_asset_does_not_move_even_at_zero if {
+	some msg in cosigner.deny with input as pay with input.payload.transfers as [{"asset": "ethereum:8453:0x00000000000000000000000000000000000000ee", "recipient": "0x1", "amount": "0"}]
+	contains(msg, "not an asset this hot wallet moves")
 }
 
 hash_message := object.union(pay, {"payload": {"chain": "message", "network": "", "transfers": [], "decoded": {"type": "personal_sign", "length": 32}}})

@@ -53,10 +53,15 @@ deny contains msg if {
 deny contains msg if {
 	input.payload.decoded.type == "eip712"
 	t := input.payload.decoded.primary_type
-	value_moving_typed_data(t)
-	contract := lower(object.get(input.payload.decoded.domain, "verifyingContract", ""))
-	not typed_data_allowed(contract, t)
-	msg := sprintf("EIP-712 %s for contract %s: a signed permit, order or Safe transaction moves value (allowed pairs: data.organization.typed_data)", [t, contract])
+	value_moving_typed_data(t, typed_data_contract)
+	not typed_data_allowed(typed_data_contract, t)
+	msg := sprintf("EIP-712 %s for contract %s: a signed permit, transfer authorization, order or Safe transaction moves value (allowed pairs: data.organization.typed_data)", [t, typed_data_contract])
+}
+
+deny contains msg if {
+	input.payload.decoded.type == "eip712"
+	not typed_data_contract_readable
+	msg := "EIP-712 domain.verifyingContract is not an address string; refusing rather than guessing which contract it binds"
 }
 
 deny contains msg if {
@@ -65,13 +70,44 @@ deny contains msg if {
 	msg := "personal_sign of exactly 32 bytes: that is a hash (a Safe's safeTxHash, a transaction's), so signing it is blind signing"
 }
 
-# Permits (EIP-2612, Permit2), orders (Seaport, 0x, CoW...) and Safe transactions.
-value_moving_typed_data(t) if t in {
-	"Permit", "PermitSingle", "PermitBatch", "PermitTransferFrom", "PermitBatchTransferFrom",
-	"PermitWitnessTransferFrom", "PermitBatchWitnessTransferFrom", "SafeTx", "SafeMessage", "BulkOrder",
+# The typed data's verifying contract, lowercase ("" when the domain names none).
+default typed_data_contract := ""
+
+typed_data_contract := lower(c) if {
+	d := object.get(input.payload.decoded, "domain", {})
+	is_object(d)
+	c := object.get(d, "verifyingContract", "")
+	is_string(c)
 }
 
-value_moving_typed_data(t) if startswith(t, "Order")
+typed_data_contract_readable if {
+	d := object.get(input.payload.decoded, "domain", {})
+	not is_object(d)
+}
+
+typed_data_contract_readable if {
+	d := object.get(input.payload.decoded, "domain", {})
+	is_object(d)
+	is_string(object.get(d, "verifyingContract", ""))
+}
+
+# Permits (EIP-2612, Permit2), transfer authorizations (EIP-3009), meta-transactions,
+# account-abstraction operations, delegations, orders and Safe transactions. No list of
+# names is complete; Permit2 is refused whatever the name. A listed pair is open to any
+# content (spender, amount): list with care.
+value_moving_typed_data(t, _) if t in {
+	"Permit", "PermitSingle", "PermitBatch", "PermitTransferFrom", "PermitBatchTransferFrom",
+	"PermitWitnessTransferFrom", "PermitBatchWitnessTransferFrom", "PermitForAll",
+	"TransferWithAuthorization", "ReceiveWithAuthorization", "ForwardRequest", "MetaTransaction",
+	"UserOperation", "PackedUserOperation", "Delegation", "DelegationWithSig", "SafeTx",
+	"SafeMessage", "BulkOrder", "Maker", "Root",
+}
+
+value_moving_typed_data(t, _) if startswith(t, "Order")
+
+value_moving_typed_data(t, _) if endswith(t, "Order")
+
+value_moving_typed_data(_, contract) if contract == "0x000000000022d473030f116ddee9f6b43ac78ba3"
 
 typed_data_allowed(contract, t) if {
 	some a in object.get(data.organization, "typed_data", [])

@@ -36,6 +36,13 @@ test_a_safe_transaction_or_permit_is_denied_unless_listed if {
 	count(cosigner.deny) == 0 with input as safe_tx with data.organization.typed_data as [{"verifying_contract": "0x1111111111111111111111111111111111111111", "primary_type": "SafeTx"}]
 }
 
+test_transfer_authorizations_and_unreadable_contracts_are_denied if {
+	some msg in cosigner.deny with input as safe_tx with input.payload.decoded.primary_type as "TransferWithAuthorization"
+	contains(msg, "TransferWithAuthorization")
+	some m2 in cosigner.deny with input as safe_tx with input.payload.decoded.primary_type as "Mail" with input.payload.decoded.domain as {"verifyingContract": null}
+	contains(m2, "not an address string")
+}
+
 test_a_32_byte_personal_sign_is_denied if {
 	some msg in cosigner.deny with input as safe_tx with input.payload.decoded as {"type": "personal_sign", "length": 32}
 	contains(msg, "32 bytes")
