@@ -658,6 +658,7 @@ impl Ceremonies {
         let Some(limit) = self.settings.drop_previous_after else {
             return;
         };
+        let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
         let ids = match self.vaults.ids().await {
             Ok(ids) => ids,
             Err(e) => {
@@ -672,7 +673,6 @@ impl Ceremonies {
             let Ok(commit) = self.vaults.commit_state(&vault).await else {
                 continue;
             };
-            let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
             let Some(e) = cosigner_node::previous::expired(
                 &epochs(&slots),
                 commit.as_ref(),

@@ -227,6 +227,15 @@ fn at_noon(d: &cosigner_policy::Decoded) -> serde_json::Value {
     doc
 }
 
+/// Calldata for `selector(address spender, uint256 amount)` with spender 0xaa..aa.
+fn spender_call(selector: &str, amount: [u8; 32]) -> Vec<u8> {
+    let mut data = alloy_primitives::hex::decode(selector).unwrap();
+    data.extend([0u8; 12]);
+    data.extend([0xaa; 20]);
+    data.extend(amount);
+    data
+}
+
 /// An EIP-1559 call on Base (chain 8453) to `to` with `data`.
 fn base_call(to: alloy_primitives::Address, data: Vec<u8>) -> Vec<u8> {
     use alloy_consensus::{SignableTransaction, TxEip1559};
@@ -251,10 +260,7 @@ fn value_moves_no_limit_sees_are_refused_by_the_shipped_bundles() {
     let usdc = address!("833589fcd6edb6e08f4c7c32d4f71b54bda02913");
 
     // approve(spender, 2^256-1): an unlimited allowance.
-    let mut approve = alloy_primitives::hex::decode("095ea7b3").unwrap();
-    approve.extend([0u8; 12]);
-    approve.extend([0xaa; 20]);
-    approve.extend([0xff; 32]);
+    let approve = spender_call("095ea7b3", [0xff; 32]);
     let r = denied_by(
         "hot-wallet",
         same,
@@ -263,10 +269,7 @@ fn value_moves_no_limit_sees_are_refused_by_the_shipped_bundles() {
     assert!(r.iter().any(|m| m.contains("ERC-20 approve")), "{r:?}");
 
     // increaseAllowance(spender, amount): not an ERC-20 call the decoder knows.
-    let mut increase = alloy_primitives::hex::decode("39509351").unwrap();
-    increase.extend([0u8; 12]);
-    increase.extend([0xaa; 20]);
-    increase.extend([0xff; 32]);
+    let increase = spender_call("39509351", [0xff; 32]);
     let r = denied_by(
         "hot-wallet",
         same,
@@ -321,11 +324,9 @@ fn listed_spenders_contracts_and_typed_data_pass_the_hot_wallet() {
     std::fs::write(dir.path().join("data.json"), data).unwrap();
     let b = Bundle::load(dir.path()).unwrap();
     let usdc = address!("833589fcd6edb6e08f4c7c32d4f71b54bda02913");
-    let mut approve = alloy_primitives::hex::decode("095ea7b3").unwrap();
-    approve.extend([0u8; 12]);
-    approve.extend([0xaa; 20]);
-    approve.extend([0u8; 31]);
-    approve.push(1);
+    let mut one = [0u8; 32];
+    one[31] = 1;
+    let approve = spender_call("095ea7b3", one);
     let rlp = base_call(usdc, approve);
     let d = decode(&Payload::Ethereum(&rlp), None).unwrap();
     let v = b.decide(at_noon(&d)).verdict;
